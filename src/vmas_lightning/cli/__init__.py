@@ -1,0 +1,1 @@
+"""The `vmas` command: LightningCLI subcommands plus project subcommands."""

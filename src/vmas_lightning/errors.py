@@ -1,0 +1,26 @@
+"""User-facing errors: each one prints as a single line and exits non-zero from the CLI."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VMASError(Exception):
+    """An error caused by the user's input (file, config, weights), reported as one line."""
+
+    exit_code = 2
+
+
+class MissingWeightsError(VMASError):
+    """Pretrained weights that are neither in a local folder nor reachable on the hub."""
+
+    def __init__(self, what: str, source: str, how: str):
+        super().__init__(f"missing pretrained weights for {what}: '{source}' not found; {how}")
+
+
+class InputFileError(VMASError):
+    """An input media file that is missing, empty, truncated or of the wrong kind."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")

@@ -1,0 +1,170 @@
+"""`VMASModule`: the LightningModule that trains, validates, tests and predicts with a `VMASModel`."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import lightning as L
+import torch
+
+from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.generation.generator import MusicGenerator
+from vmas_lightning.models.vmas import VMASModel
+from vmas_lightning.objectives.beats import beat_weights
+from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
+from vmas_lightning.objectives.optim import OptimConfig, build_optimizer, build_scheduler
+from vmas_lightning.sequence import SequenceConfig
+
+PluginSpec = Union[str, dict[str, Any]]
+
+
+@dataclass
+class ContrastiveConfig:
+    """Video-music contrastive loss (Eq. 2). The paper gives neither temperature nor projection size."""
+
+    embed_dim: Optional[int] = 512
+    temperature: float = 0.07
+    learnable_temperature: bool = True
+    gather: str = "global"
+
+
+@dataclass
+class LossConfig:
+    """L = L_AR + alpha * L_contrastive, L_AR weighted by w_t = o_t + lambda (Eq. 3-4).
+
+    alpha and lambda are not given by the paper; ``beat_weighting=False`` and ``alpha=0`` give the
+    AR baseline of Table 5.
+    """
+
+    alpha: float = 0.1
+    beat_weighting: bool = True
+    beat_lambda: float = 1.0
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+
+
+@dataclass
+class EvaluationConfig:
+    """What `vmas test` computes; see docs/EVALUATION.md."""
+
+    embedder: PluginSpec = "vggish"
+    classifier: PluginSpec = "ast"
+    output_dir: Optional[str] = None
+    reference_stats_cache: Optional[str] = None
+
+
+class VMASModule(L.LightningModule):
+    """Video encoder + video-conditioned MusicGen decoder + frozen EnCodec, trained with the
+    beat-weighted AR loss and the video-music contrastive loss.
+
+    Args:
+        sequence: clip geometry (duration, fps, frame size, codec rates).
+        encoder, decoder, codec: plugin specs (`vmas plugins` lists the names).
+        cond_dropout: fraction of training samples whose video is replaced by the learned null
+            condition, for classifier-free guidance.
+        loss, optim, generation, evaluation: see the dataclasses.
+        num_audio_samples: validation clips generated and logged to TensorBoard each validation.
+    """
+
+    def __init__(
+        self,
+        sequence: SequenceConfig = SequenceConfig(),
+        encoder: PluginSpec = "efficient_hiera",
+        decoder: PluginSpec = "musicgen",
+        codec: PluginSpec = "encodec",
+        cond_dropout: float = 0.1,
+        loss: LossConfig = LossConfig(),
+        optim: OptimConfig = OptimConfig(),
+        generation: GenerationConfig = GenerationConfig(),
+        evaluation: EvaluationConfig = EvaluationConfig(),
+        num_audio_samples: int = 2,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = VMASModel(encoder, decoder, codec, sequence, cond_dropout)
+        self.loss_config = loss
+        self.optim_config = optim
+        self.generation_config = generation
+        self.evaluation_config = evaluation
+        self.num_audio_samples = num_audio_samples
+        self.contrastive = (
+            ContrastiveLoss(
+                music_dim=self.model.codec.codebook_embeddings().shape[-1],
+                video_dim=self.model.encoder.out_dim,
+                **asdict(loss.contrastive),
+            )
+            if loss.alpha > 0
+            else None
+        )
+        self._audio_batch: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ training
+    def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Loss terms for one batch: `loss`, `loss_ar`, `loss_contrastive`, `contrastive_top1`, `beat_share`."""
+        tokens = batch["tokens"]
+        features = self.model.encode_video(batch["video"])
+        logits = self.model(features, tokens)
+        overlap = batch["overlap"].to(logits.dtype)
+        if self.loss_config.beat_weighting:
+            weights = beat_weights(overlap, self.loss_config.beat_lambda)
+        else:
+            weights = torch.ones_like(overlap)
+        out = {"loss_ar": weighted_cross_entropy(logits, tokens, weights), "beat_share": overlap.mean()}
+        out["loss"] = out["loss_ar"]
+        if self.contrastive is not None:
+            music = soft_music_embedding(logits, self.model.codec.codebook_embeddings())
+            out["loss_contrastive"], out["contrastive_top1"] = self.contrastive(music, features.mean(dim=1))
+            out["loss"] = out["loss"] + self.loss_config.alpha * out["loss_contrastive"]
+        return out
+
+    def _log_losses(self, stage: str, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+        on_step = stage == "train"
+        for name, value in losses.items():
+            self.log(f"{stage}/{name}", value.detach(), on_step=on_step, on_epoch=not on_step,
+                     prog_bar=name == "loss", batch_size=batch_size, sync_dist=not on_step)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = self.compute_losses(batch)
+        self._log_losses("train", losses, batch["tokens"].shape[0])
+        return losses["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        losses = self.compute_losses(batch)
+        self._log_losses("val", losses, batch["tokens"].shape[0])
+        if batch_idx == 0:
+            self._audio_batch = {k: batch[k][: self.num_audio_samples] for k in ("id", "video")}
+
+    def on_validation_epoch_end(self) -> None:
+        """Generate a few validation clips and log them to TensorBoard."""
+        batch, self._audio_batch = self._audio_batch, None
+        writer = getattr(self.logger, "experiment", None)
+        if batch is None or self.num_audio_samples <= 0 or self.trainer.sanity_checking or not hasattr(writer, "add_audio"):
+            return
+        audio = self.generate(batch["video"]).float().cpu()
+        for clip_id, wav in zip(batch["id"], audio):
+            writer.add_audio(f"val_audio/{clip_id}", wav[0], self.global_step, self.model.codec.sample_rate)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, video: torch.Tensor, config: GenerationConfig | None = None) -> torch.Tensor:
+        """Music for `video [B, 3, F, H, W]` in [0, 1] -> waveform `[B, 1, N]` at the codec rate."""
+        generator = MusicGenerator(self.model, config or self.generation_config)
+        tokens = generator.generate(video)
+        return self.model.codec.decode(tokens)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        return {"id": batch["id"], "audio": self.generate(batch["video"]), "sample_rate": self.model.codec.sample_rate}
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        optimizer = build_optimizer(named, self.optim_config)
+        scheduler = build_scheduler(optimizer, self.optim_config, int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def output_dir(self, name: str) -> Path:
+        """A folder for this run's outputs next to its logs (`<log_dir>/<name>`)."""
+        root = self.trainer.log_dir or self.trainer.default_root_dir
+        path = Path(root) / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
