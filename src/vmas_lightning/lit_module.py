@@ -7,6 +7,7 @@ from typing import Any, Optional, Union
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 
 from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
@@ -97,6 +98,21 @@ class VMASModule(L.LightningModule):
             else None
         )
         self._audio_batch: dict[str, Any] | None = None
+        self._resumed_rng_states: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ resume
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the RNG states so a resumed run draws the same dropout and null-condition masks."""
+        checkpoint["rng_states"] = _collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng_states = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Restored here, not at load time: loader start-up between the two draws from the RNG.
+        if self._resumed_rng_states is not None:
+            _set_rng_states(self._resumed_rng_states)
+            self._resumed_rng_states = None
 
     # ------------------------------------------------------------------ training
     def compute_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,171 @@
+"""`vmas generate`: music for one video or a folder of videos, as a wav and a muxed copy of the video.
+
+    vmas generate --ckpt last.ckpt --video clip.mp4 --out out/clip [--plot out/clip.png]
+    vmas generate --ckpt last.ckpt --input-dir videos/ --out-dir out/
+
+Batch mode reports every file that fails (and why), goes on with the rest, writes
+`<out-dir>/report.json`, and exits 0 when at least one video succeeded (2 when none did).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from jsonargparse import ArgumentParser
+
+from vmas_lightning.errors import InputFileError, VMASError
+
+HELP = "Generate music for a video (or a folder of videos): a 32 kHz wav and the video with it muxed in."
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv"}
+# Containers the muxed copy keeps; other sources are written as .mp4 (mux falls back to .mkv).
+KEPT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
+SAMPLING_FLAGS = ("top_k", "top_p", "temperature", "cfg_scale", "window_s", "overlap_s", "seed")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="vmas generate", description=HELP)
+    parser.add_argument("--ckpt", required=True, help="VMASModule checkpoint (EMA weights used when present).")
+    parser.add_argument("--video", help="One input video (any container, rate, size or rotation).")
+    parser.add_argument("--out", help="Output stem (writes <stem>.wav and <stem>.<container>) or an existing folder.")
+    parser.add_argument("--input-dir", help="Batch mode: every video file in this folder.")
+    parser.add_argument("--out-dir", help="Batch mode: output folder (<name>.wav, <name>.<container>, report.json).")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when available.")
+    parser.add_argument("--top-k", type=Optional[int], default=None, help="Override the checkpoint's top-k (0: off).")
+    parser.add_argument("--top-p", type=Optional[float], default=None, help="Override top-p (0: off).")
+    parser.add_argument("--temperature", type=Optional[float], default=None, help="Override the temperature (0: greedy).")
+    parser.add_argument("--cfg-scale", type=Optional[float], default=None, help="Override the guidance scale (1: off).")
+    parser.add_argument("--window-s", type=Optional[float], default=None, help="Seconds per window (default: training length).")
+    parser.add_argument("--overlap-s", type=Optional[float], default=None, help="Seconds of music carried into the next window.")
+    parser.add_argument("--seed", type=Optional[int], default=None, help="Seed: same seed, same music.")
+    parser.add_argument("--no-cache", action="store_true", help="Disable the decoder's key/value cache (slow; for checks).")
+    parser.add_argument("--keep-original-audio", action="store_true", help="Keep the source's audio as a second stream.")
+    parser.add_argument("--no-video", action="store_true", help="Write only the wav, no muxed video.")
+    parser.add_argument("--plot", help="PNG of waveform, music onsets and video beats (batch mode: a folder); prints MV-Align.")
+    parser.add_argument("--plot-spectrogram", action="store_true", help="Plot a spectrogram instead of the waveform.")
+    return parser
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; `cuda` without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VMASError("--device cuda: no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def output_stem(out: str, video: Path) -> Path:
+    """`--out`: an existing folder (or one ending in '/') gets `<video stem>`; else a stem (a .wav/.mp4 suffix is dropped)."""
+    path = Path(out)
+    if path.is_dir() or out.endswith(("/", "\\")):
+        return path / video.stem
+    return path.with_suffix("") if path.suffix.lower() in VIDEO_SUFFIXES | {".wav"} else path
+
+
+def muxed_suffix(video: Path) -> str:
+    return video.suffix.lower() if video.suffix.lower() in KEPT_SUFFIXES else ".mp4"
+
+
+class Generation:
+    """A loaded checkpoint that turns video files into music files."""
+
+    def __init__(self, cfg):
+        from vmas_lightning.generation.checkpoint import load_for_inference
+        from vmas_lightning.generation.generator import MusicGenerator
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.model, self.sequence, config = load_for_inference(cfg.ckpt, self.device)
+        overrides = {name: getattr(cfg, name) for name in SAMPLING_FLAGS if getattr(cfg, name) is not None}
+        if cfg.no_cache:
+            overrides["use_cache"] = False
+        self.config = dataclasses.replace(config, **overrides)
+        self.generator = MusicGenerator(self.model, self.config, progress=True)
+
+    def __call__(self, video_path: Path, stem: Path, plot: Optional[Path] = None) -> dict:
+        """Generate for one file; returns what was written (raises `InputFileError` for a bad file)."""
+        from vmas_lightning.data.video_io import read_video
+        from vmas_lightning.generation.mux import add_extension, mux_audio, write_wav
+
+        seq = self.sequence
+        clip = read_video(video_path, fps=seq.fps, size=seq.frame_size)
+        if clip.frames.shape[0] == 0:
+            raise InputFileError(video_path, "video has no frames")
+        video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None]  # uint8 [1, 3, F, H, W]
+        started = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            tokens = self.generator.generate(video.to(self.device), duration_s=clip.duration)
+        audio = self.model.codec.decode(tokens)[0, 0].float().cpu().numpy()
+        result = {"video": str(video_path), "seconds": round(clip.duration, 3),
+                  "generation_s": round(time.perf_counter() - started, 2)}
+        result["wav"] = str(write_wav(add_extension(stem, ".wav"), audio[: seq.samples_for(clip.duration)], seq.sample_rate))
+        if not self.cfg.no_video:
+            target = add_extension(stem, muxed_suffix(video_path))
+            if target.resolve() == video_path.resolve():
+                raise VMASError(f"{target}: the output would overwrite the input video; choose another --out")
+            result["video_out"] = str(mux_audio(video_path, audio, seq.sample_rate, target, self.cfg.keep_original_audio))
+        if plot is not None:
+            from vmas_lightning.generation.plot import plot_alignment
+            from vmas_lightning.metrics import mv_align
+
+            result["plot"] = str(plot_alignment(plot, audio, clip.frames, seq, spectrogram=self.cfg.plot_spectrogram, title=video_path.name))
+            result["mv_align"] = mv_align(video_path, result["wav"])
+        return result
+
+
+def run(cfg) -> int:
+    single, batch = cfg.video is not None, cfg.input_dir is not None
+    if single == batch:
+        raise VMASError("give either --video FILE --out OUT or --input-dir DIR --out-dir DIR")
+    if single and cfg.out is None:
+        raise VMASError("--video needs --out (an output stem or folder)")
+    if batch and cfg.out_dir is None:
+        raise VMASError("--input-dir needs --out-dir")
+    if single:
+        video = Path(cfg.video)
+        if not video.is_file():
+            raise InputFileError(video, "no such file")
+        result = Generation(cfg)(video, output_stem(cfg.out, video), Path(cfg.plot) if cfg.plot else None)
+        _print_result(result)
+        return 0
+    return _run_batch(cfg)
+
+
+def _run_batch(cfg) -> int:
+    input_dir, out_dir = Path(cfg.input_dir), Path(cfg.out_dir)
+    if not input_dir.is_dir():
+        raise VMASError(f"--input-dir {input_dir}: not a folder")
+    videos = sorted(p for p in input_dir.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not videos:
+        raise VMASError(f"--input-dir {input_dir}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    generate = Generation(cfg)
+    report = {"succeeded": [], "failed": []}
+    for index, video in enumerate(videos, 1):
+        print(f"[{index}/{len(videos)}] {video.name}", file=sys.stderr)
+        plot = Path(cfg.plot) / f"{video.stem}.png" if cfg.plot else None
+        try:
+            report["succeeded"].append(generate(video, out_dir / video.stem, plot))
+            _print_result(report["succeeded"][-1])
+        except VMASError as err:
+            print(f"vmas generate: skipped: {err}", file=sys.stderr)
+            report["failed"].append({"video": str(video), "error": str(err)})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{len(report['succeeded'])} of {len(videos)} videos done, {len(report['failed'])} failed; "
+          f"report: {out_dir / 'report.json'}")
+    return 0 if report["succeeded"] else 2
+
+
+def _print_result(result: dict) -> None:
+    line = f"{result['video']}: {result['seconds']} s of music in {result['generation_s']} s -> {result['wav']}"
+    if "video_out" in result:
+        line += f", {result['video_out']}"
+    if "plot" in result:
+        line += f"; plot {result['plot']}; MV-Align {result['mv_align']:.3f}"
+    print(line)

@@ -1,0 +1,128 @@
+"""`vmas profile --config CFG [--json]`: parameters, encoder output shape and FLOPs of the configured model.
+
+The model is built on the meta device without pretrained weights (the `pretrained` options are
+dropped, so the decoder's `size` must match the checkpoint it would load; `medium` by default), and
+FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode` (a multiply-add counts as two):
+the encoder on one clip at batch 1, the decoder on one teacher-forced pass over the `T + K - 1`
+delayed steps at batch 1, divided by the number of steps.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+from jsonargparse import ArgumentParser
+from torch.utils.flop_counter import FlopCounterMode
+
+from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.models.vmas import VMASModel
+from vmas_lightning.sequence import SequenceConfig
+
+HELP = "Parameters, encoder output shape and GFLOPs of the model in a config (no weights needed)."
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="vmas profile", description=HELP)
+    parser.add_argument("--config", required=True, help="LightningCLI YAML config; its model: block is profiled.")
+    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    return parser
+
+
+def _without_weights(spec: Any) -> Any:
+    if isinstance(spec, Mapping):
+        return {**spec, "pretrained": None} if "pretrained" in spec else dict(spec)
+    return spec
+
+
+def read_model_block(path: str | Path) -> dict[str, Any]:
+    """The `model:` block of a LightningCLI config file."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read config ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise InputFileError(path, f"not valid YAML ({' '.join(str(exc).split())})") from exc
+    model = (config or {}).get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        raise InputFileError(path, "has no 'model:' block")
+    return model
+
+
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _count_flops(fn, *args) -> tuple[float, dict[str, float], Any]:
+    with FlopCounterMode(display=False) as counter:
+        out = fn(*args)
+    by_op = {str(op).removeprefix("aten."): n / 1e9 for op, n in counter.get_flop_counts()["Global"].items()}
+    return counter.get_total_flops() / 1e9, by_op, out
+
+
+def profile(model_block: Mapping[str, Any]) -> dict[str, Any]:
+    """Build `VMASModel` from a `model:` block on the meta device and measure it."""
+    sequence = SequenceConfig(**model_block.get("sequence", {}))
+    specs = {part: _without_weights(model_block.get(part, default)) for part, default in
+             (("encoder", "efficient_hiera"), ("decoder", "musicgen"), ("codec", "encodec"))}
+    with torch.device("meta"):
+        model = VMASModel(specs["encoder"], specs["decoder"], specs["codec"], sequence).eval()
+        video = torch.empty(1, 3, sequence.num_frames, sequence.frame_size, sequence.frame_size)
+    sequence = model.sequence
+    with torch.no_grad():
+        enc_gflops, enc_by_op, features = _count_flops(model.encode_video, video)
+        steps = sequence.num_delayed_steps
+        tokens = torch.zeros(1, model.codec.num_codebooks, steps, dtype=torch.long, device="meta")
+        dec_gflops, _, _ = _count_flops(model.decoder, tokens, features)
+
+    def name(spec: Any) -> str:
+        return spec if isinstance(spec, str) else spec["name"]
+
+    return {
+        "encoder": {
+            "name": name(specs["encoder"]),
+            "params": _params(model.encoder),
+            "input_shape": list(video.shape[1:]),
+            "output_shape": list(features.shape[1:]),
+            "frames_per_feature": sequence.frames_per_feature,
+            "feature_rate": sequence.feature_rate,
+            "gflops": round(enc_gflops, 2),
+            "gflops_by_op": {op: round(v, 2) for op, v in enc_by_op.items()},
+        },
+        "decoder": {
+            "name": name(specs["decoder"]),
+            "params": _params(model.decoder),
+            "layers": model.decoder.num_layers,
+            "width": model.decoder.width,
+            "gflops_per_step": round(dec_gflops / steps, 3),
+            "steps": steps,
+        },
+        "codec": {
+            "name": name(specs["codec"]),
+            "params": _params(model.codec),
+            "sample_rate": model.codec.sample_rate,
+            "frame_rate": model.codec.frame_rate,
+            "codebooks": model.codec.num_codebooks,
+            "codebook_size": model.codec.codebook_size,
+        },
+        "trainable_params": _params(model) - _params(model.codec),
+    }
+
+
+def run(cfg) -> int:
+    report = profile(read_model_block(cfg.config))
+    if cfg.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    enc, dec, codec = report["encoder"], report["decoder"], report["codec"]
+    print(f"encoder  {enc['name']}: {enc['params'] / 1e6:.1f} M params, input {enc['input_shape']} -> "
+          f"{enc['output_shape']} ({enc['feature_rate']:g} features/s), {enc['gflops']:.1f} GFLOPs "
+          f"({', '.join(f'{op} {v:.1f}' for op, v in enc['gflops_by_op'].items())})")
+    print(f"decoder  {dec['name']}: {dec['params'] / 1e9:.3f} B params, {dec['layers']} layers, width "
+          f"{dec['width']}, {dec['gflops_per_step']:.2f} GFLOPs per token step")
+    print(f"codec    {codec['name']}: {codec['params'] / 1e6:.1f} M params (frozen), {codec['sample_rate']} Hz, "
+          f"{codec['frame_rate']} frames/s, {codec['codebooks']} codebooks of {codec['codebook_size']}")
+    print(f"trainable {report['trainable_params'] / 1e9:.3f} B params")
+    return 0

@@ -1,0 +1,160 @@
+"""`MusicGenerator`: tokens for a video of any length with a `VMASModel`.
+
+Sampling follows MusicGen: the K codebooks are interleaved with the delay pattern (codebook k
+shifted right by k steps), so T tokens take T + K - 1 decoder steps, and positions outside a
+codebook's span are forced to the pad token. Classifier-free guidance runs the video condition
+and the learned null condition as one doubled batch. A video longer than the window is covered by
+overlapping windows: each window is encoded on its own frames (the clip length the encoder was
+built for) and continues the last tokens of the previous window as a prompt.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from vmas_lightning.errors import VMASError
+from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.generation.sampling import make_generator, sample_next_token
+from vmas_lightning.models.codecs.delay import apply_delay, revert_delay
+
+
+@dataclass(frozen=True)
+class Window:
+    """Token span `[start, end)` of one window; the first `prompt` tokens come from the previous one."""
+
+    start: int
+    end: int
+    prompt: int
+
+
+class MusicGenerator:
+    """Generate EnCodec tokens for videos with a `VMASModel`.
+
+    Args:
+        model: the network (`encode_video`, `null_features`, `decoder`, `sequence`).
+        config: sampling and windowing settings.
+        progress: show a tqdm bar over windows and token steps.
+    """
+
+    def __init__(self, model, config: GenerationConfig | None = None, progress: bool = False):
+        self.model = model
+        self.config = config or GenerationConfig()
+        self.progress = progress
+
+    @property
+    def sequence(self):
+        return self.model.sequence
+
+    def plan_windows(self, num_tokens: int) -> list[Window]:
+        """Windows covering `num_tokens` tokens: the training length each, overlapping by
+        `overlap_s`; the last one ends exactly at `num_tokens` (so its prompt may be longer)."""
+        seq = self.sequence
+        if self.config.window_s is not None and self.config.window_s > seq.duration_s:
+            raise VMASError(f"generation: window_s {self.config.window_s} exceeds the {seq.duration_s}-s clips the encoder takes")
+        length = seq.tokens_for(self.config.window_s or seq.duration_s)
+        if num_tokens <= length:
+            return [Window(0, num_tokens, 0)]
+        stride = length - seq.tokens_for(self.config.overlap_s)
+        if stride < 1:
+            raise VMASError(f"generation: overlap_s {self.config.overlap_s} must be shorter than the window ({length / seq.token_rate} s)")
+        windows = [Window(0, length, 0)]
+        while windows[-1].end < num_tokens:
+            start = min(windows[-1].start + stride, num_tokens - length)
+            windows.append(Window(start, start + length, windows[-1].end - start))
+        return windows
+
+    @torch.no_grad()
+    def generate(self, video: torch.Tensor, duration_s: Optional[float] = None) -> torch.Tensor:
+        """Tokens `[B, K, T]` for `video [B, 3, F, H, W]` at the model's fps: float in [0, 1], or
+        uint8 (converted one window at a time, so long videos stay small in memory).
+
+        `duration_s` defaults to F / fps; T = `sequence.tokens_for(duration_s)`.
+        """
+        seq = self.sequence
+        duration_s = video.shape[2] / seq.fps if duration_s is None else duration_s
+        num_tokens = seq.tokens_for(duration_s)
+        if num_tokens < 1:
+            raise VMASError(f"a video of {duration_s:.3f} s is too short to generate music for")
+        device = next(self.model.parameters()).device
+        video = video.to(device)
+        rng = make_generator(self.config.seed, device)
+        windows = self.plan_windows(num_tokens)
+        steps = sum(w.end - w.start - w.prompt + seq.num_codebooks - 1 for w in windows)
+        tokens = torch.zeros(video.shape[0], seq.num_codebooks, num_tokens, dtype=torch.long, device=device)
+        with tqdm(total=steps, unit="step", disable=not self.progress, leave=False) as bar:
+            for index, window in enumerate(windows):
+                bar.set_description(f"window {index + 1}/{len(windows)}")
+                features = self.window_features(video, window)
+                prompt = tokens[:, :, window.start : window.start + window.prompt]
+                tokens[:, :, window.start : window.end] = self.generate_window(
+                    features, prompt, window.end - window.start, rng, bar
+                )
+        return tokens
+
+    def window_features(self, video: torch.Tensor, window: Window) -> torch.Tensor:
+        """Encoder features `[B, S', D]` of the frames under `window`.
+
+        The encoder takes exactly `sequence.num_frames` frames (its positional embeddings are
+        sized for them): a shorter window is padded by holding its last frame, and only the
+        features of real frames are kept, so the music is conditioned on what is on screen.
+        """
+        seq = self.sequence
+        first = min(seq.frames_for(window.start / seq.token_rate), video.shape[2] - 1)
+        count = min(seq.frames_for((window.end - window.start) / seq.token_rate), seq.num_frames)
+        clip = video[:, :, first : first + count]
+        if clip.dtype == torch.uint8:
+            clip = clip.float().div(255)
+        real = clip.shape[2]
+        hold = clip[:, :, -1:].expand(-1, -1, seq.num_frames - clip.shape[2], -1, -1)
+        features = self.model.encode_video(torch.cat([clip, hold], dim=2))
+        return features[:, : math.ceil(real / seq.frames_per_feature)]
+
+    @torch.no_grad()
+    def generate_window(
+        self,
+        features: torch.Tensor,
+        prompt: torch.Tensor,
+        num_tokens: int,
+        rng: Optional[torch.Generator] = None,
+        bar: Optional[tqdm] = None,
+    ) -> torch.Tensor:
+        """Continue `prompt [B, K, P]` to `num_tokens` tokens conditioned on `features [B, S, D]`
+        -> `[B, K, num_tokens]` (the prompt included)."""
+        cfg = self.config
+        decoder = self.model.decoder
+        batch, num_codebooks, prompt_len = prompt.shape
+        num_steps = num_tokens + num_codebooks - 1
+        pad = decoder.pad_token_id
+        guided = cfg.cfg_scale != 1.0
+        cond = features
+        if guided:
+            cond = torch.cat([features, self.model.null_features(batch, features.shape[1]).to(features)])
+
+        # Delayed layout: codebook k holds token t at step t + k; the prompt and the pad cells are known.
+        tokens = prompt.new_full((batch, num_codebooks, num_tokens), pad)
+        tokens[:, :, :prompt_len] = prompt
+        is_prompt = torch.arange(num_tokens, device=prompt.device) < prompt_len
+        known = apply_delay(is_prompt.expand(1, num_codebooks, -1), True)[0]  # [K, num_steps]
+        bos = prompt.new_full((batch, num_codebooks, 1), pad)
+        sequence = torch.cat([bos, apply_delay(tokens, pad)], dim=2)  # position j + 1 holds delayed step j
+        past, fed = None, 0
+        for step in range(prompt_len, num_steps):
+            inputs = sequence[:, :, fed : step + 1]
+            if guided:
+                inputs = torch.cat([inputs, inputs])
+            logits, cache = decoder(inputs, cond, past_key_values=past, use_cache=cfg.use_cache)
+            logits = logits[:, :, -1].float()
+            if guided:
+                conditional, unconditional = logits.chunk(2)
+                logits = unconditional + cfg.cfg_scale * (conditional - unconditional)
+            sampled = sample_next_token(logits, cfg.top_k, cfg.top_p, cfg.temperature, rng)
+            sequence[:, :, step + 1] = torch.where(known[:, step], sequence[:, :, step + 1], sampled)
+            if cfg.use_cache:  # the next call feeds only the new step
+                past, fed = cache, step + 1
+            if bar is not None:
+                bar.update(1)
+        return revert_delay(sequence[:, :, 1:])

@@ -1,0 +1,56 @@
+"""Next-token sampling: temperature, top-k, top-p, with an optional seeded `torch.Generator`."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def filter_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Logits `[..., V]` with everything below the k-th largest set to -inf (k <= 0: unchanged)."""
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Logits `[..., V]` keeping the smallest set of tokens whose probability sum reaches `top_p`
+    (the most likely token is always kept; p <= 0 or p >= 1: unchanged)."""
+    if top_p <= 0.0 or top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    # Drop a token when the tokens before it already reach top_p.
+    drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    top_k: int = 250,
+    top_p: float = 0.0,
+    temperature: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Draw one token per row from logits `[..., V]` -> int64 `[...]`.
+
+    temperature 0 is greedy decoding; top-k then top-p restrict the candidates.
+    """
+    logits = logits.float()
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = filter_top_p(filter_top_k(logits / temperature, top_k), top_p)
+    probs = logits.softmax(dim=-1)
+    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+    return flat.reshape(probs.shape[:-1])
+
+
+def make_generator(seed: Optional[int], device: torch.device | str) -> Optional[torch.Generator]:
+    """A `torch.Generator` on `device` seeded with `seed`, or None (global RNG) when seed is None."""
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator

@@ -1,0 +1,1 @@
+"""The VMAs network: video encoders, music decoders, audio codecs and `VMASModel`."""

@@ -1,0 +1,116 @@
+"""MusicGen's transformer decoder (transformers `MusicgenForCausalLM`) conditioned on video.
+
+The video features are projected to the decoder width and passed as `encoder_hidden_states`, so
+every layer cross-attends to them (MusicGen's text conditioning path, with video instead of T5).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from transformers import (
+    AutoConfig,
+    MusicgenDecoderConfig,
+    MusicgenForCausalLM,
+    MusicgenForConditionalGeneration,
+)
+
+from vmas_lightning.errors import VMASError
+from vmas_lightning.models.pretrained import from_pretrained
+from vmas_lightning.registry import MUSIC_DECODERS
+
+# (layers, width, heads, ffn): MusicGen's small/medium/large and a tiny CPU preset.
+MUSICGEN_SIZES = {
+    "tiny": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, ffn_dim=256),
+    "small": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, ffn_dim=4096),
+    "medium": dict(num_hidden_layers=48, hidden_size=1536, num_attention_heads=24, ffn_dim=6144),
+    "large": dict(num_hidden_layers=48, hidden_size=2048, num_attention_heads=32, ffn_dim=8192),
+}
+
+
+class MusicGenDecoder(nn.Module):
+    """`forward(input_ids [B, K, L], cond [B, S, cond_dim], past_key_values=None, use_cache=False)
+    -> (logits [B, K, L, V], past_key_values)`; `pad_token_id` (= BOS) is `V`."""
+
+    def __init__(self, lm: MusicgenForCausalLM, cond_dim: int):
+        super().__init__()
+        self.lm = lm
+        config = lm.config
+        self.num_codebooks = config.num_codebooks
+        self.width = config.hidden_size
+        self.num_layers = config.num_hidden_layers
+        self.pad_token_id = config.pad_token_id
+        self.cond_proj = nn.Linear(cond_dim, self.width)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        cond: torch.Tensor,
+        past_key_values: Optional[Any] = None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, Optional[Any]]:
+        batch, codebooks, length = input_ids.shape
+        out = self.lm(
+            input_ids=input_ids.reshape(batch * codebooks, length),
+            encoder_hidden_states=self.cond_proj(cond),
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
+        return out.logits.view(batch, codebooks, length, -1), out.past_key_values
+
+
+def load_musicgen_lm(source: str) -> MusicgenForCausalLM:
+    """MusicGen's decoder from a hub id or local folder holding either the full
+    `MusicgenForConditionalGeneration` (e.g. facebook/musicgen-medium) or a `MusicgenForCausalLM`."""
+    how = "put a Hugging Face folder of facebook/musicgen-medium (config.json + weights) there"
+    what = "MusicGen decoder"
+    config = from_pretrained(AutoConfig.from_pretrained, source, what, how)
+    if config.model_type == "musicgen":
+        return from_pretrained(MusicgenForConditionalGeneration.from_pretrained, source, what, how).decoder
+    if config.model_type == "musicgen_decoder":
+        return from_pretrained(MusicgenForCausalLM.from_pretrained, source, what, how)
+    raise VMASError(f"{source}: a '{config.model_type}' model, not MusicGen")
+
+
+@MUSIC_DECODERS.register("musicgen")
+def musicgen(
+    num_codebooks: int,
+    codebook_size: int,
+    cond_dim: int,
+    size: str = "medium",
+    pretrained: Optional[str] = None,
+    num_layers: Optional[int] = None,
+    width: Optional[int] = None,
+    num_heads: Optional[int] = None,
+    ffn_dim: Optional[int] = None,
+    dropout: float = 0.1,
+    max_positions: int = 2048,
+) -> MusicGenDecoder:
+    """MusicGen decoder; `pretrained` (hub id or local folder, e.g. facebook/musicgen-medium) sets
+    the size and weights, otherwise `size` (tiny/small/medium/large) and the explicit overrides do.
+
+    The cond projection is always new (MusicGen's projects T5 text features)."""
+    if pretrained:
+        lm = load_musicgen_lm(pretrained)
+        got = (lm.config.num_codebooks, lm.config.vocab_size)
+        if got != (num_codebooks, codebook_size):
+            raise VMASError(
+                f"{pretrained}: decoder has {got[0]} codebooks of {got[1]}, codec has {num_codebooks} of {codebook_size}"
+            )
+        return MusicGenDecoder(lm, cond_dim)
+    if size not in MUSICGEN_SIZES:
+        raise VMASError(f"musicgen: unknown size '{size}'; known: {', '.join(MUSICGEN_SIZES)}")
+    dims = dict(MUSICGEN_SIZES[size])
+    overrides = dict(num_hidden_layers=num_layers, hidden_size=width, num_attention_heads=num_heads, ffn_dim=ffn_dim)
+    dims.update({k: v for k, v in overrides.items() if v is not None})
+    config = MusicgenDecoderConfig(
+        vocab_size=codebook_size,
+        num_codebooks=num_codebooks,
+        pad_token_id=codebook_size,
+        bos_token_id=codebook_size,
+        max_position_embeddings=max_positions,
+        dropout=dropout,
+        **dims,
+    )
+    return MusicGenDecoder(MusicgenForCausalLM(config), cond_dim)

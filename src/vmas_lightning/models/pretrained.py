@@ -1,0 +1,85 @@
+"""Where pretrained weights come from: a local file or folder, a URL, or a Hugging Face hub id.
+
+Kept apart from the networks (as in timm): a network is built with random weights, then a loader
+here fills it. Anything that cannot be found raises `MissingWeightsError` naming the source and
+where to put the weights; nothing is downloaded when the hub or the URL is unreachable.
+"""
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlparse
+
+import torch
+
+from vmas_lightning.errors import InputFileError, MissingWeightsError
+
+T = TypeVar("T")
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_url(source: str) -> bool:
+    return urlparse(source).scheme in ("http", "https", "s3", "gs")
+
+
+def is_hub_id(source: str) -> bool:
+    """`org/name` that is not an existing local path and does not look like one."""
+    return not Path(source).expanduser().exists() and bool(_HUB_ID.match(source)) and not source.startswith(".")
+
+
+def load_checkpoint_file(source: str | Path, what: str, how: str) -> dict[str, Any]:
+    """`torch.load` a local file or a URL (through torch.hub's cache) onto the CPU."""
+    source = str(source)
+    if is_url(source):
+        try:
+            return torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True)
+        except Exception as exc:  # no network, 404, truncated download: all the user's to fix
+            raise MissingWeightsError(what, source, f"{how} ({type(exc).__name__})") from exc
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise MissingWeightsError(what, source, how)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated file, not a checkpoint, pickled objects
+        raise InputFileError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__})") from exc
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (one TCP connect), so an offline machine fails
+    at once instead of after the hub client's retries."""
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def from_pretrained(load: Callable[..., T], source: str | Path, what: str, how: str) -> T:
+    """Call a Hugging Face `from_pretrained`-style `load(source, **kw)` on a local folder or a hub id.
+
+    A local folder that does not exist is not sent to the hub. A hub id is looked up in the local
+    hub cache first, then on the hub if it is reachable; otherwise `MissingWeightsError`.
+    """
+    source = str(source)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return load(str(path))
+    if not is_hub_id(source):
+        raise MissingWeightsError(what, source, how)
+    hub_how = f"download it on a connected machine (huggingface-cli download {source} --local-dir DIR) and set pretrained to DIR"
+    try:
+        return load(source, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    if not hub_reachable():
+        raise MissingWeightsError(what, f"{source} (hub unreachable)", hub_how)
+    try:
+        return load(source)
+    except (OSError, ValueError) as exc:  # unknown or gated repo
+        raise MissingWeightsError(what, source, hub_how) from exc

@@ -1,0 +1,83 @@
+"""`VMASModel`: video encoder -> MusicGen decoder cross-attending to the video -> EnCodec tokens."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from vmas_lightning.models.codecs.delay import apply_delay, revert_delay
+from vmas_lightning.registry import AUDIO_CODECS, MUSIC_DECODERS, VIDEO_ENCODERS
+from vmas_lightning.sequence import SequenceConfig
+
+PluginSpec = Union[str, Mapping[str, Any]]
+
+
+class VMASModel(nn.Module):
+    """The three plugins built from their specs, plus the learned null condition.
+
+    The encoder gets `num_frames` / `frame_size` from `sequence`; the decoder gets the codec's
+    `num_codebooks` / `codebook_size` and the encoder's `out_dim`. `self.sequence` is `sequence`
+    with the encoder's `frames_per_feature`.
+
+    Args:
+        cond_dropout: probability, per training sample, of replacing its video features by the
+            learned null condition (classifier-free guidance).
+    """
+
+    def __init__(
+        self,
+        encoder: PluginSpec,
+        decoder: PluginSpec,
+        codec: PluginSpec,
+        sequence: SequenceConfig = SequenceConfig(),
+        cond_dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.codec = AUDIO_CODECS.build(codec)
+        self.encoder = VIDEO_ENCODERS.build(encoder, num_frames=sequence.num_frames, frame_size=sequence.frame_size)
+        self.decoder = MUSIC_DECODERS.build(
+            decoder,
+            num_codebooks=self.codec.num_codebooks,
+            codebook_size=self.codec.codebook_size,
+            cond_dim=self.encoder.out_dim,
+        )
+        self.sequence = replace(sequence, frames_per_feature=self.encoder.frames_per_feature)
+        self.cond_dropout = cond_dropout
+        self.null_condition = nn.Parameter(torch.zeros(self.encoder.out_dim))
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """[B, 3, F, H, W] in [0, 1] -> features [B, S, D]."""
+        return self.encoder(video)
+
+    def null_features(self, batch_size: int, num_steps: int) -> torch.Tensor:
+        """The learned null condition as features [batch_size, num_steps, D]."""
+        return self.null_condition.expand(batch_size, num_steps, -1)
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        tokens: torch.Tensor,
+        drop_condition: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """Teacher-forced logits [B, K, T, V]; `logits[:, k, t]` predicts `tokens[:, k, t]`.
+
+        Args:
+            features: [B, S, D] video features.
+            tokens: [B, K, T] un-delayed codes.
+            drop_condition: bool [B], samples whose features become the null condition; None draws
+                it with probability `cond_dropout` per sample in training mode (none in eval).
+        """
+        batch = tokens.shape[0]
+        if drop_condition is None and self.training and self.cond_dropout > 0:
+            drop_condition = torch.rand(batch, device=features.device) < self.cond_dropout
+        if drop_condition is not None:
+            null = self.null_features(batch, features.shape[1]).to(features.dtype)
+            features = torch.where(drop_condition[:, None, None], null, features)
+        pad = self.decoder.pad_token_id
+        delayed = apply_delay(tokens, pad)  # [B, K, T + K - 1]
+        bos = delayed.new_full((batch, delayed.shape[1], 1), pad)
+        inputs = torch.cat([bos, delayed[:, :, :-1]], dim=2)  # step j sees delayed steps < j
+        logits, _ = self.decoder(inputs, features)
+        return revert_delay(logits)

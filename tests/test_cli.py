@@ -1,0 +1,66 @@
+"""The `vmas` command: help, plugins, and one-line errors for wrong configs and missing inputs."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vmas_lightning.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "configs" / "tiny.yaml")
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vmas: error: "), err
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("fit", "validate", "test", "predict", "demo-data", "plugins", "prepare", "generate", "profile", "beats"):
+        assert f"  {command} " in out
+
+
+def test_console_script_help_and_plugins():
+    vmas = Path(sys.executable).parent / "vmas"
+    help_out = subprocess.run([vmas, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "demo-data" in help_out and "fit" in help_out
+    listing = json.loads(subprocess.run([vmas, "plugins", "--json"], capture_output=True, text=True, check=True).stdout)
+    assert {"clip", "hiera", "efficient_hiera"} <= set(listing["video_encoder"])
+
+
+def test_unknown_command(capsys):
+    assert main(["train"]) == 2
+    assert "unknown command 'train'" in _one_line_error(capsys)
+
+
+def test_wrong_config_key_is_one_line(capsys, tmp_path):
+    assert main(["fit", "--config", TINY, "--model.no_such_key", "1"]) == 2
+    assert "no_such_key" in _one_line_error(capsys)
+
+
+def test_unknown_plugin_in_config_is_one_line(capsys, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    code = main(["fit", "--config", TINY, "--data.root", str(data), "--model.encoder", '{"name": "resnet"}'])
+    assert code == 2
+    err = _one_line_error(capsys)
+    assert "unknown video_encoder 'resnet'" in err and "efficient_hiera" in err
+
+
+def test_missing_data_folder_is_one_line(capsys, tmp_path):
+    missing = tmp_path / "nowhere"
+    assert main(["fit", "--config", TINY, "--data.root", str(missing), "--trainer.max_steps", "1"]) == 2
+    assert str(missing) in _one_line_error(capsys)
+
+
+def test_paper_config_without_weights_names_what_to_download(capsys, tmp_path):
+    code = main(["fit", "--config", str(ROOT / "configs" / "vmas.yaml"), "--data.root", str(tmp_path)])
+    assert code == 2
+    err = _one_line_error(capsys)
+    assert "missing pretrained weights" in err

@@ -1,0 +1,179 @@
+"""`vmas generate` end to end on a tiny untrained checkpoint: lengths, stream copy, rotation, seeds,
+bad files, batch mode, EMA weights."""
+import json
+
+import av
+import lightning as L
+import pytest
+import soundfile
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from test_mux import make_video, video_packets
+from vmas_lightning.cli.main import main
+from vmas_lightning.generation.checkpoint import load_for_inference
+from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.lit_module import LossConfig, VMASModule
+from vmas_lightning.sequence import SequenceConfig
+
+SEQUENCE = SequenceConfig(duration_s=2.5, frame_size=64)
+TINY = dict(
+    sequence=SEQUENCE,
+    encoder={"name": "efficient_hiera", "size": "tiny", "q_strides": [[1, 4, 4], [1, 2, 2], [1, 2, 2]]},
+    decoder={"name": "musicgen", "size": "tiny"},
+    codec={"name": "encodec", "size": "tiny"},
+    loss=LossConfig(alpha=0.0),
+    generation=GenerationConfig(top_k=50, overlap_s=1.0),
+)
+
+
+def random_batches(count, batch_size=2):
+    generator = torch.Generator().manual_seed(0)
+    return [
+        {
+            "id": [f"clip{i}-{j}" for j in range(batch_size)],
+            "video": torch.rand(batch_size, 3, SEQUENCE.num_frames, 64, 64, generator=generator),
+            "tokens": torch.randint(0, 256, (batch_size, 4, SEQUENCE.num_tokens), generator=generator),
+            "overlap": torch.zeros(batch_size, SEQUENCE.num_tokens),
+        }
+        for i in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A checkpoint written by a 3-step fit with EMA (state_dict = average, current_model_state = raw)."""
+    root = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    trainer = L.Trainer(
+        default_root_dir=root, max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[EMAWeightAveraging(decay=0.5), ModelCheckpoint(dirpath=root, filename="last", every_n_train_steps=3)],
+    )
+    trainer.fit(VMASModule(**TINY), train_dataloaders=DataLoader(random_batches(3), batch_size=None))
+    return root / "last.ckpt"
+
+
+def run(*args):
+    return main(["generate", *map(str, args)])
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("vmas: error: ") and "Traceback" not in err
+    return err
+
+
+def audio_seconds(path, index):
+    with av.open(str(path)) as container:
+        stream = container.streams[index]
+        return sum(frame.samples for frame in container.decode(stream)) / stream.rate
+
+
+def test_loads_the_ema_weights(ckpt):
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert "current_model_state" in checkpoint  # written by EMAWeightAveraging
+    model, sequence, generation = load_for_inference(ckpt)
+    name = "decoder.cond_proj.weight"
+    assert torch.equal(model.state_dict()[name], checkpoint["state_dict"][f"model.{name}"])
+    assert not torch.equal(model.state_dict()[name], checkpoint["current_model_state"][f"model.{name}"])
+    assert sequence == SEQUENCE and generation == GenerationConfig(top_k=50, overlap_s=1.0)
+    assert not model.training
+
+
+def test_checkpoint_loads_without_the_pretrained_weights_it_started_from(ckpt, tmp_path):
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint["hyper_parameters"]["encoder"] = {**TINY["encoder"], "pretrained": str(tmp_path / "gone" / "hiera.pth")}
+    torch.save(checkpoint, tmp_path / "moved.ckpt")
+    model, _, _ = load_for_inference(tmp_path / "moved.ckpt")
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, checkpoint["state_dict"][f"model.{name}"]), name
+
+
+def test_25_s_silent_video(ckpt, tmp_path):
+    video = make_video(tmp_path / "long.mp4", 25, 4)
+    assert run("--ckpt", ckpt, "--video", video, "--out", tmp_path / "out" / "long", "--seed", 0) == 0
+    wav, rate = soundfile.read(tmp_path / "out" / "long.wav")
+    assert rate == 32000 and len(wav) / rate == pytest.approx(25.0, abs=0.1)
+    muxed = tmp_path / "out" / "long.mp4"
+    with av.open(str(muxed)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+    assert audio_seconds(muxed, 1) == pytest.approx(25.0, abs=0.1)
+    assert video_packets(muxed) == video_packets(video)
+
+
+def test_1_s_60_fps_video_same_seed_same_wav(ckpt, tmp_path):
+    video = make_video(tmp_path / "short.mov", 1, 60, audio_rate=44100)
+    wavs = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        assert run("--ckpt", ckpt, "--video", video, "--out", tmp_path / name, "--seed", seed, "--keep-original-audio") == 0
+        wavs.append((tmp_path / f"{name}.wav").read_bytes())
+    assert wavs[0] == wavs[1] and wavs[0] != wavs[2]
+    assert audio_seconds(tmp_path / "a.mov", 1) == pytest.approx(1.0, abs=0.1)
+    with av.open(str(tmp_path / "a.mov")) as container:
+        assert [s.rate for s in container.streams.audio] == [32000, 44100]
+
+
+def test_portrait_phone_video_keeps_its_rotation(ckpt, tmp_path):
+    video = make_video(tmp_path / "phone.mp4", 2, 30, width=48, height=32, rotation=-90)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    assert run("--ckpt", ckpt, "--video", video, "--out", out_dir, "--cfg-scale", 1.0, "--no-cache") == 0
+    with av.open(str(out_dir / "phone.mp4")) as container:
+        frame = next(container.decode(video=0))
+        assert (frame.width, frame.height, frame.rotation) == (48, 32, -90)
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text"])
+def test_bad_input_is_one_line_and_non_zero(ckpt, tmp_path, capsys, kind):
+    path = tmp_path / "bad.mp4"
+    if kind == "empty":
+        path.touch()
+    elif kind == "text":
+        path.write_text("hello\n")
+    else:
+        data = make_video(tmp_path / "full.mp4", 2, 10).read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    assert run("--ckpt", ckpt, "--video", path, "--out", tmp_path / "out") == 2
+    assert str(path) in one_line_error(capsys)
+
+
+def test_batch_skips_bad_files_and_reports_them(ckpt, tmp_path, capsys):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_video(videos / "good.mp4", 1, 10)
+    (videos / "broken.mp4").write_text("not a video")
+    (videos / "notes.txt").write_text("ignored")
+    assert run("--ckpt", ckpt, "--input-dir", videos, "--out-dir", tmp_path / "out", "--seed", 0) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [r["video"] for r in report["succeeded"]] == [str(videos / "good.mp4")]
+    assert [r["video"] for r in report["failed"]] == [str(videos / "broken.mp4")]
+    assert (tmp_path / "out" / "good.wav").is_file() and (tmp_path / "out" / "good.mp4").is_file()
+    assert "1 of 2 videos done, 1 failed" in capsys.readouterr().out
+
+
+def test_plot_and_mv_align(ckpt, tmp_path, capsys):
+    video = make_video(tmp_path / "clip.mp4", 2, 10)
+    args = ("--ckpt", ckpt, "--video", video, "--out", tmp_path / "clip_music", "--plot", tmp_path / "plot.png")
+    assert run(*args, "--plot-spectrogram") == 0
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    mv_align = float(capsys.readouterr().out.split("MV-Align ")[1].split()[0])
+    assert 0.0 <= mv_align <= 1.0
+
+
+def test_wrong_options_are_one_line_errors(ckpt, tmp_path, capsys):
+    assert run("--ckpt", ckpt, "--video", tmp_path / "missing.mp4", "--out", tmp_path / "o") == 2
+    assert "missing.mp4: no such file" in one_line_error(capsys)
+    assert run("--ckpt", tmp_path / "nope.ckpt", "--video", make_video(tmp_path / "v.mp4", 1, 10), "--out", tmp_path / "o") == 2
+    assert "nope.ckpt: checkpoint not found" in one_line_error(capsys)
+    (tmp_path / "text.ckpt").write_text("not a checkpoint")
+    assert run("--ckpt", tmp_path / "text.ckpt", "--video", tmp_path / "v.mp4", "--out", tmp_path / "o") == 2
+    assert "text.ckpt: not a readable checkpoint" in one_line_error(capsys)
+    assert run("--ckpt", ckpt, "--out", tmp_path / "o") == 2
+    assert "--video" in one_line_error(capsys)
+    assert run("--ckpt", ckpt, "--video", tmp_path / "v.mp4", "--out", tmp_path / "o", "--top-p", 2) == 2
+    assert "top_p" in one_line_error(capsys)
+    if not torch.cuda.is_available():
+        assert run("--ckpt", ckpt, "--video", tmp_path / "v.mp4", "--out", tmp_path / "o", "--device", "cuda") == 2
+        assert "no CUDA device" in one_line_error(capsys)

@@ -1,0 +1,96 @@
+"""MusicGen decoder: shapes, cross-attention to the video in every layer, KV cache, loading."""
+import pytest
+import torch
+from transformers import (
+    EncodecConfig,
+    MusicgenConfig,
+    MusicgenDecoderConfig,
+    MusicgenForConditionalGeneration,
+    T5Config,
+)
+
+from vmas_lightning.errors import MissingWeightsError, VMASError
+from vmas_lightning.models.decoders.musicgen import musicgen
+
+K, V, D = 4, 32, 24
+
+
+@pytest.fixture(scope="module")
+def decoder():
+    torch.manual_seed(0)
+    return musicgen(K, V, D, size="tiny").eval()
+
+
+def test_shapes_and_attributes(decoder):
+    ids = torch.randint(0, V + 1, (2, K, 7))
+    logits, past = decoder(ids, torch.randn(2, 5, D))
+    assert logits.shape == (2, K, 7, V) and past is None
+    assert (decoder.width, decoder.num_layers, decoder.pad_token_id) == (64, 2, V)
+
+
+def test_every_layer_cross_attends_to_projected_video(decoder):
+    seen = []
+    hooks = [layer.encoder_attn.register_forward_hook(lambda m, a, kw, out: seen.append(kw["key_value_states"]),
+                                                      with_kwargs=True) for layer in decoder.lm.model.decoder.layers]
+    cond = torch.randn(1, 5, D)
+    decoder(torch.randint(0, V, (1, K, 3)), cond)
+    for hook in hooks:
+        hook.remove()
+    assert len(seen) == decoder.num_layers
+    for states in seen:
+        assert torch.equal(states, decoder.cond_proj(cond))
+
+
+def test_kv_cache_gives_full_forward_logits(decoder):
+    ids, cond = torch.randint(0, V + 1, (2, K, 9)), torch.randn(2, 5, D)
+    full, _ = decoder(ids, cond)
+    step, past = decoder(ids[:, :, :6], cond, use_cache=True)
+    pieces = [step]
+    for t in range(6, 9):
+        step, past = decoder(ids[:, :, t : t + 1], cond, past_key_values=past, use_cache=True)
+        pieces.append(step)
+    assert torch.allclose(torch.cat(pieces, dim=2), full, atol=1e-5)
+
+
+def test_causal(decoder):
+    ids, cond = torch.randint(0, V, (1, K, 8)), torch.randn(1, 5, D)
+    changed = ids.clone()
+    changed[:, :, 5:] = (changed[:, :, 5:] + 1) % V
+    a, _ = decoder(ids, cond)
+    b, _ = decoder(changed, cond)
+    assert torch.allclose(a[:, :, :5], b[:, :, :5], atol=1e-6)
+    assert not torch.allclose(a[:, :, 5:], b[:, :, 5:])
+
+
+def _tiny_musicgen(num_codebooks=K, vocab=V):
+    config = MusicgenConfig(
+        text_encoder=T5Config(vocab_size=16, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2),
+        audio_encoder=EncodecConfig(num_filters=2, hidden_size=8, codebook_dim=8, codebook_size=vocab, num_lstm_layers=1),
+        decoder=MusicgenDecoderConfig(vocab_size=vocab, num_codebooks=num_codebooks, hidden_size=32, num_hidden_layers=2,
+                                      num_attention_heads=4, ffn_dim=64, pad_token_id=vocab, bos_token_id=vocab),
+    )
+    return MusicgenForConditionalGeneration(config).eval()
+
+
+def test_load_full_musicgen_folder(tmp_path):
+    """The facebook/musicgen-medium format: a MusicgenForConditionalGeneration folder."""
+    source = _tiny_musicgen()
+    source.save_pretrained(tmp_path / "musicgen")
+    decoder = musicgen(K, V, D, pretrained=str(tmp_path / "musicgen")).eval()
+    assert (decoder.width, decoder.num_layers) == (32, 2)
+    ids, hidden = torch.randint(0, V + 1, (1, K, 6)), torch.randn(1, 5, 32)
+    expected = source.decoder(input_ids=ids.view(K, 6), encoder_hidden_states=hidden).logits
+    got = decoder.lm(input_ids=ids.view(K, 6), encoder_hidden_states=hidden).logits
+    assert torch.equal(got, expected)
+
+
+def test_pretrained_codebooks_must_match_codec(tmp_path):
+    _tiny_musicgen().save_pretrained(tmp_path / "musicgen")
+    with pytest.raises(VMASError, match="codebooks"):
+        musicgen(K, 2048, D, pretrained=str(tmp_path / "musicgen"))
+
+
+def test_missing_weights_one_line(tmp_path):
+    with pytest.raises(MissingWeightsError, match="MusicGen decoder") as info:
+        musicgen(K, V, D, pretrained=str(tmp_path / "musicgen-medium"))
+    assert "\n" not in str(info.value)

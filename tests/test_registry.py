@@ -1,0 +1,73 @@
+"""Plugin registries: short names, option checking, unknown names, third-party entry points."""
+import sys
+import textwrap
+
+import pytest
+
+from vmas_lightning import registry
+from vmas_lightning.errors import VMASError
+from vmas_lightning.registry import REGISTRIES, VIDEO_ENCODERS, Registry
+
+
+def test_build_by_name_and_spec():
+    reg = Registry("widget", "test widgets")
+    reg.register("square", lambda side=2: side * side)
+    assert reg.build("square") == 4
+    assert reg.build({"name": "square", "side": 3}) == 9
+    assert reg.build({"name": "square"}, side=5) == 25
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(VMASError) as err:
+        VIDEO_ENCODERS.get("resnet")
+    message = str(err.value)
+    assert "unknown video_encoder 'resnet'" in message
+    for name in ("clip", "hiera", "efficient_hiera"):
+        assert name in message
+    assert "\n" not in message
+
+
+def test_wrong_option_names_the_option_and_the_accepted_ones():
+    reg = Registry("widget", "test widgets")
+
+    @reg.register("square")
+    def square(side: int = 2):
+        return side * side
+
+    with pytest.raises(VMASError, match=r"widget 'square' has no option 'sid'; accepted: side"):
+        reg.build({"name": "square", "sid": 3})
+    with pytest.raises(VMASError, match="has no 'name'"):
+        reg.build({"side": 3})
+
+
+def test_every_kind_has_builtin_plugins():
+    names = {kind: reg.names() for kind, reg in REGISTRIES.items()}
+    assert {"clip", "hiera", "efficient_hiera"} <= set(names["video_encoder"])
+    assert "musicgen" in names["music_decoder"]
+    assert "encodec" in names["audio_codec"]
+    assert "librosa" in names["onset_detector"]
+    assert {"farneback", "dis"} <= set(names["optical_flow"])
+    assert all(names.values()), names
+
+
+def test_third_party_entry_point_registers_a_plugin(tmp_path, monkeypatch):
+    """A package installed with an entry point in `vmas_lightning.plugins` adds a plugin."""
+    (tmp_path / "my_vmas_plugin.py").write_text(textwrap.dedent("""
+        from vmas_lightning.registry import OPTICAL_FLOWS
+
+        @OPTICAL_FLOWS.register("zero_flow")
+        def zero_flow():
+            return "zero"
+    """))
+    dist = tmp_path / "my_vmas_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-vmas-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[vmas_lightning.plugins]\nzero = my_vmas_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_loaded", False)
+    try:
+        assert "zero_flow" in registry.OPTICAL_FLOWS.names()
+        assert registry.OPTICAL_FLOWS.build("zero_flow") == "zero"
+    finally:
+        registry.OPTICAL_FLOWS._factories.pop("zero_flow", None)
+        sys.modules.pop("my_vmas_plugin", None)
