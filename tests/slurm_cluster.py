@@ -20,7 +20,7 @@ from typing import Iterable, Mapping, Sequence
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "srun", "scontrol", "squeue")
-NODE_NAME = "localnode"
+NODE_NAME = socket.gethostname().split(".")[0]  # resolvable: Lightning finds MASTER_ADDR from the node list
 PARTITION = "debug"
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
 
@@ -79,11 +79,18 @@ class SlurmCluster:
         """Write the config, start munged, slurmctld and slurmd, and wait until the node is idle."""
         for folder in ("munge", "state", "spool", "logs"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
-        (self.root / "munge").chmod(0o700)
+        (self.root / "munge").chmod(0o711)
         key = self.root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
         self._write_config()
+        try:
+            self._start_daemons(key, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_daemons(self, key: Path, timeout: float) -> None:
         logs = self.root / "logs"
         self._spawn(
             [_which("munged"), "--foreground", "--force", f"--socket={self.munge_socket}", f"--key-file={key}",
@@ -137,6 +144,7 @@ class SlurmCluster:
                 [
                     "ClusterName=vmastest",
                     f"SlurmctldHost={NODE_NAME}(127.0.0.1)",
+                    "MailProg=/bin/true",
                     "SlurmUser=root",
                     "SlurmdUser=root",
                     f"SlurmctldPort={_free_port()}",
@@ -163,7 +171,7 @@ class SlurmCluster:
                     "KillWait=5",
                     "MinJobAge=600",
                     "SchedulerParameters=sched_interval=1",
-                    f"NodeName={NODE_NAME} NodeHostname={socket.gethostname()} NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN",
+                    f"NodeName={NODE_NAME} NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN",
                     f"PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
                     "",
                 ]

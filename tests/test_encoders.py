@@ -36,6 +36,13 @@ def test_full_size_output_shapes_on_meta():
     assert count(efficient) == count(standard)  # strides change no parameter: Hiera-B weights load into both
 
 
+def test_full_size_efficient_hiera_runs_on_cpu():
+    """The paper's encoder at its real input, real tensors (about 5 s on one CPU thread)."""
+    with torch.no_grad():
+        features = efficient_hiera().eval()(torch.rand(1, 3, 96, 224, 224))
+    assert features.shape == (1, 48, 768) and torch.isfinite(features).all()
+
+
 def test_q_pooling_is_spatial_max_pool_with_each_stage_stride(tiny_efficient):
     m = tiny_efficient
     x = torch.randn(1, *m.tokens_spatial_shape, 5)  # [1, 2, 56, 56, C] in spatial order

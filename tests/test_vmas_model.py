@@ -67,3 +67,12 @@ def test_logits_align_with_tokens_and_are_causal(model):
             assert not torch.allclose(logits[:, k, t + 1 :], base[:, k, t + 1 :], atol=1e-6)  # but later steps do
             if k < 3:  # delay pattern: the next codebook at the same step sees codebook k's code
                 assert not torch.allclose(logits[:, k + 1, t], base[:, k + 1, t], atol=1e-6)
+
+
+def test_null_condition_in_the_graph_of_every_training_step():
+    """DDP needs a gradient for every parameter, also when no sample was dropped."""
+    model = VMASModel(ENCODER, DECODER, CODEC, SEQUENCE, cond_dropout=0.0).train()
+    features = model.encode_video(torch.rand(2, 3, SEQUENCE.num_frames, 64, 64))
+    model(features, torch.randint(0, 256, (2, 4, 5))).sum().backward()
+    assert model.null_condition.grad is not None and torch.all(model.null_condition.grad == 0)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -11,6 +11,8 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 
 from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
+from vmas_lightning.generation.mux import write_wav
+from vmas_lightning.metrics.suite import EvaluationSuite, paper_table
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.objectives.beats import beat_weights
 from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
@@ -46,12 +48,24 @@ class LossConfig:
 
 @dataclass
 class EvaluationConfig:
-    """What `vmas test` computes; see docs/EVALUATION.md."""
+    """What `vmas test` computes and where it writes it; see docs/EVALUATION.md.
+
+    Args:
+        embedder: FAD embedder plugin (`vggish` is the MusicGen protocol).
+        classifier: KL classifier plugin (`ast`; the paper's PaSST needs torchaudio).
+        output_dir: folder for `metrics.json`, `clips.csv` and the generated audio; None puts them
+            in `<log_dir>/test`.
+        reference_stats_cache: file caching the FAD reference statistics (embedded once).
+        reference_set: name of the reference set in that cache.
+        save_audio: write each generated clip as `<output_dir>/audio/<id>.wav`.
+    """
 
     embedder: PluginSpec = "vggish"
     classifier: PluginSpec = "ast"
     output_dir: Optional[str] = None
     reference_stats_cache: Optional[str] = None
+    reference_set: Optional[str] = None
+    save_audio: bool = True
 
 
 class VMASModule(L.LightningModule):
@@ -97,6 +111,7 @@ class VMASModule(L.LightningModule):
             if loss.alpha > 0
             else None
         )
+        self.evaluation: EvaluationSuite | None = None  # built by `vmas test` only
         self._audio_batch: dict[str, Any] | None = None
         self._resumed_rng_states: dict[str, Any] | None = None
 
@@ -169,18 +184,77 @@ class VMASModule(L.LightningModule):
         return self.model.codec.decode(tokens)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return {"id": batch["id"], "audio": self.generate(batch["video"]), "sample_rate": self.model.codec.sample_rate}
+        """Generated music for a batch; `generation.writer.MusicWriter` writes it to files."""
+        prediction = {"id": batch["id"], "audio": self.generate(batch["video"]), "sample_rate": self.model.codec.sample_rate}
+        if "video_path" in batch:
+            prediction["video_path"] = batch["video_path"]
+        return prediction
+
+    # ------------------------------------------------------------------ test
+    def setup(self, stage: str) -> None:
+        if stage == "test" and self.evaluation is None:
+            cfg = self.evaluation_config
+            self.evaluation = EvaluationSuite(cfg.embedder, cfg.classifier, cfg.reference_stats_cache, cfg.reference_set)
+
+    def retrieval_features(self, features: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Pooled video and music features `[B, E]` in the contrastive space, or None without it.
+
+        The music side embeds the reference tokens (the one-hot case of the soft embedding of Eq. 2).
+        """
+        if self.contrastive is None:
+            return None
+        codebooks = self.model.codec.codebook_embeddings()  # [K, V, Dc]
+        per_step = torch.stack([codebooks[k][tokens[:, k]] for k in range(tokens.shape[1])]).sum(0)  # [B, T, Dc]
+        music = self.contrastive.music_proj(per_step.mean(dim=1))
+        return self.contrastive.video_proj(features.mean(dim=1)), music
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Generate music for the batch and update FAD, KL, MV-Align and retrieval."""
+        sequence = self.model.sequence
+        features = self.model.encode_video(batch["video"])
+        generated = self.generate(batch["video"]).float()
+        generated = generated[..., : batch["audio"].shape[-1]]
+        frames = (batch["video"] * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1)  # [B, F, H, W, 3]
+        pooled = self.retrieval_features(features, batch["tokens"])
+        self.evaluation.update(
+            generated,
+            batch["audio"].float(),
+            sequence.sample_rate,
+            frames,
+            sequence.fps,
+            *(pooled if pooled is not None else (None, None)),
+            ids=batch["id"],
+        )
+        if self.evaluation_config.save_audio:
+            audio_dir = self.test_output_dir() / "audio"
+            audio_dir.mkdir(parents=True, exist_ok=True)
+            for clip_id, wav in zip(batch["id"], generated.cpu().numpy()):
+                write_wav(audio_dir / f"{clip_id}.wav", wav[0], sequence.sample_rate)
+
+    def on_test_epoch_end(self) -> None:
+        metrics = self.evaluation.compute()
+        out = self.evaluation.save(self.test_output_dir(), metrics)
+        for name in ("fad", "kl", "mv_align", "recall@1", "recall@10"):
+            if metrics.get(name) is not None:
+                self.log(f"test/{name}", float(metrics[name]), rank_zero_only=True)
+        if self.trainer.is_global_zero:
+            print(f"\n{paper_table(metrics)}\n\nmetrics: {out / 'metrics.json'}  ({metrics['num_clips']} clips)")
+            if "note" in metrics:
+                print(f"note: {metrics['note']}")
+        self.evaluation.reset()
+
+    def test_output_dir(self) -> Path:
+        configured = self.evaluation_config.output_dir
+        return Path(configured) if configured else Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
 
     # ------------------------------------------------------------------ optimisation
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the gradient norm at `optim.grad_clip` (one place for it: the optimisation config)."""
+        if self.optim_config.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.optim_config.grad_clip, gradient_clip_algorithm="norm")
+
     def configure_optimizers(self):
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
         optimizer = build_optimizer(named, self.optim_config)
         scheduler = build_scheduler(optimizer, self.optim_config, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
-
-    def output_dir(self, name: str) -> Path:
-        """A folder for this run's outputs next to its logs (`<log_dir>/<name>`)."""
-        root = self.trainer.log_dir or self.trainer.default_root_dir
-        path = Path(root) / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path

@@ -100,11 +100,11 @@ class Generation:
         video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None]  # uint8 [1, 3, F, H, W]
         started = time.perf_counter()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            tokens = self.generator.generate(video.to(self.device), duration_s=clip.duration)
+            tokens = self.generator.generate(video.to(self.device), duration_s=clip.duration_s)
         audio = self.model.codec.decode(tokens)[0, 0].float().cpu().numpy()
-        result = {"video": str(video_path), "seconds": round(clip.duration, 3),
+        result = {"video": str(video_path), "seconds": round(clip.duration_s, 3),
                   "generation_s": round(time.perf_counter() - started, 2)}
-        result["wav"] = str(write_wav(add_extension(stem, ".wav"), audio[: seq.samples_for(clip.duration)], seq.sample_rate))
+        result["wav"] = str(write_wav(add_extension(stem, ".wav"), audio[: seq.samples_for(clip.duration_s)], seq.sample_rate))
         if not self.cfg.no_video:
             target = add_extension(stem, muxed_suffix(video_path))
             if target.resolve() == video_path.resolve():

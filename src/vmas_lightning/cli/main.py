@@ -45,15 +45,16 @@ def _run_project_command(name: str, args: Sequence[str]) -> int:
     return int(command.run(parser.parse_args(list(args))) or 0)
 
 
-def _run_lightning(args: Sequence[str]) -> int:
+def _run_lightning(args: Sequence[str] | None) -> int:
     from vmas_lightning.cli.lightning import VMASCLI
 
-    VMASCLI(args=list(args))
+    VMASCLI(args=args)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    lightning_args = None if argv is None else args  # LightningCLI reads sys.argv itself when run as `vmas`
     try:
         if not args or args[0] in ("-h", "--help"):
             print(_usage())
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args[0] in PROJECT_COMMANDS:
             return _run_project_command(args[0], args[1:])
         if args[0] in LIGHTNING_COMMANDS or args[0].startswith("-"):
-            return _run_lightning(args)
+            return _run_lightning(lightning_args)
         raise VMASError(f"unknown command '{args[0]}'; commands: {', '.join([*LIGHTNING_COMMANDS, *PROJECT_COMMANDS])}")
     except VMASError as err:
         print(f"vmas: error: {err}", file=sys.stderr)

@@ -14,6 +14,7 @@ sample_rate) -> logits [S, num_labels]`.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -57,6 +58,8 @@ def ast(pretrained: Optional[str] = AST_AUDIOSET, seed: int = 0) -> ASTClassifie
     tiny random AST drawn from `seed` (uncalibrated: KL values are only smoke-test numbers)."""
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
+    # AST's 128 mel bands over 257 FFT bins leave a few empty filters by design; transformers warns.
+    warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
     if pretrained:
         how = f"put the HF folder of {AST_AUDIOSET} (config.json, weights, preprocessor_config.json) there"
         model = from_pretrained(ASTForAudioClassification.from_pretrained, pretrained, "AST", how)

@@ -127,8 +127,8 @@ class VGGishEmbedder(nn.Module):
 def vggish(pretrained: Optional[str] = VGGISH_URL, seed: int = 0) -> VGGishEmbedder:
     """VGGish; `pretrained`: local .pth / URL of the torchvggish state dict, or None for random
     weights drawn from `seed` (uncalibrated: only for smoke tests)."""
-    network = VGGish()
     if pretrained:
+        network = VGGish()
         state = load_checkpoint_file(pretrained, "VGGish", VGGISH_HOW)
         missing, unexpected = network.load_state_dict(state, strict=False)
         if missing or unexpected:
@@ -169,6 +169,8 @@ class ClapEmbedder(nn.Module):
         batch = wav.shape[0]
         arrays = [w[b].cpu().numpy() for b in range(batch) for w in windows]  # clip-major order
         inputs = self.feature_extractor(arrays, sampling_rate=self.sample_rate, return_tensors="pt")
+        if "is_longer" in inputs:  # no window exceeds 10 s; the extractor flags a random one in that case
+            inputs["is_longer"] = torch.zeros_like(inputs["is_longer"])
         inputs = {k: v.to(wav.device) for k, v in inputs.items()}
         features = self.model.get_audio_features(**inputs)
         if not torch.is_tensor(features):  # transformers returns a ModelOutput in some versions

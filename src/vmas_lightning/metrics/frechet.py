@@ -4,10 +4,17 @@ from __future__ import annotations
 import torch
 
 
+def _psd_eigenvalues(eigenvalues: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of a symmetric PSD matrix with round-off (below `D * eps * max`) set to 0, so a
+    singular covariance does not add `sqrt(round-off)` terms."""
+    tolerance = eigenvalues.shape[-1] * torch.finfo(eigenvalues.dtype).eps * eigenvalues.abs().max()
+    return torch.where(eigenvalues > tolerance, eigenvalues, torch.zeros_like(eigenvalues))
+
+
 def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
-    """Square root of a symmetric positive semi-definite matrix; tiny negative eigenvalues -> 0."""
+    """Square root of a symmetric positive semi-definite matrix."""
     eigenvalues, eigenvectors = torch.linalg.eigh(matrix)
-    return (eigenvectors * eigenvalues.clamp_min(0).sqrt()) @ eigenvectors.T
+    return (eigenvectors * _psd_eigenvalues(eigenvalues).sqrt()) @ eigenvectors.T
 
 
 def frechet_distance(
@@ -22,7 +29,7 @@ def frechet_distance(
     mean_a, cov_a, mean_b, cov_b = (x.to(torch.float64) for x in (mean_a, cov_a, mean_b, cov_b))
     sqrt_a = _sqrt_psd((cov_a + cov_a.T) / 2)
     product = sqrt_a @ cov_b @ sqrt_a
-    trace_sqrt = torch.linalg.eigvalsh((product + product.T) / 2).clamp_min(0).sqrt().sum()
+    trace_sqrt = _psd_eigenvalues(torch.linalg.eigvalsh((product + product.T) / 2)).sqrt().sum()
     diff = mean_a - mean_b
     return diff @ diff + torch.trace(cov_a) + torch.trace(cov_b) - 2 * trace_sqrt
 

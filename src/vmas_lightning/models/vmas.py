@@ -68,9 +68,11 @@ class VMASModel(nn.Module):
             tokens: [B, K, T] un-delayed codes.
             drop_condition: bool [B], samples whose features become the null condition; None draws
                 it with probability `cond_dropout` per sample in training mode (none in eval).
+                The null condition gets a (possibly zero) gradient in every training step.
         """
         batch = tokens.shape[0]
-        if drop_condition is None and self.training and self.cond_dropout > 0:
+        if drop_condition is None and self.training:
+            # Drawn even at cond_dropout 0: the null condition stays in the graph, as DDP requires.
             drop_condition = torch.rand(batch, device=features.device) < self.cond_dropout
         if drop_condition is not None:
             null = self.null_features(batch, features.shape[1]).to(features.dtype)

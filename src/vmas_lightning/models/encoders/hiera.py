@@ -82,7 +82,7 @@ class HieraVideoEncoder(Hiera):
             raise VMASError(f"hiera: {len(stages)} stages take at most {len(stages) - 1} q_strides")
         input_size = (num_frames, frame_size, frame_size)
         tokens = _div(input_size, PATCH_STRIDE, "input (frames, height, width)")
-        _div(tokens, _prod(q_strides), f"token grid for q_strides {q_strides}")
+        output_grid = _div(tokens, _prod(q_strides), f"token grid for q_strides {q_strides}")
         super().__init__(
             img_size=input_size,
             embed_dim=embed_dim,
@@ -114,7 +114,7 @@ class HieraVideoEncoder(Hiera):
             block.attn.window_size = (
                 math.prod(windows[unit_stage]) // block.attn.q_stride if block.attn.use_mask_unit_attn else 0
             )
-        self.output_grid = _div(tokens, _prod(q_strides), "token grid")
+        self.output_grid = output_grid
         self.frames_per_feature = PATCH_STRIDE[0] * _prod(q_strides)[0]
         self.out_dim = self.num_features
         self.register_buffer("mean", torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1), persistent=False)

@@ -1,0 +1,168 @@
+"""`vmas beats`: the music beats, video beats and overlaps the training loss sees for one video.
+
+    vmas beats --video clip.mp4 [--audio music.wav] [--json] [--plot beats.png] [--config configs/vmas.yaml]
+
+The video is read at the training frame rate and size (`model.sequence` of `--config`, else the
+defaults: 9.6 fps, 224 px) and beats are computed with `data.beats` of `--config` (else
+`BeatConfig()` defaults). Times are the starts of the 20 ms token steps that carry a beat, in
+seconds. A video without a soundtrack (and no `--audio`) still gets its video beats.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from jsonargparse import ArgumentParser
+
+from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.objectives.beats import BeatConfig, beats_at_token_rate, build_plugin, flow_curve
+from vmas_lightning.registry import ONSET_DETECTORS, OPTICAL_FLOWS
+from vmas_lightning.sequence import SequenceConfig
+
+HELP = "Show a video's music beats, video beats (optical flow) and their overlaps, in seconds."
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="vmas beats", description=HELP)
+    parser.add_argument("--video", required=True, help="Input video (its soundtrack gives the music beats).")
+    parser.add_argument("--audio", help="Music file to use instead of the video's own soundtrack.")
+    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of text.")
+    parser.add_argument("--plot", help="Write a PNG of flow magnitude, video beats and music onsets on one time axis.")
+    parser.add_argument("--config", help="A vmas YAML config: model.sequence and data.beats are used.")
+    return parser
+
+
+def load_config(path: Optional[str]) -> tuple[SequenceConfig, BeatConfig]:
+    """`model.sequence` and `data.beats` of a vmas YAML config (defaults when absent)."""
+    if path is None:
+        return SequenceConfig(), BeatConfig()
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputFileError(path, f"cannot read the config: {' '.join(str(exc).split())}") from exc
+    sections = {"model.sequence": (SequenceConfig, (config.get("model") or {}).get("sequence")),
+                "data.beats": (BeatConfig, (config.get("data") or {}).get("beats"))}
+    built = []
+    for key, (cls, options) in sections.items():
+        options = options or {}
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise VMASError(f"{path}: {key} has no option {', '.join(map(repr, unknown))}; "
+                            f"accepted: {', '.join(f.name for f in dataclasses.fields(cls))}")
+        built.append(cls(**options))
+    return built[0], built[1]
+
+
+def read_music(video: str, audio: Optional[str], sample_rate: int) -> Optional[np.ndarray]:
+    """The `--audio` file, else the video's soundtrack; None when the video has no audio track."""
+    from vmas_lightning.data.video_io import read_audio
+
+    if audio is not None:
+        return read_audio(audio, sample_rate)
+    try:
+        return read_audio(video, sample_rate)
+    except InputFileError as err:
+        if "no audio" in err.problem:
+            return None
+        raise
+
+
+def step_times(beats: np.ndarray, token_rate: float) -> list[float]:
+    """0/1 `[T]` -> start times (s) of the steps with a 1."""
+    return [round(float(step) / token_rate, 3) for step in np.flatnonzero(beats)]
+
+
+def analyse(
+    video: str, audio: Optional[str], sequence: SequenceConfig, config: BeatConfig
+) -> tuple[dict[str, Any], np.ndarray, SequenceConfig]:
+    """What `vmas beats` reports for one video (times in seconds, flow in pixels per frame), the flow
+    magnitude per frame pair `[F - 1]` and the clip's geometry (the whole video)."""
+    from vmas_lightning.data.video_io import read_video
+
+    clip = read_video(video, fps=sequence.fps, size=sequence.frame_size)
+    if len(clip.frames) < 2:
+        raise InputFileError(video, f"needs at least 2 frames for optical flow, got {len(clip.frames)}")
+    sequence = dataclasses.replace(sequence, duration_s=len(clip.frames) / sequence.fps)
+    flow = build_plugin(OPTICAL_FLOWS, config.optical_flow)(clip.frames)
+    wav = read_music(video, audio, sequence.sample_rate)
+    onsets = np.zeros(0) if wav is None else build_plugin(ONSET_DETECTORS, config.onset_detector)(wav, sequence.sample_rate)
+    beats = beats_at_token_rate(onsets, flow, sequence, config)
+    soundtrack = wav is not None
+    report = {
+        "video": video,
+        "audio": audio if audio is not None else (video if soundtrack else None),
+        "soundtrack": soundtrack,
+        "duration_s": round(sequence.duration_s, 3),
+        "fps": sequence.fps,
+        "token_rate": sequence.token_rate,
+        "music_beats": step_times(beats["music_beats"], sequence.token_rate) if soundtrack else None,
+        "video_beats": step_times(beats["video_beats"], sequence.token_rate),
+        "overlaps": step_times(beats["overlap"], sequence.token_rate) if soundtrack else None,
+        "overlap_share": round(float(beats["overlap"].sum() / max(1.0, beats["music_beats"].sum())), 3) if soundtrack else None,
+        "flow": {"mean": round(float(flow.mean()), 4), "max": round(float(flow.max()), 4),
+                 "peak_s": round(float(flow.argmax() + 1) / sequence.fps, 3)},
+        "config": dataclasses.asdict(config),
+    }
+    return report, flow, sequence
+
+
+def plot_beats(path: str | Path, report: dict[str, Any], flow: np.ndarray, sequence: SequenceConfig) -> Path:
+    """PNG: flow magnitude per frame pair and at the token rate, video beats, music onsets and overlaps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = flow_curve(flow, sequence.fps, sequence.num_tokens, sequence.token_rate)
+    fig, ax = plt.subplots(figsize=(12, 3.5), constrained_layout=True)
+    ax.plot((np.arange(sequence.num_tokens) + 0.5) / sequence.token_rate, curve, color="0.5", linewidth=1,
+            label="flow magnitude (token rate)")
+    ax.plot((np.arange(len(flow)) + 1) / sequence.fps, flow, "o", color="0.3", markersize=2.5, label="flow per frame pair")
+    top = max(float(flow.max()), 1e-3) * 1.1
+    rows = [("video_beats", "tab:orange", "video beats", 0.0, 0.5), ("music_beats", "tab:blue", "music onsets", 0.5, 1.0),
+            ("overlaps", "tab:green", "overlaps", 0.9, 1.0)]
+    for key, color, label, low, high in rows:
+        times = report[key] or []
+        ax.vlines(times, low * top, high * top, colors=color, linewidth=1.5 if key == "overlaps" else 1.0,
+                  label=f"{label} ({len(times)})")
+    ax.set_xlim(0, sequence.duration_s)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mean flow (px / frame)")
+    fig.legend(loc="outside lower center", fontsize=8, ncols=5)
+    fig.suptitle(Path(report["video"]).name + ("" if report["soundtrack"] else " (no soundtrack)"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run(cfg) -> int:
+    sequence, config = load_config(cfg.config)
+    report, flow, clip = analyse(cfg.video, cfg.audio, sequence, config)
+    if cfg.plot:
+        report["plot"] = str(plot_beats(cfg.plot, report, flow, clip))
+    if not report["soundtrack"]:
+        print(f"vmas beats: {cfg.video} has no soundtrack; showing video beats only (pass --audio FILE)", file=sys.stderr)
+    if cfg.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{cfg.video}: {report['duration_s']} s at {report['fps']} fps; flow mean {report['flow']['mean']} "
+          f"max {report['flow']['max']} px/frame at {report['flow']['peak_s']} s")
+    for key, label in (("music_beats", "music beats"), ("video_beats", "video beats"), ("overlaps", "overlaps")):
+        times = report[key]
+        shown = "none (no soundtrack)" if times is None else " ".join(f"{t:.2f}" for t in times) or "none"
+        print(f"{label} ({0 if times is None else len(times)}): {shown}")
+    if report["overlap_share"] is not None:
+        print(f"{report['overlap_share']:.0%} of music beats have a video beat within "
+              f"{config.match_window / sequence.token_rate:.2f} s")
+    if cfg.plot:
+        print(f"plot: {report['plot']}")
+    return 0

@@ -1,0 +1,132 @@
+"""Synthetic paired video-music clips for the CPU demo and the tests.
+
+Each clip has a style (one of `STYLES`) that decides both modalities: the palette, shape and drift
+speed of the picture, and the tempo, timbre and key of the music. Events fall on the beat grid of
+the tempo; at each event the picture cuts (new background shade, the shape jumps) and a note
+starts, so visual events coincide with musical onsets. Between events the picture drifts slowly
+and the note decays. Everything is a function of (seed, split, index).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from vmas_lightning.data.shards import SPLITS, ClipAnnotator, DataConfig, ShardWriter
+from vmas_lightning.data.video_io import write_video
+
+
+@dataclass(frozen=True)
+class Style:
+    name: str
+    palette: tuple[tuple[int, int, int], tuple[int, int, int]]  # two background shades, alternating at cuts
+    shape_color: tuple[int, int, int]
+    shape: str  # "square" | "disc" | "stripes"
+    drift: float  # shape drift between cuts, in frame widths per second
+    tempo_bpm: float
+    harmonics: tuple[float, ...]  # timbre: relative amplitudes of partials 1, 2, 3, ...
+    decay_s: float
+    root_hz: float  # key
+    scale: tuple[int, ...]  # semitones above the root
+
+
+STYLES = (
+    Style("calm-blue", ((20, 40, 110), (30, 70, 150)), (230, 230, 250), "disc", 0.05, 80.0, (1.0, 0.2), 0.6, 220.0, (0, 2, 4, 7, 9)),
+    Style("warm-pop", ((150, 60, 20), (200, 110, 30)), (255, 240, 120), "square", 0.10, 110.0, (1.0, 0.5, 0.33, 0.25), 0.35, 261.63, (0, 2, 4, 5, 7, 9, 11)),
+    Style("dark-techno", ((15, 15, 15), (60, 0, 80)), (0, 255, 200), "stripes", 0.20, 140.0, (1.0, 0.0, 0.33, 0.0, 0.2), 0.15, 146.83, (0, 3, 5, 7, 10)),
+    Style("green-folk", ((30, 90, 30), (80, 140, 50)), (250, 220, 180), "disc", 0.08, 96.0, (1.0, 0.6, 0.1), 0.9, 196.0, (0, 2, 3, 5, 7, 8, 10)),
+)
+
+
+def event_times(rng: np.random.Generator, style: Style, duration_s: float) -> np.ndarray:
+    """Beat-grid times (s) where a cut and a note happen: about 60% of the beats, at least 3."""
+    period = 60.0 / style.tempo_bpm
+    grid = np.arange(period / 2, duration_s - 0.2, period)
+    keep = rng.random(grid.size) < 0.6
+    keep[rng.choice(grid.size, size=min(3, grid.size), replace=False)] = True
+    return grid[keep]
+
+
+def render_frames(rng: np.random.Generator, style: Style, events: np.ndarray, num_frames: int, fps: float, size: int) -> np.ndarray:
+    """uint8 `[F, size, size, 3]`: a shape drifting over a background that cuts at each event."""
+    ys, xs = np.mgrid[0:size, 0:size] / size
+    segment_of_frame = np.searchsorted(events, np.arange(num_frames) / fps, side="right")
+    positions = rng.uniform(0.25, 0.75, size=(events.size + 1, 2))
+    directions = rng.normal(size=(events.size + 1, 2))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    starts = np.concatenate([[0.0], events])
+    frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
+    radius = 0.16
+    for i in range(num_frames):
+        seg = segment_of_frame[i]
+        cy, cx = positions[seg] + directions[seg] * style.drift * (i / fps - starts[seg])
+        background = np.array(style.palette[seg % 2], dtype=np.float32)
+        shade = 0.85 + 0.3 * ys[..., None]  # vertical gradient
+        image = background * shade
+        if style.shape == "disc":
+            mask = (ys - cy) ** 2 + (xs - cx) ** 2 < radius**2
+        elif style.shape == "square":
+            mask = (np.abs(ys - cy) < radius) & (np.abs(xs - cx) < radius)
+        else:
+            mask = (np.abs(ys - cy) < 2 * radius) & (np.sin((xs - cx) * 40) > 0)
+        image[mask] = style.shape_color
+        frames[i] = np.clip(image, 0, 255).astype(np.uint8)
+    return frames
+
+
+def render_music(rng: np.random.Generator, style: Style, events: np.ndarray, num_samples: int, sample_rate: int) -> np.ndarray:
+    """float32 `[N]`: a decaying note of the style's timbre and key at each event, over a soft drone."""
+    t = np.arange(num_samples) / sample_rate
+    music = 0.04 * np.sin(2 * np.pi * style.root_hz / 2 * t)
+    for onset in events:
+        degree = style.scale[rng.integers(len(style.scale))]
+        freq = style.root_hz * 2 ** (degree / 12)
+        start = int(round(onset * sample_rate))
+        local = t[: num_samples - start]
+        envelope = np.exp(-local / style.decay_s) * np.minimum(1.0, local / 0.003)
+        tone = sum(a * np.sin(2 * np.pi * freq * (h + 1) * local) for h, a in enumerate(style.harmonics) if a)
+        music[start:] += 0.5 * envelope * tone / sum(style.harmonics)
+    return (0.8 * music / max(1e-6, np.abs(music).max())).astype(np.float32)
+
+
+def synthesize_clip(seed: int, split: str, index: int, config: DataConfig) -> dict:
+    """Frames, audio and metadata of one demo clip (deterministic for its arguments)."""
+    seq = config.sequence
+    rng = np.random.default_rng([seed, SPLITS.index(split), index])
+    style = STYLES[int(rng.integers(len(STYLES)))]
+    events = event_times(rng, style, seq.duration_s)
+    frames = render_frames(rng, style, events, seq.num_frames, seq.fps, seq.frame_size)
+    audio = render_music(rng, style, events, seq.num_samples, seq.sample_rate)
+    meta = {"style": style.name, "tempo_bpm": style.tempo_bpm, "events_s": [round(float(e), 4) for e in events], "split": split}
+    return {"id": f"demo-{split}-{index:04d}", "frames": frames, "audio": audio, "meta": meta}
+
+
+def write_demo_dataset(
+    out: str | Path,
+    config: DataConfig,
+    counts: dict[str, int],
+    seed: int = 0,
+    videos_dir: str | Path | None = None,
+    num_videos: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, int]:
+    """Write the demo splits through the shard writer; optionally the first test clips as mp4 files
+    (`videos_dir`) to try `vmas generate` on. Returns the clip count per split."""
+    out = Path(out)
+    annotate = ClipAnnotator(config)
+    seq = config.sequence
+    written = {}
+    for split, count in counts.items():
+        with ShardWriter(out / split, seq.sample_rate) as writer:
+            for index in range(count):
+                clip = synthesize_clip(seed, split, index, config)
+                writer.write(annotate(clip["id"], "synthetic", 0.0, clip["frames"], clip["audio"], clip["meta"]))
+                if videos_dir is not None and split == "test" and index < num_videos:
+                    Path(videos_dir).mkdir(parents=True, exist_ok=True)
+                    write_video(Path(videos_dir) / f"{clip['id']}.mp4", clip["frames"], seq.fps, clip["audio"], seq.sample_rate)
+                if progress is not None:
+                    progress(1)
+        written[split] = count
+    return written

@@ -1,0 +1,221 @@
+"""DISCO-MV shards: the one writer (used by `vmas prepare` and `vmas demo-data`) and the sample decoder.
+
+A dataset folder holds one litdata optimized dataset per split (`train/`, `val/`, `test/`), one
+sample per clip (schema in docs/DATA.md):
+
+| key | stored as | decoded |
+|---|---|---|
+| id, source | str | str |
+| start_s | float | float |
+| frames | JPEGs packed in one blob | uint8 `[F, H, W, 3]` at the config's fps and size |
+| audio | FLAC (16 bit, mono, codec rate) | float32 `[N]` |
+| tokens | int16 `[K, T]` | int64 `[K, T]` |
+| music_beats, video_beats, overlap | uint8 `[T]` | float32 `[T]` |
+| meta | JSON str | dict |
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+import soundfile
+import torch
+import yaml
+
+from vmas_lightning.errors import VMASError
+from vmas_lightning.objectives.beats import BeatConfig, compute_beats
+from vmas_lightning.registry import AUDIO_CODECS
+from vmas_lightning.sequence import SequenceConfig
+
+SPLITS = ("train", "val", "test")
+JPEG_QUALITY = 90
+CHUNK_BYTES = "128MB"
+
+
+@dataclass
+class ClipRecord:
+    """One clip ready to be written: decoded frames and audio plus its tokens and beats."""
+
+    id: str
+    source: str
+    start_s: float
+    frames: np.ndarray  # uint8 [F, H, W, 3]
+    audio: np.ndarray  # float32 [N]
+    tokens: np.ndarray  # [K, T]
+    music_beats: np.ndarray  # [T]
+    video_beats: np.ndarray  # [T]
+    overlap: np.ndarray  # [T]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """The parts of a training config that decide what goes into a shard."""
+
+    sequence: SequenceConfig
+    codec: Any
+    beats: BeatConfig
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "DataConfig":
+        """Read `model.sequence`, `model.codec` and `data.beats` of a `vmas fit` config file."""
+        path = Path(path)
+        try:
+            config = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise VMASError(f"{path}: cannot read config ({' '.join(str(err).split())})") from None
+        model, data = config.get("model") or {}, config.get("data") or {}
+        return cls(
+            sequence=_dataclass_from(SequenceConfig, model.get("sequence") or {}, f"{path}: model.sequence"),
+            codec=model.get("codec", "encodec"),
+            beats=_dataclass_from(BeatConfig, data.get("beats") or {}, f"{path}: data.beats"),
+        )
+
+
+def _dataclass_from(kind: type, values: Mapping[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise VMASError(f"{where} has no key {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+    return kind(**values)
+
+
+def pack_jpegs(frames: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """uint8 `[F, H, W, 3]` RGB -> one blob: uint32 count, uint32 lengths, then the JPEGs."""
+    encoded = []
+    for frame in frames:
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        encoded.append(data.tobytes())
+    header = np.array([len(encoded), *map(len, encoded)], dtype=np.uint32).tobytes()
+    return header + b"".join(encoded)
+
+
+def unpack_jpegs(blob: bytes | memoryview) -> np.ndarray:
+    """The inverse of `pack_jpegs`: uint8 `[F, H, W, 3]` RGB."""
+    buffer = memoryview(blob)
+    count = int(np.frombuffer(buffer[:4], dtype=np.uint32)[0])
+    lengths = np.frombuffer(buffer[4 : 4 * (count + 1)], dtype=np.uint32)
+    offsets = (4 * (count + 1) + np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])).tolist()
+    frames = [
+        cv2.imdecode(np.frombuffer(buffer[offsets[i] : offsets[i + 1]], dtype=np.uint8), cv2.IMREAD_COLOR)
+        for i in range(count)
+    ]
+    return np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames])
+
+
+def encode_flac(audio: np.ndarray, sample_rate: int) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.clip(audio, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def decode_flac(blob: bytes | memoryview) -> np.ndarray:
+    audio, _ = soundfile.read(io.BytesIO(bytes(blob)), dtype="float32")
+    return audio
+
+
+def encode_sample(record: ClipRecord, sample_rate: int) -> dict[str, Any]:
+    """A `ClipRecord` -> the stored dict (compressed frames and audio, small integer arrays)."""
+    return {
+        "id": record.id,
+        "source": record.source,
+        "start_s": float(record.start_s),
+        "frames": pack_jpegs(record.frames),
+        "audio": encode_flac(record.audio, sample_rate),
+        "tokens": np.asarray(record.tokens, dtype=np.int16),
+        "music_beats": np.asarray(record.music_beats, dtype=np.uint8),
+        "video_beats": np.asarray(record.video_beats, dtype=np.uint8),
+        "overlap": np.asarray(record.overlap, dtype=np.uint8),
+        "meta": json.dumps(record.meta, sort_keys=True),
+    }
+
+
+def decode_sample(sample: Mapping[str, Any], load_audio: bool = True, load_frames: bool = True) -> dict[str, Any]:
+    """A stored dict -> numpy arrays (frames uint8 `[F, H, W, 3]`, audio float32 `[N]`, tokens int64 `[K, T]`)."""
+    out = {
+        "id": sample["id"],
+        "source": sample["source"],
+        "start_s": float(sample["start_s"]),
+        "tokens": np.asarray(sample["tokens"], dtype=np.int64),
+        "music_beats": np.asarray(sample["music_beats"], dtype=np.float32),
+        "video_beats": np.asarray(sample["video_beats"], dtype=np.float32),
+        "overlap": np.asarray(sample["overlap"], dtype=np.float32),
+        "meta": json.loads(sample["meta"]),
+    }
+    if load_frames:
+        out["frames"] = unpack_jpegs(sample["frames"])
+    if load_audio:
+        out["audio"] = decode_flac(sample["audio"])
+    return out
+
+
+class ClipAnnotator:
+    """Adds what a shard stores beyond pixels and samples: codec tokens and beats (built once)."""
+
+    def __init__(self, config: DataConfig):
+        self.config = config
+        self.codec = AUDIO_CODECS.build(config.codec)
+        seq = config.sequence
+        if self.codec.sample_rate != seq.sample_rate or round(self.codec.frame_rate) != round(seq.token_rate):
+            raise VMASError(
+                f"codec runs at {self.codec.sample_rate} Hz / {self.codec.frame_rate} tokens/s but the sequence "
+                f"config says {seq.sample_rate} Hz / {seq.token_rate} tokens/s"
+            )
+
+    @torch.no_grad()
+    def __call__(self, clip_id: str, source: str, start_s: float, frames: np.ndarray, audio: np.ndarray,
+                 meta: dict[str, Any] | None = None) -> ClipRecord:
+        """frames uint8 `[F, H, W, 3]` at the config's fps, audio float32 `[N]` at its rate -> `ClipRecord`."""
+        seq = self.config.sequence
+        audio = np.asarray(audio, dtype=np.float32)[: seq.num_samples]
+        audio = np.pad(audio, (0, seq.num_samples - audio.shape[0]))
+        tokens = self.codec.encode(torch.from_numpy(audio)[None, None])[0, :, : seq.num_tokens].cpu().numpy()
+        beats = compute_beats(audio, seq.sample_rate, frames, seq, self.config.beats)
+        return ClipRecord(
+            id=clip_id, source=source, start_s=start_s, frames=frames, audio=audio, tokens=tokens,
+            music_beats=beats["music_beats"], video_beats=beats["video_beats"], overlap=beats["overlap"],
+            meta=dict(meta or {}),
+        )
+
+
+class ShardWriter:
+    """Writes `ClipRecord`s of one split into a litdata optimized dataset folder.
+
+    Use as a context manager; the index is written on exit. Nothing is created for a split that
+    receives no clip.
+    """
+
+    def __init__(self, output_dir: str | Path, sample_rate: int):
+        self.output_dir = Path(output_dir)
+        self.sample_rate = sample_rate
+        self._writer = None
+        self.count = 0
+
+    def write(self, record: ClipRecord) -> None:
+        if self._writer is None:
+            from litdata.streaming.writer import BinaryWriter
+
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self._writer = BinaryWriter(str(self.output_dir), chunk_bytes=CHUNK_BYTES)
+        self._writer.add_item(self.count, encode_sample(record, self.sample_rate))
+        self.count += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.done()
+            self._writer.merge()
+            self._writer = None
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.close()

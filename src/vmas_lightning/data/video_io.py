@@ -1,0 +1,251 @@
+"""Reading videos and soundtracks with PyAV: any container, frame rate (also variable), size and rotation.
+
+Every failure (missing, empty, truncated, not a media file, no such stream) is an `InputFileError`
+naming the file and carrying the decoder's message.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import av
+import numpy as np
+
+from vmas_lightning.errors import InputFileError
+
+
+@dataclass
+class MediaInfo:
+    """What a file holds, from its headers."""
+
+    path: str
+    duration_s: float
+    has_video: bool
+    has_audio: bool
+    fps: Optional[float]
+    width: Optional[int]
+    height: Optional[int]
+
+
+@dataclass
+class VideoClip:
+    """Decoded frames `[F, H, W, 3]` uint8 RGB, upright (the display rotation applied)."""
+
+    frames: np.ndarray
+    fps: float
+    duration_s: float
+    rotation: int
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(path, "no such file")
+    if path.is_dir():
+        raise InputFileError(path, "is a folder, not a media file")
+    if path.stat().st_size == 0:
+        raise InputFileError(path, "empty file")
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
+        raise InputFileError(path, f"not a readable media file ({_message(err)})") from None
+
+
+def _message(err: Exception) -> str:
+    return " ".join(str(getattr(err, "strerror", None) or err).split())
+
+
+def _stream_duration(container, stream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return 0.0
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Header facts of a media file; decodes nothing."""
+    with _open(path) as container:
+        video = container.streams.video[0] if container.streams.video else None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        stream = video or audio
+        duration = _stream_duration(container, stream) if stream is not None else 0.0
+        return MediaInfo(
+            path=str(path),
+            duration_s=duration,
+            has_video=video is not None,
+            has_audio=audio is not None,
+            fps=float(video.average_rate or video.guessed_rate or 0) or None if video else None,
+            width=video.codec_context.width if video else None,
+            height=video.codec_context.height if video else None,
+        )
+
+
+def _upright(frame: av.VideoFrame) -> np.ndarray:
+    """RGB array `[H, W, 3]` of a frame with its display rotation applied."""
+    image = frame.to_ndarray(format="rgb24")
+    quarter_turns = int(round(frame.rotation / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(image, k=quarter_turns)) if quarter_turns else image
+
+
+def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """`[H, W, 3]` -> `[size, size, 3]`: shorter side to `size` (area filter), then a center crop."""
+    import cv2
+
+    height, width = image.shape[:2]
+    scale = size / min(height, width)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resized[top : top + size, left : left + size]
+
+
+def _decoded_frames(path: Path, container, stream) -> Iterator[tuple[float, av.VideoFrame]]:
+    """(time in s from the stream start, frame) in presentation order; a broken stream raises."""
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    count = 0
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            count += 1
+            yield float(frame.pts * frame.time_base) - start, frame
+    except (av.error.FFmpegError, EOFError) as err:
+        raise InputFileError(path, f"video stream is truncated or corrupt after {count} frames ({_message(err)})") from None
+
+
+def read_video(
+    path: str | Path,
+    fps: Optional[float] = None,
+    size: Optional[int] = None,
+    max_seconds: Optional[float] = None,
+) -> VideoClip:
+    """Decode the first video stream of `path`.
+
+    Args:
+        fps: resample to this rate by timestamps (frame j is the last source frame shown at j / fps),
+            whatever the source rate, constant or variable; None keeps every source frame.
+        size: resize the shorter side to `size` and center-crop to `size x size`; None keeps the size.
+        max_seconds: stop after this many seconds.
+
+    Returns:
+        `VideoClip` with `frames` uint8 `[F, H, W, 3]`, upright.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise InputFileError(path, "no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        duration = _stream_duration(container, stream)
+        if max_seconds is not None and duration > 0:
+            duration = min(duration, max_seconds)
+        frames: list[np.ndarray] = []
+        times: list[float] = []
+        rotation = 0
+        next_time = 0.0
+        previous: Optional[np.ndarray] = None
+        for time, frame in _decoded_frames(path, container, stream):
+            if max_seconds is not None and time >= max_seconds:
+                break
+            rotation = int(frame.rotation) % 360
+            if fps is None:
+                image = _upright(frame)
+                frames.append(resize_center_crop(image, size) if size else image)
+                times.append(time)
+                continue
+            # Source frames up to `time` are shown until this frame appears: fill the target slots before it.
+            while previous is not None and next_time < time - 1e-6:
+                frames.append(previous)
+                next_time = len(frames) / fps
+            image = _upright(frame)
+            previous = resize_center_crop(image, size) if size else image
+            times.append(time)
+        if not times:
+            raise InputFileError(path, "no decodable video frames")
+        if fps is None:
+            span = times[-1] - times[0]
+            fps = (len(times) - 1) / span if span > 0 else float(stream.average_rate or 1.0)
+            duration = max(duration, times[-1] + 1.0 / fps)
+        else:
+            duration = max(duration, times[-1] + 1e-6)
+            target = max(1, math.floor(duration * fps + 1e-6))
+            while len(frames) < target:
+                frames.append(previous)
+            frames = frames[:target]
+        return VideoClip(frames=np.stack(frames), fps=float(fps), duration_s=float(duration), rotation=rotation)
+
+
+def read_audio(path: str | Path, sample_rate: int, mono: bool = True, max_seconds: Optional[float] = None) -> np.ndarray:
+    """First audio stream of `path` resampled to `sample_rate`: float32 `[N]` (mono) or `[C, N]`."""
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise InputFileError(path, "no audio track")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout="mono" if mono else None, rate=sample_rate)
+        chunks: list[np.ndarray] = []
+        limit = None if max_seconds is None else int(max_seconds * sample_rate)
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+                if limit is not None and sum(c.shape[-1] for c in chunks) >= limit:
+                    break
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+        except (av.error.FFmpegError, EOFError) as err:
+            raise InputFileError(path, f"audio stream is truncated or corrupt ({_message(err)})") from None
+        if not chunks:
+            raise InputFileError(path, "audio track has no decodable samples")
+        wav = np.concatenate(chunks, axis=-1).astype(np.float32)
+        if limit is not None:
+            wav = wav[..., :limit]
+        return wav[0] if mono else wav
+
+
+def write_video(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: float,
+    audio: Optional[np.ndarray] = None,
+    sample_rate: int = 32000,
+    rotation: Optional[int] = None,
+    codec: str = "libx264",
+    times: Optional[Sequence[float]] = None,
+) -> Path:
+    """Write uint8 `frames [F, H, W, 3]` (H, W even) at `fps`, or at explicit `times` (s) for a
+    variable frame rate, with an optional mono float `audio [N]` track (AAC; Opus for webm)."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        rate = Fraction(fps).limit_denominator(1000)
+        video = container.add_stream(codec, rate=rate)
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        if times is not None:
+            video.time_base = Fraction(1, 1000)
+        if rotation is not None:
+            video.set_display_rotation(rotation)
+        audio_codec = "libopus" if path.suffix == ".webm" else "aac"
+        audio_rate = 48000 if audio_codec == "libopus" else sample_rate
+        stream = container.add_stream(audio_codec, rate=audio_rate, layout="mono") if audio is not None else None
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[i] * 1000), Fraction(1, 1000)
+            for packet in video.encode(frame):
+                container.mux(packet)
+        container.mux(video.encode())
+        if stream is not None:
+            wav = np.asarray(audio, dtype=np.float32)
+            if audio_rate != sample_rate:
+                wav = np.interp(np.arange(round(len(wav) * audio_rate / sample_rate)) * sample_rate / audio_rate,
+                                np.arange(len(wav)), wav).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(wav[None], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = audio_rate, 0, Fraction(1, audio_rate)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            container.mux(stream.encode())
+    return path

@@ -1,0 +1,206 @@
+"""`EvaluationSuite`: every metric of `vmas test` in one module, its JSON/CSV outputs and the paper table.
+
+All ranks call `update` on their own clips and then `compute` / `save` together; metric states sync
+through torchmetrics and per-clip rows through `all_gather_object`, so 1 and N processes give the
+same numbers on the same clips.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from vmas_lightning.errors import VMASError
+from vmas_lightning.metrics.fad import FrechetAudioDistance
+from vmas_lightning.metrics.kl import KLDivergence
+from vmas_lightning.metrics.mv_align import MVAlign
+from vmas_lightning.metrics.retrieval import RetrievalRecall
+
+METRICS_FILE, CLIPS_FILE = "metrics.json", "clips.csv"
+CLIP_COLUMNS = ("id", "kl", "kl_gen_ref", "mv_align")
+
+# SPEC section 8: (FAD, KL, MV-Align) per dataset; None where the paper gives no number.
+PAPER_RESULTS = {
+    "MusicCaps": {
+        "CMT": (16.2, 1.42, 0.18), "Video2Music": (24.7, 1.35, 0.19), "VidMusicGen": (6.91, 1.26, 0.17),
+        "Vid2MLDM": (8.99, 1.15, 0.20), "V2Meow": (4.62, None, None), "VMAs": (4.07, 1.09, 0.22),
+    },
+    "DISCO-MV": {
+        "CMT": (3.70, 1.82, 0.34), "Video2Music": (4.36, 1.93, 0.29), "VidMusicGen": (2.93, 1.60, 0.25),
+        "Vid2MLDM": (3.21, 1.41, 0.32), "VMAs": (2.38, 1.34, 0.35),
+    },
+}
+PAPER_RECALL_AT_10 = {"VMAs": 26.7, "MVPt (CLIP)": 18.1, "MVPt (Hiera)": 17.3}  # %, DISCO-MV test, 2,000 clips
+
+
+def _is_main_process() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _plain(value: Any) -> Any:
+    """Tensor / float -> JSON value (non-finite -> None)."""
+    if torch.is_tensor(value):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class EvaluationSuite(nn.Module):
+    """FAD, KL (both directions), MV-Align and video <-> music retrieval over the evaluated clips.
+
+    Args:
+        embedder: FAD embedder spec (`vggish`, `clap`, `encodec`) or module.
+        classifier: KL classifier spec (`ast`, `passt`) or module.
+        reference_stats_cache, reference_set: FAD reference statistics cache (see `FrechetAudioDistance`).
+        retrieval_ks: the K of Recall@K.
+    """
+
+    def __init__(self, embedder="vggish", classifier="ast", reference_stats_cache: Optional[str] = None,
+                 reference_set: Optional[str] = None, retrieval_ks: Sequence[int] = (1, 10)):
+        super().__init__()
+        self.fad = FrechetAudioDistance(embedder, reference_stats_cache, reference_set)
+        self.kl = KLDivergence(classifier)
+        self.mv_align = MVAlign()
+        self.retrieval = RetrievalRecall(tuple(retrieval_ks))
+        self.rows: list[dict[str, Any]] = []
+        self._state_prefix = ""
+        self.register_load_state_dict_post_hook(self._ignore_own_keys)
+
+    # The suite's networks load their own weights, never a model checkpoint's: it adds nothing to a
+    # state dict, and a checkpoint saved without it loads strictly into a module that holds it.
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        return OrderedDict() if destination is None else destination
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        self._state_prefix = prefix
+
+    @staticmethod
+    def _ignore_own_keys(module: "EvaluationSuite", incompatible_keys) -> None:
+        missing = incompatible_keys.missing_keys
+        missing[:] = [key for key in missing if not key.startswith(module._state_prefix)]
+
+    def update(
+        self,
+        generated: torch.Tensor,
+        reference: Optional[torch.Tensor],
+        sample_rate: int,
+        frames: Optional[torch.Tensor],
+        fps: Optional[float],
+        video_features: Optional[torch.Tensor],
+        music_features: Optional[torch.Tensor],
+        ids: Sequence[str],
+    ) -> None:
+        """One batch of B clips.
+
+        Args:
+            generated, reference: waveforms `[B, 1, N]` at `sample_rate` (reference None only when
+                FAD reference statistics are cached; KL then is skipped for the batch).
+            frames: uint8 `[B, F, H, W, 3]` at `fps`, for MV-Align (None skips it).
+            video_features, music_features: pooled `[B, D]` features in the shared space (None skips retrieval).
+            ids: the B clip ids (rows of the per-clip CSV).
+        """
+        if len(ids) != generated.shape[0]:
+            raise ValueError(f"{len(ids)} ids for {generated.shape[0]} generated clips")
+        rows = [{"id": str(clip_id)} for clip_id in ids]
+        self.fad.update(generated, reference, sample_rate)
+        if reference is not None:
+            self.kl.update(generated, reference, sample_rate)
+            self._add_columns(rows, self.kl.per_clip())
+        if frames is not None:
+            self.mv_align.update(frames, fps, generated, sample_rate)
+            self._add_columns(rows, self.mv_align.per_clip())
+        if video_features is not None and music_features is not None:
+            self.retrieval.update(video_features, music_features)
+        self.rows.extend(rows)
+
+    @staticmethod
+    def _add_columns(rows: list[dict[str, Any]], columns: dict[str, torch.Tensor]) -> None:
+        for name, values in columns.items():
+            for row, value in zip(rows, values.tolist()):
+                row[name] = value
+
+    def clip_rows(self) -> list[dict[str, Any]]:
+        """Per-clip rows of all processes, sorted by id (a collective call under DDP)."""
+        rows = self.rows
+        if dist.is_initialized():
+            gathered: list[list[dict[str, Any]]] = [None] * dist.get_world_size()  # type: ignore[list-item]
+            dist.all_gather_object(gathered, rows)
+            rows = [row for part in gathered for row in part]
+        return sorted(rows, key=lambda row: row["id"])
+
+    def compute(self) -> dict[str, Any]:
+        """`fad`, `kl`, `kl_gen_ref`, `mv_align`, `recall@K`, `recall_m2v@K` (None when not measured),
+        the embedder / classifier names and whether their weights are calibrated, and `num_clips`."""
+        num_clips = len(self.clip_rows())
+        if num_clips == 0:
+            raise VMASError("no clip was evaluated: the test set is empty")
+        metrics: dict[str, Any] = {"fad": self.fad.compute()}
+        kl = self.kl.compute() if self.kl.update_called else {"kl": None, "kl_gen_ref": None}
+        metrics.update(kl)
+        metrics["mv_align"] = self.mv_align.compute() if self.mv_align.update_called else None
+        recall_keys = [f"recall{d}@{k}" for d in ("", "_m2v") for k in self.retrieval.ks]
+        metrics.update(self.retrieval.compute() if self.retrieval.update_called else dict.fromkeys(recall_keys))
+        metrics = {name: _plain(value) for name, value in metrics.items()}
+        embedder, classifier = self.fad.embedder, self.kl.classifier
+        metrics.update(
+            embedder=embedder.name,
+            embedder_weights=embedder.cache_key,
+            embedder_calibrated=bool(embedder.calibrated),
+            classifier=classifier.name,
+            classifier_weights=classifier.source,
+            classifier_calibrated=bool(classifier.calibrated),
+            num_clips=num_clips,
+        )
+        if not (embedder.calibrated and classifier.calibrated):
+            metrics["note"] = "random (uncalibrated) embedder or classifier weights: FAD/KL are smoke-test numbers only"
+        return metrics
+
+    def save(self, output_dir: str | Path, metrics: dict[str, Any]) -> Path:
+        """Write `metrics.json` and the per-clip `clips.csv` into `output_dir` (process 0 writes;
+        every process must call it). Returns the folder."""
+        rows = self.clip_rows()
+        output_dir = Path(output_dir)
+        if _is_main_process():
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+            with open(output_dir / CLIPS_FILE, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=CLIP_COLUMNS, restval="")
+                writer.writeheader()
+                writer.writerows({k: _plain(v) for k, v in row.items()} for row in rows)
+        return output_dir
+
+    def reset(self) -> None:
+        for metric in (self.fad, self.kl, self.mv_align, self.retrieval):
+            metric.reset()
+        self.rows = []
+
+
+def _cell(value: Optional[float], digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def paper_table(metrics: dict[str, Any], dataset: str = "DISCO-MV", name: str = "this run") -> str:
+    """Markdown table of this run's FAD / KL / MV-Align / R@10 next to the paper's (SPEC section 8)."""
+    if dataset not in PAPER_RESULTS:
+        raise VMASError(f"no paper numbers for dataset '{dataset}'; known: {', '.join(PAPER_RESULTS)}")
+    lines = [f"| method ({dataset}) | FAD | KL | MV-Align | R@10 (%) |", "|---|---|---|---|---|"]
+    rows = dict(PAPER_RESULTS[dataset])
+    if dataset == "DISCO-MV":
+        rows.update({k: (None, None, None) for k in PAPER_RECALL_AT_10 if k not in rows})
+    for method, (fad, kl, align) in rows.items():
+        recall = PAPER_RECALL_AT_10.get(method) if dataset == "DISCO-MV" else None
+        lines.append(f"| {method} (paper) | {_cell(fad, 2)} | {_cell(kl, 2)} | {_cell(align, 3)} | {_cell(recall, 1)} |")
+    recall = metrics.get("recall@10")
+    lines.append(
+        f"| **{name}** | {_cell(metrics.get('fad'), 2)} | {_cell(metrics.get('kl'), 2)} | "
+        f"{_cell(metrics.get('mv_align'), 3)} | {_cell(None if recall is None else 100 * recall, 1)} |"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""Training losses: the beat-weighted autoregressive cross-entropy (Eq. 3-4) and the video-music
+contrastive loss (Eq. 2)."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from vmas_lightning.errors import VMASError
+
+# CLIP's cap on the learned inverse temperature (a temperature of at least 0.01).
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def weighted_cross_entropy(logits: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Beat-weighted next-token loss in the un-delayed frame.
+
+    Args:
+        logits: `[B, K, T, V]`, `logits[:, k, t]` predicts `tokens[:, k, t]`.
+        tokens: int64 `[B, K, T]`.
+        weights: `[B, T]` per-step weights w_t, shared by the K codebooks of a step.
+
+    Returns:
+        sum_{b,k,t} w_bt * CE_bkt / (K * sum_{b,t} w_bt): a weighted mean, so its scale does not depend
+        on how many beats a batch has, and equal weights give the plain mean cross-entropy.
+    """
+    batch, codebooks, steps, vocab = logits.shape
+    per_token = F.cross_entropy(logits.reshape(-1, vocab), tokens.reshape(-1), reduction="none")
+    per_token = per_token.view(batch, codebooks, steps)
+    weights = weights.to(per_token.dtype)
+    return (per_token * weights[:, None, :]).sum() / (weights.sum() * codebooks)
+
+
+def soft_music_embedding(logits: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """Music feature of Eq. 2: the expected codec latent under the predicted token distributions.
+
+    Args:
+        logits: `[B, K, T, V]` decoder logits (un-delayed).
+        codebooks: `[K, V, Dc]` codec codebook vectors (frozen).
+
+    Returns:
+        `[B, Dc]`: sum over the K codebooks of softmax(logits_k) @ E_k (summed, not averaged, because
+        residual quantisation reconstructs the latent as the sum of its codebooks' vectors), mean-pooled
+        over the T steps.
+    """
+    probs = logits.softmax(dim=-1)
+    per_step = torch.einsum("bktv,kvd->btd", probs, codebooks.to(probs.dtype))
+    return per_step.mean(dim=1)
+
+
+class ContrastiveLoss(nn.Module):
+    """Symmetric InfoNCE between clip-level music and video features (cosine similarity / temperature).
+
+    Args:
+        music_dim, video_dim: input feature sizes (Dm, Dv).
+        embed_dim: size of the learned linear projections to a shared space; None: no projection
+            (then Dm must equal Dv).
+        temperature: initial (or fixed) softmax temperature.
+        learnable_temperature: learn log(1 / temperature) (capped at a temperature of 0.01, as CLIP).
+        gather: "local" uses the other clips of this device's batch as negatives; "global" gathers
+            every rank's features under torch.distributed (gradients reach each rank's own part),
+            so negatives come from the whole global batch.
+    """
+
+    def __init__(
+        self,
+        music_dim: int,
+        video_dim: int,
+        embed_dim: Optional[int] = None,
+        temperature: float = 0.07,
+        learnable_temperature: bool = True,
+        gather: str = "local",
+    ):
+        super().__init__()
+        if gather not in ("local", "global"):
+            raise VMASError(f"contrastive loss: gather must be 'local' or 'global', got '{gather}'")
+        if embed_dim is None and music_dim != video_dim:
+            raise VMASError(
+                f"contrastive loss: music ({music_dim}) and video ({video_dim}) feature sizes differ; set embed_dim"
+            )
+        if temperature <= 0:
+            raise VMASError(f"contrastive loss: temperature must be > 0, got {temperature}")
+        self.gather = gather
+        self.music_proj = nn.Linear(music_dim, embed_dim, bias=False) if embed_dim else nn.Identity()
+        self.video_proj = nn.Linear(video_dim, embed_dim, bias=False) if embed_dim else nn.Identity()
+        logit_scale = torch.tensor(math.log(1.0 / temperature))
+        if learnable_temperature:
+            self.logit_scale = nn.Parameter(logit_scale)
+        else:
+            self.register_buffer("logit_scale", logit_scale)
+
+    def forward(self, music: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`music [B, Dm]`, `video [B, Dv]` (row i of each from the same clip) -> (loss, top-1 accuracy
+        of video -> music retrieval among the candidates), both scalars."""
+        music = F.normalize(self.music_proj(music).float(), dim=-1)
+        video = F.normalize(self.video_proj(video).float(), dim=-1)
+        all_music, all_video, offset = music, video, 0
+        if self.gather == "global" and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dim = music.shape[-1]
+            gathered, offset = gather_with_grad(torch.cat([music, video], dim=-1))
+            all_music, all_video = gathered[:, :dim], gathered[:, dim:]
+        scale = self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+        labels = torch.arange(music.shape[0], device=music.device) + offset
+        video_to_music = scale * video @ all_music.T
+        music_to_video = scale * music @ all_video.T
+        loss = (F.cross_entropy(video_to_music, labels) + F.cross_entropy(music_to_video, labels)) / 2
+        top1 = (video_to_music.argmax(dim=-1) == labels).float().mean()
+        return loss, top1
+
+
+def gather_with_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Concatenate every rank's `[B_r, D]` (batch sizes may differ) -> (`[sum B_r, D]`, offset of this
+    rank's rows). Differentiable: each rank's rows get the gradients of every rank's loss."""
+    from torch.distributed.nn.functional import all_gather
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    size = torch.tensor([local.shape[0]], device=local.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes = [int(s) for s in sizes]
+    padded = F.pad(local, (0, 0, 0, max(sizes) - local.shape[0]))
+    parts = all_gather(padded)
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:rank])

@@ -1,0 +1,114 @@
+"""Optimiser and learning-rate schedule (SPEC section 6: MusicGen's 32 kHz recipe)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Union
+
+import torch
+from torch import nn
+
+from vmas_lightning.errors import VMASError
+
+OPTIMIZERS = ("adamw", "dadapt_adam")
+
+Params = Union[nn.Module, Iterable[tuple[str, nn.Parameter]], Iterable[nn.Parameter]]
+
+
+@dataclass
+class OptimConfig:
+    """Defaults: MusicGen's recipe, which the paper follows (AdamW, lr by D-Adaptation, cosine with warmup).
+
+    Args:
+        optimizer: "dadapt_adam" (D-Adapt Adam, decoupled weight decay; lr is a multiplier of the
+            adapted step, 1.0 as in MusicGen) or "adamw" (lr is the learning rate).
+        lr: peak learning rate (multiplier for dadapt_adam).
+        betas: Adam betas.
+        weight_decay: decoupled weight decay of matrices (none on biases, norms and embeddings).
+        warmup_steps: linear warmup from lr / warmup_steps to lr.
+        max_steps: length of the cosine decay; None: the trainer's estimated number of steps.
+        min_lr_ratio: the cosine ends at lr * min_lr_ratio (and stays there).
+        grad_clip: gradient-norm clipping value (Trainer `gradient_clip_val`); 0 or None: off.
+    """
+
+    optimizer: str = "dadapt_adam"
+    lr: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.1
+    warmup_steps: int = 4000
+    max_steps: Optional[int] = None
+    min_lr_ratio: float = 0.0
+    grad_clip: Optional[float] = 1.0
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise VMASError(f"optim: unknown optimizer '{self.optimizer}'; known: {', '.join(OPTIMIZERS)}")
+        if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise VMASError(
+                f"optim: need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1; "
+                f"got lr={self.lr}, warmup_steps={self.warmup_steps}, min_lr_ratio={self.min_lr_ratio}"
+            )
+
+
+def decays(name: Optional[str], param: nn.Parameter) -> bool:
+    """Whether weight decay applies: only to matrices and kernels (>= 2 dims) named `*weight`, and not to
+    2-D tables under a module whose name contains "emb" (token and position embeddings). Without a
+    name (plain parameters) every tensor of >= 2 dims decays."""
+    if param.ndim < 2:
+        return False
+    if name is None:
+        return True
+    *modules, leaf = name.split(".")
+    if not leaf.endswith("weight"):
+        return False  # a raw nn.Parameter: positional embedding, learned token, null condition, scale
+    return not (param.ndim == 2 and any("emb" in module for module in modules))
+
+
+def parameter_groups(params: Params, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters (a module, `(name, param)` pairs or params) -> [decayed, not decayed] groups."""
+    items = params.named_parameters() if isinstance(params, nn.Module) else params
+    groups: dict[bool, list[nn.Parameter]] = {True: [], False: []}
+    for item in items:
+        name, param = item if isinstance(item, tuple) else (None, item)
+        if param.requires_grad:
+            groups[decays(name, param)].append(param)
+    return [
+        {"params": groups[True], "weight_decay": weight_decay},
+        {"params": groups[False], "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(params: Params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW or D-Adapt Adam over `params` with weight decay on matrices only (see `decays`)."""
+    groups = parameter_groups(params, cfg.weight_decay)
+    if not groups[0]["params"] and not groups[1]["params"]:
+        raise VMASError("optim: the model has no trainable parameters")
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    from dadaptation import DAdaptAdam
+
+    return DAdaptAdam(groups, lr=cfg.lr, betas=tuple(cfg.betas), decouple=True)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """LR factor at optimizer step `step` (0-based): (step + 1) / warmup during warmup, then a cosine
+    from 1 at `warmup_steps` to `min_lr_ratio` at `total_steps`, constant after."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: Optional[float] = None) -> dict[str, Any]:
+    """Linear warmup then cosine decay over `cfg.max_steps` (or `total_steps`, the trainer's
+    `estimated_stepping_batches`), as a Lightning lr-scheduler config stepped every optimizer step."""
+    total = cfg.max_steps if cfg.max_steps is not None else total_steps
+    if total is None or not math.isfinite(total) or total <= 0:
+        raise VMASError(
+            f"optim: the number of training steps is unknown ({total}); set model.optim.max_steps or trainer.max_steps"
+        )
+    total = int(total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, cfg.warmup_steps, total, cfg.min_lr_ratio)
+    )
+    return {"scheduler": scheduler, "interval": "step", "frequency": 1}

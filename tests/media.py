@@ -1,0 +1,43 @@
+"""Small real media files for tests, written with PyAV (deterministic for the same arguments)."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional, Sequence
+
+import av
+import numpy as np
+
+from vmas_lightning.data.video_io import write_video  # noqa: F401  (re-exported for tests)
+
+
+def write_audio_only(path: str | Path, audio: np.ndarray, sample_rate: int = 32000) -> Path:
+    """An audio-only file (e.g. .m4a) with a mono AAC track."""
+    path = Path(path)
+    with av.open(str(path), "w", format="mp4" if path.suffix in (".m4a", ".mp4") else None) as container:
+        stream = container.add_stream("aac", rate=sample_rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.asarray(audio, np.float32)[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = sample_rate, 0, Fraction(1, sample_rate)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        container.mux(stream.encode())
+    return path
+
+
+def gradient_frames(num_frames: int, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
+    """uint8 `[F, H, W, 3]`: a textured image whose brightness changes frame by frame."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 200, size=(height // 8, width // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    return np.stack([np.clip(base.astype(np.int16) + (i * 7) % 50, 0, 255).astype(np.uint8) for i in range(num_frames)])
+
+
+def sine(seconds: float, sample_rate: int = 32000, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def truncated_copy(source: str | Path, target: str | Path, keep: float = 0.5) -> Path:
+    """The first `keep` fraction of a file's bytes (a download cut short)."""
+    data = Path(source).read_bytes()
+    Path(target).write_bytes(data[: int(len(data) * keep)])
+    return Path(target)

@@ -1,0 +1,158 @@
+"""Music beats, video beats, overlaps and loss weights with known answers (SPEC section 5, Eq. 3-4)."""
+import math
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from vmas_lightning.errors import VMASError
+from vmas_lightning.objectives.beats import (
+    BeatConfig,
+    beat_weights,
+    compute_beats,
+    music_beats,
+    overlap,
+    video_beats,
+)
+from vmas_lightning.objectives.flow import DISFlow, FarnebackFlow
+from vmas_lightning.objectives.onsets import LibrosaOnsets, MadmomOnsets
+from vmas_lightning.sequence import SequenceConfig
+
+FPS = 12.0  # frame times j / 12 s never fall on a 20 ms token boundary unless j % 6 == 0
+RATE = 50.0
+
+
+def moving_texture(num_frames: int, jumps: dict[int, int], size: int = 64) -> np.ndarray:
+    """uint8 [F, size, size, 3]: a random texture that stands still except at frame j, where it has moved by jumps[j] px."""
+    texture = (np.random.default_rng(0).random((24, 24, 3)) * 255).astype(np.uint8)
+    frames = np.zeros((num_frames, size, size, 3), np.uint8)
+    left = 16
+    for j in range(num_frames):
+        left += jumps.get(j, 0)
+        frames[j, 20:44, left : left + 24] = texture
+    return frames
+
+
+def clicks(steps: list[int], seconds: float, sample_rate: int) -> np.ndarray:
+    """float32 [N]: clicks 2 ms after the start of each token step (librosa reports an onset up to one 16 ms hop late)."""
+    times = [s / RATE + 0.002 for s in steps]
+    return librosa.clicks(times=times, sr=sample_rate, length=round(seconds * sample_rate)).astype(np.float32)
+
+
+def test_music_beats_floor_times_to_token_steps():
+    beats = music_beats(np.array([-0.1, 0.0, 0.019, 0.02, 3.33, 9.99, 10.0]), num_tokens=500, token_rate=RATE)
+    assert beats.dtype == np.float32 and beats.shape == (500,)
+    assert np.flatnonzero(beats).tolist() == [0, 1, 166, 499]
+
+
+def test_clicks_give_music_beats_at_their_steps():
+    steps = [15, 36, 55, 82, 100, 126]
+    onsets = LibrosaOnsets()(clicks(steps, 3.0, 32000), 32000)
+    assert np.flatnonzero(music_beats(onsets, 150, RATE)).tolist() == steps
+
+
+def test_silence_has_no_onsets():
+    assert LibrosaOnsets()(np.zeros(32000, np.float32), 32000).size == 0
+    assert LibrosaOnsets()(np.zeros(0, np.float32), 32000).size == 0
+
+
+def test_motion_spikes_give_video_beats_at_their_steps():
+    flow = np.full(119, 0.2, np.float32)  # 120 frames at 12 fps; value i is the motion into frame i + 1
+    spike_frames = [7, 20, 33, 50, 100]
+    flow[np.array(spike_frames) - 1] = 3.0
+    beats = video_beats(flow, FPS, num_tokens=500, token_rate=RATE, peak_window=25, min_flow=0.1)
+    assert np.flatnonzero(beats).tolist() == [math.floor(j / FPS * RATE) for j in spike_frames] == [29, 83, 137, 208, 416]
+
+
+def test_video_beats_peak_window_keeps_the_larger_of_close_peaks():
+    flow = np.zeros(119, np.float32)
+    flow[[19, 21]] = [2.0, 3.0]  # frames 20 and 22, 8 steps apart
+    one = video_beats(flow, FPS, 500, RATE, peak_window=25)
+    two = video_beats(flow, FPS, 500, RATE, peak_window=11)
+    assert np.flatnonzero(one).tolist() == [91]
+    assert np.flatnonzero(two).tolist() == [83, 91]
+
+
+def test_still_constant_and_edge_motion_give_no_video_beats():
+    assert not video_beats(np.zeros(119), FPS, 500, RATE, 25, min_flow=0.1).any()
+    assert not video_beats(np.full(119, 2.0), FPS, 500, RATE, 25, min_flow=0.1).any()
+    small = np.zeros(119)
+    small[59] = 0.05  # below min_flow
+    assert not video_beats(small, FPS, 500, RATE, 25, min_flow=0.1).any()
+    edge = np.zeros(119)
+    edge[0] = 5.0  # peak held flat from the clip start: may lie before the clip
+    assert not video_beats(edge, FPS, 500, RATE, 25).any()
+    assert not video_beats(np.zeros(0), FPS, 500, RATE, 25).any()
+
+
+def test_plateau_gives_one_beat_at_its_middle():
+    flow = np.zeros(9)
+    flow[[3, 4]] = 1.0  # at 5 fps values sit at 0.8 s and 1.0 s: flat between steps 40 and 49
+    beats = video_beats(flow, 5.0, num_tokens=100, token_rate=RATE, peak_window=25)
+    assert np.flatnonzero(beats).tolist() == [45]
+
+
+def test_overlap_and_weights_hand_computed():
+    music = np.zeros(20, np.float32)
+    video = np.zeros(20, np.float32)
+    music[[2, 6, 10, 17]] = 1
+    video[[4, 13, 19]] = 1
+    # window 2: music 2 and 6 are 2 steps from video 4, 17 is 2 from 19; 10 is 3 from 13
+    o = overlap(music, video, match_window=2)
+    assert np.flatnonzero(o).tolist() == [2, 6, 17]
+    assert np.flatnonzero(overlap(music, video, match_window=0)).tolist() == []
+    assert np.flatnonzero(overlap(music, video, match_window=3)).tolist() == [2, 6, 10, 17]
+    w = beat_weights(o, 0.5)
+    assert w.dtype == np.float32 and w[[2, 6, 17]].tolist() == [1.5] * 3 and w.sum() == 3 * 1.5 + 17 * 0.5
+    assert torch.equal(beat_weights(torch.tensor([[0.0, 1.0]]), 0.5), torch.tensor([[0.5, 1.5]]))
+
+
+@pytest.mark.parametrize("flow_name", ["farneback", "dis"])
+def test_compute_beats_end_to_end(flow_name):
+    """A texture that jumps into frames 8, 20, 31 (steps 33, 83, 129) and clicks at steps 33, 60, 131."""
+    sequence = SequenceConfig(duration_s=3.0, fps=FPS, sample_rate=32000)
+    frames = moving_texture(sequence.num_frames, {8: 4, 20: -4, 31: 4})
+    wav = clicks([33, 60, 131], sequence.duration_s, sequence.sample_rate)
+    config = BeatConfig(optical_flow=flow_name, match_window=5, lam=0.25)
+    beats = compute_beats(wav, sequence.sample_rate, frames, sequence, config)
+    assert {k: (v.dtype, v.shape) for k, v in beats.items()} == {
+        k: (np.float32, (150,)) for k in ("music_beats", "video_beats", "overlap", "weights")
+    }
+    assert np.flatnonzero(beats["music_beats"]).tolist() == [33, 60, 131]
+    assert np.flatnonzero(beats["video_beats"]).tolist() == [33, 83, 129]
+    assert np.flatnonzero(beats["overlap"]).tolist() == [33, 131]
+    np.testing.assert_array_equal(beats["weights"], beats["overlap"] + np.float32(0.25))
+
+
+def test_flow_magnitude_spikes_at_the_moving_pair():
+    frames = moving_texture(12, {5: 3})
+    for flow in (FarnebackFlow(), DISFlow()):
+        magnitude = flow(frames)
+        assert magnitude.shape == (11,) and magnitude.dtype == np.float32
+        assert magnitude.argmax() == 4 and magnitude[4] > 1.0
+        assert np.all(np.delete(magnitude, 4) < 0.01)
+    with pytest.raises(VMASError, match=r"uint8 RGB frames"):
+        FarnebackFlow()(frames[..., 0])
+    with pytest.raises(VMASError, match="unknown preset 'slow'"):
+        DISFlow(preset="slow")
+
+
+def test_madmom_missing_is_a_one_line_error():
+    try:
+        import madmom  # noqa: F401
+    except Exception:
+        with pytest.raises(VMASError, match=r"pip install vmas-lightning\[madmom\]") as err:
+            MadmomOnsets()
+        assert "Python 3.11" in str(err.value) and "\n" not in str(err.value)
+    else:
+        pytest.skip("madmom is installed")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [({"peak_window": 0}, "peak_window"), ({"match_window": -1}, "match_window"), ({"lam": 0.0}, "lam must be > 0")],
+)
+def test_bad_beat_config(options, message):
+    with pytest.raises(VMASError, match=message):
+        BeatConfig(**options)

@@ -1,0 +1,75 @@
+"""`vmas beats` on small real videos: a texture that jumps at known frames and clicks at known times."""
+import json
+
+import librosa
+import pytest
+import soundfile
+from media import write_video
+from test_beats import clicks, moving_texture
+
+from vmas_lightning.cli.main import main
+
+FPS = 12
+SAMPLE_RATE = 32000
+JUMPS = {8: 4, 20: -4, 31: 4}  # frames 8, 20, 31 -> 0.667 s, 1.667 s, 2.583 s -> steps 33, 83, 129
+CLICK_STEPS = [33, 60, 131]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("beats")
+    frames = moving_texture(3 * FPS, JUMPS)
+    music = clicks(CLICK_STEPS, 3.0, SAMPLE_RATE)
+    config = root / "config.yaml"
+    config.write_text(f"model:\n  sequence:\n    fps: {FPS}\n    frame_size: 64\ndata:\n  beats:\n    match_window: 5\n")
+    soundfile.write(root / "music.wav", librosa.clicks(times=[0.502], sr=SAMPLE_RATE, length=3 * SAMPLE_RATE), SAMPLE_RATE)
+    return {
+        "with_audio": write_video(root / "clip.mp4", frames, FPS, audio=music, sample_rate=SAMPLE_RATE),
+        "silent": write_video(root / "silent.mp4", frames, FPS),
+        "wav": root / "music.wav",
+        "config": config,
+        "root": root,
+    }
+
+
+def test_json_reports_beats_and_overlaps_in_seconds(media, capsys):
+    assert main(["beats", "--video", str(media["with_audio"]), "--config", str(media["config"]), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["soundtrack"] is True
+    assert report["music_beats"] == [0.66, 1.2, 2.62]
+    assert report["video_beats"] == [0.66, 1.66, 2.58]
+    assert report["overlaps"] == [0.66, 2.62]
+    assert report["overlap_share"] == pytest.approx(2 / 3, abs=1e-3)
+    assert report["flow"]["max"] > 1.0 and report["duration_s"] == 3.0
+
+
+def test_audio_file_replaces_the_soundtrack_and_plot_is_written(media, capsys):
+    plot = media["root"] / "beats.png"
+    args = ["beats", "--video", str(media["with_audio"]), "--audio", str(media["wav"]), "--config", str(media["config"]),
+            "--plot", str(plot)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "music beats (1): 0.50" in out and "video beats (3): 0.66 1.66 2.58" in out and "overlaps (0): none" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_video_without_soundtrack_still_gets_video_beats(media, capsys):
+    assert main(["beats", "--video", str(media["silent"]), "--config", str(media["config"]), "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["soundtrack"] is False and report["music_beats"] is None and report["overlaps"] is None
+    assert report["video_beats"] == [0.66, 1.66, 2.58]
+    assert "no soundtrack" in captured.err
+    assert main(["beats", "--video", str(media["silent"]), "--config", str(media["config"])]) == 0
+    assert "music beats (0): none (no soundtrack)" in capsys.readouterr().out
+
+
+def test_bad_inputs_are_one_line_errors(media, tmp_path, capsys):
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("data:\n  beats:\n    peak_windw: 9\n")
+    assert main(["beats", "--video", str(media["silent"]), "--config", str(bad_config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vmas: error: ") and "data.beats has no option 'peak_windw'" in err and err.count("\n") == 1
+    assert main(["beats", "--video", str(tmp_path / "missing.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vmas: error: ") and "missing.mp4" in err and err.count("\n") == 1

@@ -1,0 +1,137 @@
+"""Beat-weighted cross-entropy, soft music embedding and the contrastive loss with known answers."""
+import math
+import socket
+from datetime import timedelta
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from vmas_lightning.errors import VMASError
+from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
+
+
+def random_batch(batch=3, codebooks=4, steps=7, vocab=11, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, codebooks, steps, vocab, generator=generator)
+    tokens = torch.randint(0, vocab, (batch, codebooks, steps), generator=generator)
+    return logits, tokens
+
+
+def test_equal_weights_give_plain_cross_entropy():
+    logits, tokens = random_batch()
+    plain = F.cross_entropy(logits.permute(0, 3, 1, 2), tokens)
+    for value in (1.0, 0.3, 7.0):
+        weighted = weighted_cross_entropy(logits, tokens, torch.full((3, 7), value))
+        torch.testing.assert_close(weighted, plain)
+
+
+def test_weights_are_per_step_and_shared_by_codebooks():
+    logits, tokens = random_batch()
+    per_token = F.cross_entropy(logits.permute(0, 3, 1, 2), tokens, reduction="none")  # [B, K, T]
+    weights = torch.zeros(3, 7)
+    weights[1, 4] = 2.0  # only one step counts: the loss is the mean CE of its four codebooks
+    torch.testing.assert_close(weighted_cross_entropy(logits, tokens, weights), per_token[1, :, 4].mean())
+    overlap = (torch.rand(3, 7, generator=torch.Generator().manual_seed(1)) > 0.5).float()
+    weights = overlap + 0.5
+    expected = (per_token * weights[:, None]).sum() / (weights.sum() * 4)
+    torch.testing.assert_close(weighted_cross_entropy(logits, tokens, weights), expected)
+
+
+def test_loss_scale_does_not_depend_on_the_number_of_beats():
+    """With the same CE at every token, any weighting gives that CE."""
+    logits = torch.zeros(2, 4, 5, 8)
+    tokens = torch.zeros(2, 4, 5, dtype=torch.long)
+    few, many = torch.ones(2, 5), torch.ones(2, 5)
+    few[0, 1] = 2.0
+    many[:, :4] = 2.0
+    for weights in (few, many):
+        torch.testing.assert_close(weighted_cross_entropy(logits, tokens, weights), torch.tensor(math.log(8)))
+
+
+def test_soft_music_embedding_of_confident_logits_is_the_sum_of_chosen_codes():
+    codebooks = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))  # [K, V, Dc]
+    codes = torch.tensor([[[1, 4], [0, 2]]])  # [B=1, K=2, T=2]
+    logits = F.one_hot(codes, 5).float() * 100.0
+    expected = ((codebooks[0, 1] + codebooks[1, 0]) + (codebooks[0, 4] + codebooks[1, 2])) / 2
+    torch.testing.assert_close(soft_music_embedding(logits, codebooks), expected[None], atol=1e-5, rtol=0)
+    uniform = soft_music_embedding(torch.zeros(1, 2, 3, 5), codebooks)  # uniform: the codebooks' means, summed
+    torch.testing.assert_close(uniform, codebooks.mean(dim=1).sum(dim=0)[None])
+
+
+def test_soft_music_embedding_passes_gradients_to_logits():
+    logits = torch.randn(2, 4, 3, 6, requires_grad=True)
+    soft_music_embedding(logits, torch.randn(4, 6, 5)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_matched_orthogonal_pairs_are_near_the_minimum():
+    features = torch.eye(8)
+    loss, top1 = ContrastiveLoss(8, 8, temperature=0.07, learnable_temperature=False)(features, features)
+    assert 0 <= loss.item() < 1e-4 and top1.item() == 1.0
+
+
+def test_unrelated_pairs_are_near_log_batch():
+    generator = torch.Generator().manual_seed(0)
+    music, video = torch.randn(2, 16, 4096, generator=generator)
+    loss, _ = ContrastiveLoss(4096, 4096, learnable_temperature=False)(music, video)
+    assert abs(loss.item() - math.log(16)) < 0.15
+
+
+def test_projection_temperature_and_options():
+    loss_fn = ContrastiveLoss(6, 10, embed_dim=4, temperature=0.1, learnable_temperature=True)
+    assert loss_fn.music_proj.weight.shape == (4, 6) and loss_fn.video_proj.weight.shape == (4, 10)
+    assert isinstance(loss_fn.logit_scale, torch.nn.Parameter)
+    torch.testing.assert_close(loss_fn.logit_scale.exp(), torch.tensor(10.0))
+    loss, top1 = loss_fn(torch.randn(5, 6), torch.randn(5, 10))
+    loss.backward()
+    assert loss_fn.logit_scale.grad is not None and loss_fn.music_proj.weight.grad is not None
+    fixed = ContrastiveLoss(4, 4, learnable_temperature=False)
+    assert "logit_scale" in dict(fixed.named_buffers()) and not list(fixed.parameters())
+    with pytest.raises(VMASError, match="set embed_dim"):
+        ContrastiveLoss(6, 10)
+    with pytest.raises(VMASError, match="gather must be 'local' or 'global'"):
+        ContrastiveLoss(4, 4, gather="all")
+
+
+def _global_negatives_worker(rank, world, port, music, video, out_dir):
+    torch.set_num_threads(1)  # forked from a process that may have used OpenMP: stay single-threaded
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        loss_fn = ContrastiveLoss(6, 6, learnable_temperature=False, gather="global")
+        bounds = [0, 3, 5]  # uneven batches: 3 clips on rank 0, 2 on rank 1
+        local_music = music[bounds[rank] : bounds[rank + 1]].clone().requires_grad_(True)
+        loss, top1 = loss_fn(local_music, video[bounds[rank] : bounds[rank + 1]])
+        loss.backward()
+        torch.save((loss.detach(), local_music.grad), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_global_negatives_match_the_single_process_loss_over_the_whole_batch(tmp_path):
+    """Two gloo ranks: each rank's loss uses every rank's clips as negatives, and each rank's own
+    features get the gradient of the sum of all ranks' losses (which DDP then averages)."""
+    generator = torch.Generator().manual_seed(0)
+    music, video = torch.randn(2, 5, 6, generator=generator)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_global_negatives_worker, args=(2, port, music, video, str(tmp_path)), nprocs=2,
+                       start_method="fork")  # fork: no re-import of torch in the children (spawn takes ~10 s)
+
+    whole = music.clone().requires_grad_(True)
+    loss_fn = ContrastiveLoss(6, 6, learnable_temperature=False, gather="global")  # no process group: local
+    video_to_music = loss_fn.logit_scale.exp() * F.normalize(video, dim=-1) @ F.normalize(whole, dim=-1).T
+    per_clip = (F.cross_entropy(video_to_music, torch.arange(5), reduction="none")
+                + F.cross_entropy(video_to_music.T, torch.arange(5), reduction="none")) / 2
+    torch.testing.assert_close(loss_fn(whole, video)[0], per_clip.mean())
+    (per_clip[:3].mean() + per_clip[3:].mean()).backward()
+
+    (loss0, grad0), (loss1, grad1) = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    torch.testing.assert_close(loss0, per_clip[:3].mean().detach())
+    torch.testing.assert_close(loss1, per_clip[3:].mean().detach())
+    torch.testing.assert_close(torch.cat([grad0, grad1]), whole.grad)

@@ -1,0 +1,103 @@
+"""The evaluation suite gives the same metrics.json and per-clip CSV with 1 process and with 2 (gloo)."""
+import csv
+import json
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from vmas_lightning.metrics import EvaluationSuite, paper_table
+
+NUM_CLIPS, SAMPLE_RATE, FPS = 4, 32000, 10.0
+SUITE = dict(embedder={"name": "encodec", "size": "tiny"}, classifier={"name": "ast", "pretrained": None})
+
+
+def clips(indices):
+    """Deterministic batch for clip indices: audio [B, 1, N], frames [B, F, H, W, 3], features [B, D], ids."""
+    g = torch.Generator().manual_seed(0)
+    generated = torch.randn(NUM_CLIPS, 1, SAMPLE_RATE, generator=g) * 0.1
+    reference = torch.randn(NUM_CLIPS, 1, SAMPLE_RATE, generator=g) * 0.1
+    frames = torch.randint(0, 256, (NUM_CLIPS, 6, 32, 32, 3), generator=g, dtype=torch.uint8)
+    video_features = torch.randn(NUM_CLIPS, 8, generator=g)
+    music_features = video_features + 0.5 * torch.randn(NUM_CLIPS, 8, generator=g)
+    ids = [f"clip{i}" for i in range(NUM_CLIPS)]
+    idx = list(indices)
+    return dict(generated=generated[idx], reference=reference[idx], sample_rate=SAMPLE_RATE, frames=frames[idx],
+                fps=FPS, video_features=video_features[idx], music_features=music_features[idx],
+                ids=[ids[i] for i in idx])
+
+
+def evaluate(indices_per_batch, out_dir):
+    torch.manual_seed(0)
+    suite = EvaluationSuite(**SUITE)
+    for indices in indices_per_batch:
+        suite.update(**clips(indices))
+    metrics = suite.compute()
+    suite.save(out_dir, metrics)
+    return metrics
+
+
+def _worker(rank, world_size, port, out_dir):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        half = NUM_CLIPS // world_size
+        evaluate([range(rank * half, (rank + 1) * half)], out_dir)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_outputs(folder):
+    metrics = json.loads((folder / "metrics.json").read_text())
+    with open(folder / "clips.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return metrics, rows
+
+
+def test_two_processes_give_the_one_process_metrics(tmp_path):
+    single = evaluate([range(0, 3), range(3, NUM_CLIPS)], tmp_path / "one")
+    assert single["num_clips"] == NUM_CLIPS
+    for key in ("fad", "kl", "kl_gen_ref", "mv_align", "recall@1", "recall@10", "recall_m2v@1", "recall_m2v@10"):
+        assert isinstance(single[key], float) and single[key] == single[key], key  # finite
+    assert single["embedder"] == "encodec" and single["classifier_calibrated"] is False and "note" in single
+
+    mp.spawn(_worker, args=(2, _free_port(), tmp_path / "two"), nprocs=2, join=True)
+    (one, one_rows), (two, two_rows) = read_outputs(tmp_path / "one"), read_outputs(tmp_path / "two")
+    assert one.keys() == two.keys()
+    for key, value in one.items():
+        if isinstance(value, float):
+            assert two[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+        else:
+            assert two[key] == value, key
+    assert [row["id"] for row in one_rows] == [f"clip{i}" for i in range(NUM_CLIPS)]
+    assert [row["id"] for row in two_rows] == [row["id"] for row in one_rows]
+    for row_one, row_two in zip(one_rows, two_rows):  # float32 networks: batch composition moves the last digits
+        assert [float(row_two[k]) for k in ("kl", "kl_gen_ref", "mv_align")] == pytest.approx(
+            [float(row_one[k]) for k in ("kl", "kl_gen_ref", "mv_align")], rel=1e-6, abs=1e-9)
+
+
+def test_paper_table_puts_the_run_next_to_the_paper():
+    table = paper_table({"fad": 2.5, "kl": 1.3, "mv_align": 0.3, "recall@10": 0.25})
+    lines = table.splitlines()
+    assert lines[0].startswith("| method (DISCO-MV) | FAD | KL | MV-Align | R@10 (%) |")
+    assert "| VMAs (paper) | 2.38 | 1.34 | 0.350 | 26.7 |" in lines
+    assert lines[-1] == "| **this run** | 2.50 | 1.30 | 0.300 | 25.0 |"
+    assert "| V2Meow (paper) | 4.62 | - | - | - |" in paper_table({}, dataset="MusicCaps").splitlines()
+
+
+def test_the_suite_stays_out_of_model_checkpoints():
+    model = torch.nn.Module()
+    model.layer = torch.nn.Linear(2, 2)
+    checkpoint = model.state_dict()
+    model.evaluation = EvaluationSuite(**SUITE)  # as `vmas test` attaches it before restoring a checkpoint
+    assert model.state_dict().keys() == checkpoint.keys()
+    model.load_state_dict(checkpoint, strict=True)
+    with pytest.raises(RuntimeError, match="layer.bias"):
+        model.load_state_dict({"layer.weight": checkpoint["layer.weight"]}, strict=True)

@@ -1,0 +1,89 @@
+"""Optimiser parameter groups and the warmup + cosine schedule at known steps."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from vmas_lightning.errors import VMASError
+from vmas_lightning.objectives.optim import OptimConfig, build_optimizer, build_scheduler, warmup_cosine
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, 4, 3)  # a conv kernel: decayed although its module says "embed"
+        self.embed_tokens = nn.ModuleList([nn.Embedding(10, 4)])
+        self.pos_embed = nn.Parameter(torch.zeros(5, 4))
+        self.block = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+        self.frozen = nn.Linear(4, 4).requires_grad_(False)
+
+
+def group_ids(optimizer):
+    return [{id(p) for p in group["params"]} for group in optimizer.param_groups]
+
+
+def test_no_weight_decay_on_biases_norms_and_embeddings():
+    model = Toy()
+    cfg = OptimConfig(optimizer="adamw", lr=1e-3, weight_decay=0.1)
+    optimizer = build_optimizer(model, cfg)
+    decayed, plain = group_ids(optimizer)
+    assert decayed == {id(model.patch_embed.weight), id(model.block[0].weight)}
+    assert plain == {id(p) for p in (model.patch_embed.bias, model.embed_tokens[0].weight, model.pos_embed,
+                                     model.block[0].bias, model.block[1].weight, model.block[1].bias)}
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["betas"] == (0.9, 0.95)
+    # (name, param) pairs group the same way; unnamed params decay by shape only
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert group_ids(build_optimizer(named, cfg)) == [decayed, plain]
+    decayed_unnamed, _ = group_ids(build_optimizer([p for _, p in named], cfg))
+    assert decayed_unnamed == decayed | {id(model.embed_tokens[0].weight), id(model.pos_embed)}
+
+
+def test_dadapt_adam_steps_with_decoupled_decay():
+    from dadaptation import DAdaptAdam
+
+    model = nn.Linear(3, 2)
+    optimizer = build_optimizer(model, OptimConfig())
+    assert isinstance(optimizer, DAdaptAdam)
+    assert [(g["lr"], g["weight_decay"], g["decouple"]) for g in optimizer.param_groups] == [(1.0, 0.1, True), (1.0, 0.0, True)]
+    before = model.weight.detach().clone()
+    model(torch.randn(4, 3)).pow(2).sum().backward()
+    optimizer.step()
+    assert not torch.equal(before, model.weight)
+
+
+def test_warmup_cosine_known_values():
+    factors = {step: warmup_cosine(step, warmup_steps=10, total_steps=110, min_lr_ratio=0.1) for step in (0, 4, 9, 10, 60, 110, 500)}
+    expected = {0: 0.1, 4: 0.5, 9: 1.0, 10: 1.0, 60: 0.1 + 0.9 * 0.5, 110: 0.1, 500: 0.1}
+    assert factors == pytest.approx(expected)
+    assert warmup_cosine(35, warmup_steps=10, total_steps=110, min_lr_ratio=0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert warmup_cosine(0, warmup_steps=0, total_steps=10, min_lr_ratio=0.0) == 1.0
+
+
+def test_scheduler_drives_the_learning_rate_per_step():
+    model = nn.Linear(2, 2)
+    cfg = OptimConfig(optimizer="adamw", lr=2e-3, warmup_steps=4, min_lr_ratio=0.0)
+    optimizer = build_optimizer(model, cfg)
+    config = build_scheduler(optimizer, cfg, total_steps=12.0)  # e.g. trainer.estimated_stepping_batches
+    assert config["interval"] == "step" and config["frequency"] == 1
+    lrs = []
+    for _ in range(13):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        config["scheduler"].step()
+    assert lrs[:5] == pytest.approx([5e-4, 1e-3, 1.5e-3, 2e-3, 2e-3])
+    assert lrs[8] == pytest.approx(1e-3) and lrs[12] == pytest.approx(0.0, abs=1e-12)
+    # max_steps wins over the trainer's estimate
+    capped = build_scheduler(optimizer, OptimConfig(optimizer="adamw", warmup_steps=0, max_steps=2), total_steps=1000)
+    assert capped["scheduler"].lr_lambdas[0](1) == pytest.approx(0.5)
+
+
+def test_unknown_steps_and_bad_options_are_one_line_errors():
+    optimizer = build_optimizer(nn.Linear(2, 2), OptimConfig(optimizer="adamw"))
+    with pytest.raises(VMASError, match="set model.optim.max_steps or trainer.max_steps"):
+        build_scheduler(optimizer, OptimConfig(), total_steps=float("inf"))
+    with pytest.raises(VMASError, match="unknown optimizer 'sgd'; known: adamw, dadapt_adam"):
+        OptimConfig(optimizer="sgd")
+    with pytest.raises(VMASError, match="no trainable parameters"):
+        build_optimizer(nn.Linear(2, 2).requires_grad_(False), OptimConfig())

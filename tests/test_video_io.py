@@ -1,0 +1,90 @@
+"""read_video / read_audio: frame-rate resampling by timestamps, rotation, cropping, bad files."""
+import numpy as np
+import pytest
+
+from media import gradient_frames, sine, truncated_copy, write_audio_only, write_video
+from vmas_lightning.data.video_io import probe, read_audio, read_video
+from vmas_lightning.errors import InputFileError
+
+
+def numbered_frames(count, height=32, width=48):
+    """Frame i has brightness 10 * i, so the chosen source frame can be read back."""
+    return np.stack([np.full((height, width, 3), 10 * i, np.uint8) for i in range(count)])
+
+
+def test_native_rate_keeps_every_frame(tmp_path):
+    path = write_video(tmp_path / "a.mp4", numbered_frames(20), fps=10, audio=sine(2.0))
+    clip = read_video(path)
+    assert clip.frames.shape == (20, 32, 48, 3)
+    assert clip.fps == pytest.approx(10.0)
+    assert clip.duration_s == pytest.approx(2.0, abs=0.05)
+    np.testing.assert_allclose(clip.frames[:, 0, 0, 0], 10 * np.arange(20), atol=3)
+
+
+def test_resampling_picks_the_frame_on_screen(tmp_path):
+    path = write_video(tmp_path / "a.mp4", numbered_frames(20), fps=10)
+    clip = read_video(path, fps=4)  # target j at j / 4 s shows source frame floor(j * 10 / 4)
+    assert clip.frames.shape[0] == 8
+    expected = 10 * np.floor(np.arange(8) * 10 / 4)
+    np.testing.assert_allclose(clip.frames[:, 0, 0, 0], expected, atol=3)
+
+
+def test_variable_frame_rate(tmp_path):
+    times = [0.0, 0.1, 0.15, 0.5, 0.55, 0.9]
+    path = write_video(tmp_path / "vfr.mkv", numbered_frames(6), fps=10, times=times)
+    clip = read_video(path, fps=10, max_seconds=1.0)
+    shown = clip.frames[:, 0, 0, 0] / 10
+    # slot j at j/10 s shows the last frame with time <= j/10
+    expected = [max(i for i, t in enumerate(times) if t <= j / 10 + 1e-9) for j in range(len(shown))]
+    np.testing.assert_allclose(shown, expected, atol=0.3)
+
+
+def test_rotation_is_applied_and_size_is_center_cropped(tmp_path):
+    frames = np.zeros((4, 32, 64, 3), np.uint8)
+    frames[:, :, :8] = 255  # a white band on the left edge of the stored (landscape) picture
+    path = write_video(tmp_path / "phone.mp4", frames, fps=10, rotation=90)
+    clip = read_video(path)
+    assert clip.rotation == 90
+    assert clip.frames.shape[1:3] == (64, 32)  # portrait after a quarter turn
+    assert clip.frames[0, -4:, :, 0].mean() > 200  # counter-clockwise: the left edge becomes the bottom
+    square = read_video(path, size=16)
+    assert square.frames.shape == (4, 16, 16, 3)
+
+
+def test_read_audio_resamples_to_mono(tmp_path):
+    path = write_video(tmp_path / "a.mp4", gradient_frames(10), fps=10, audio=sine(1.0, 32000, 1000.0))
+    wav = read_audio(path, 16000)
+    assert wav.dtype == np.float32 and wav.ndim == 1
+    assert abs(len(wav) - 16000) < 1200
+    spectrum = np.abs(np.fft.rfft(wav[2000:14000]))
+    assert np.argmax(spectrum) * 16000 / 12000 == pytest.approx(1000.0, abs=5)
+    assert probe(path).has_audio
+
+
+@pytest.mark.parametrize(
+    "kind, problem",
+    [("empty", "empty file"), ("text", "not a readable media file"), ("truncated", "truncated"),
+     ("missing", "no such file"), ("audio_only", "no video stream")],
+)
+def test_bad_files_are_one_line_errors(tmp_path, kind, problem):
+    good = write_video(tmp_path / "good.mp4", gradient_frames(40), fps=10, audio=sine(4.0))
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("this is not a video\n")
+    elif kind == "truncated":
+        truncated_copy(good, path, keep=0.5)
+    elif kind == "audio_only":
+        write_audio_only(tmp_path / "audio_only.m4a", sine(1.0))
+        path = tmp_path / "audio_only.m4a"
+    with pytest.raises(InputFileError) as err:
+        read_video(path)
+    message = str(err.value)
+    assert str(path) in message and problem in message and "\n" not in message
+
+
+def test_video_without_audio_track(tmp_path):
+    path = write_video(tmp_path / "silent.mp4", gradient_frames(10), fps=10)
+    with pytest.raises(InputFileError, match="no audio track"):
+        read_audio(path, 32000)
