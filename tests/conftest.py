@@ -1,2 +1,21 @@
-import sys, pathlib
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/media.py and friends
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """A small demo dataset for the tiny config (8 train, 4 val, 4 test clips), written once."""
+    from vmas_lightning.data.demo import write_demo_dataset
+    from vmas_lightning.data.shards import DataConfig
+
+    root = tmp_path_factory.mktemp("demo")
+    write_demo_dataset(root / "data", DataConfig.from_yaml(TINY_CONFIG), {"train": 8, "val": 4, "test": 4},
+                       seed=0, videos_dir=root / "videos", num_videos=1)
+    return root / "data"

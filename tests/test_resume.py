@@ -102,7 +102,10 @@ def probe_env() -> dict[str, str]:
 
 def write_run_config(path: Path, max_steps: int, probes: list[dict[str, Any]]) -> Path:
     """A config fragment over configs/tiny.yaml for short test runs: a checkpoint every step
-    (atomic), EMA, no validation, demo data, `probes` as extra callbacks."""
+    (atomic), EMA, no validation, demo data, `probes` as extra callbacks.
+
+    jsonargparse merges a callback list of the same length item by item, so every option of the
+    tiny config's callbacks that must change is set here explicitly (monitor: null)."""
     config = {
         "trainer": {
             "max_steps": max_steps,
@@ -112,7 +115,7 @@ def write_run_config(path: Path, max_steps: int, probes: list[dict[str, Any]]) -
             "plugins": ["vmas_lightning.checkpointing.AtomicCheckpointIO"],
             "callbacks": [
                 {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                 "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 1}},
+                 "init_args": {"monitor": None, "save_last": True, "save_top_k": 0, "every_n_train_steps": 1}},
                 {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}},
                 *probes,
             ],

@@ -14,7 +14,6 @@ from vmas_lightning.generation.generator import MusicGenerator
 from vmas_lightning.generation.mux import write_wav
 from vmas_lightning.metrics.suite import EvaluationSuite, paper_table
 from vmas_lightning.models.vmas import VMASModel
-from vmas_lightning.objectives.beats import beat_weights
 from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
 from vmas_lightning.objectives.optim import OptimConfig, build_optimizer, build_scheduler
 from vmas_lightning.sequence import SequenceConfig
@@ -36,13 +35,12 @@ class ContrastiveConfig:
 class LossConfig:
     """L = L_AR + alpha * L_contrastive, L_AR weighted by w_t = o_t + lambda (Eq. 3-4).
 
-    alpha and lambda are not given by the paper; ``beat_weighting=False`` and ``alpha=0`` give the
-    AR baseline of Table 5.
+    The weights come with the batch (lambda is `data.beats.lam`). alpha is not given by the paper;
+    ``beat_weighting=False`` and ``alpha=0`` give the AR baseline of Table 5.
     """
 
     alpha: float = 0.1
     beat_weighting: bool = True
-    beat_lambda: float = 1.0
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
 
 
@@ -117,11 +115,19 @@ class VMASModule(L.LightningModule):
 
     # ------------------------------------------------------------------ resume
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the RNG states so a resumed run draws the same dropout and null-condition masks."""
-        checkpoint["rng_states"] = _collect_rng_states()
+        """Store the RNG states so a resumed run draws the same dropout and null-condition masks
+        (numpy's state as a tensor, so the checkpoint still loads with `weights_only=True`)."""
+        states = _collect_rng_states()
+        kind, keys, *rest = states["numpy"]
+        states["numpy"] = (kind, torch.from_numpy(keys.astype("int64")), *rest)
+        checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._resumed_rng_states = checkpoint.get("rng_states")
+        states = checkpoint.get("rng_states")
+        if states is not None:
+            kind, keys, *rest = states["numpy"]
+            states = {**states, "numpy": (kind, keys.numpy().astype("uint32"), *rest)}
+        self._resumed_rng_states = states
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Restored here, not at load time: loader start-up between the two draws from the RNG.
@@ -135,11 +141,8 @@ class VMASModule(L.LightningModule):
         tokens = batch["tokens"]
         features = self.model.encode_video(batch["video"])
         logits = self.model(features, tokens)
-        overlap = batch["overlap"].to(logits.dtype)
-        if self.loss_config.beat_weighting:
-            weights = beat_weights(overlap, self.loss_config.beat_lambda)
-        else:
-            weights = torch.ones_like(overlap)
+        overlap = batch["overlap"]
+        weights = batch["beat_weights"] if self.loss_config.beat_weighting else torch.ones_like(overlap)
         out = {"loss_ar": weighted_cross_entropy(logits, tokens, weights), "beat_share": overlap.mean()}
         out["loss"] = out["loss_ar"]
         if self.contrastive is not None:
@@ -256,5 +259,5 @@ class VMASModule(L.LightningModule):
     def configure_optimizers(self):
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
         optimizer = build_optimizer(named, self.optim_config)
-        scheduler = build_scheduler(optimizer, self.optim_config, int(self.trainer.estimated_stepping_batches))
+        scheduler = build_scheduler(optimizer, self.optim_config, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

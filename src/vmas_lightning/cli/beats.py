@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 from jsonargparse import ArgumentParser
 
-from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.errors import InputFileError
 from vmas_lightning.objectives.beats import BeatConfig, beats_at_token_rate, build_plugin, flow_curve
 from vmas_lightning.registry import ONSET_DETECTORS, OPTICAL_FLOWS
 from vmas_lightning.sequence import SequenceConfig
@@ -37,26 +37,13 @@ def build_parser() -> ArgumentParser:
 
 
 def load_config(path: Optional[str]) -> tuple[SequenceConfig, BeatConfig]:
-    """`model.sequence` and `data.beats` of a vmas YAML config (defaults when absent)."""
+    """`model.sequence` and `data.beats` of a vmas YAML config (the defaults without one)."""
     if path is None:
         return SequenceConfig(), BeatConfig()
-    import yaml
+    from vmas_lightning.data.shards import DataConfig
 
-    try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputFileError(path, f"cannot read the config: {' '.join(str(exc).split())}") from exc
-    sections = {"model.sequence": (SequenceConfig, (config.get("model") or {}).get("sequence")),
-                "data.beats": (BeatConfig, (config.get("data") or {}).get("beats"))}
-    built = []
-    for key, (cls, options) in sections.items():
-        options = options or {}
-        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise VMASError(f"{path}: {key} has no option {', '.join(map(repr, unknown))}; "
-                            f"accepted: {', '.join(f.name for f in dataclasses.fields(cls))}")
-        built.append(cls(**options))
-    return built[0], built[1]
+    config = DataConfig.from_yaml(path)
+    return config.sequence, config.beats
 
 
 def read_music(video: str, audio: Optional[str], sample_rate: int) -> Optional[np.ndarray]:

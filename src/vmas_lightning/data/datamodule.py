@@ -11,7 +11,7 @@ from litdata import StreamingDataLoader, StreamingDataset
 
 from vmas_lightning.data.shards import decode_sample
 from vmas_lightning.errors import VMASError
-from vmas_lightning.objectives.beats import BeatConfig, overlap
+from vmas_lightning.objectives.beats import BeatConfig, beat_weights, overlap
 from vmas_lightning.sequence import SequenceConfig
 
 
@@ -51,13 +51,15 @@ class ClipDataset(StreamingDataset):
         frames = torch.from_numpy(sample["frames"][start : start + seq.num_frames])
         music = sample["music_beats"][tokens]
         video = sample["video_beats"][tokens]
+        overlaps = overlap(music, video, self.beats.match_window)
         item = {
             "id": sample["id"],
             "video": frames.permute(3, 0, 1, 2).float().div_(255.0),  # [3, F, H, W] in [0, 1]
             "tokens": torch.from_numpy(sample["tokens"][:, tokens]),
             "music_beats": torch.from_numpy(music),
             "video_beats": torch.from_numpy(video),
-            "overlap": torch.from_numpy(overlap(music, video, self.beats.match_window)),
+            "overlap": torch.from_numpy(overlaps),
+            "beat_weights": torch.from_numpy(beat_weights(overlaps, self.beats.lam)),
         }
         if self.load_audio:
             first_sample = seq.samples_for(start_s)
@@ -72,8 +74,8 @@ class VMASDataModule(L.LightningDataModule):
         root: folder (or litdata-supported URL such as `s3://bucket/disco-mv`) holding `train/`,
             `val/` and `test/`.
         sequence: clip geometry; linked from `model.sequence` by the CLI.
-        beats: `overlap` is recomputed from the stored beats with `beats.match_window`, so the
-            window can change without preparing the data again.
+        beats: `overlap` is recomputed from the stored beats with `beats.match_window` and the loss
+            weights are `overlap + beats.lam`, so both can change without preparing the data again.
         batch_size: clips per device and step.
         num_workers: loader worker processes per device (decoding happens there).
         seed: shuffling and cropping seed (the same on every rank; litdata splits per rank).

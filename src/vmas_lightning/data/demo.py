@@ -8,6 +8,7 @@ and the note decays. Everything is a function of (seed, split, index).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,8 @@ import numpy as np
 
 from vmas_lightning.data.shards import SPLITS, ClipAnnotator, DataConfig, ShardWriter
 from vmas_lightning.data.video_io import write_video
+
+MIN_EVENT_GAP_S = 0.55
 
 
 @dataclass(frozen=True)
@@ -34,16 +37,21 @@ class Style:
 
 STYLES = (
     Style("calm-blue", ((20, 40, 110), (30, 70, 150)), (230, 230, 250), "disc", 0.05, 80.0, (1.0, 0.2), 0.6, 220.0, (0, 2, 4, 7, 9)),
-    Style("warm-pop", ((150, 60, 20), (200, 110, 30)), (255, 240, 120), "square", 0.10, 110.0, (1.0, 0.5, 0.33, 0.25), 0.35, 261.63, (0, 2, 4, 5, 7, 9, 11)),
-    Style("dark-techno", ((15, 15, 15), (60, 0, 80)), (0, 255, 200), "stripes", 0.20, 140.0, (1.0, 0.0, 0.33, 0.0, 0.2), 0.15, 146.83, (0, 3, 5, 7, 10)),
+    Style("warm-pop", ((150, 60, 20), (200, 110, 30)), (255, 240, 120), "square", 0.06, 110.0, (1.0, 0.5, 0.33, 0.25), 0.35, 261.63, (0, 2, 4, 5, 7, 9, 11)),
+    Style("dark-techno", ((15, 15, 15), (60, 0, 80)), (0, 255, 200), "stripes", 0.05, 140.0, (1.0, 0.0, 0.33, 0.0, 0.2), 0.15, 146.83, (0, 3, 5, 7, 10)),
     Style("green-folk", ((30, 90, 30), (80, 140, 50)), (250, 220, 180), "disc", 0.08, 96.0, (1.0, 0.6, 0.1), 0.9, 196.0, (0, 2, 3, 5, 7, 8, 10)),
 )
 
 
 def event_times(rng: np.random.Generator, style: Style, duration_s: float) -> np.ndarray:
-    """Beat-grid times (s) where a cut and a note happen: about 60% of the beats, at least 3."""
+    """Beat-grid times (s) where a cut and a note happen: about 60% of the candidate beats, at least 3.
+
+    Candidates are at least `MIN_EVENT_GAP_S` apart (every other beat of a fast tempo), so each cut
+    stays a separate flow peak for the default video-beat window (0.5 s).
+    """
     period = 60.0 / style.tempo_bpm
-    grid = np.arange(period / 2, duration_s - 0.2, period)
+    step = period * math.ceil(MIN_EVENT_GAP_S / period)
+    grid = np.arange(period / 2, duration_s - 0.2, step)
     keep = rng.random(grid.size) < 0.6
     keep[rng.choice(grid.size, size=min(3, grid.size), replace=False)] = True
     return grid[keep]

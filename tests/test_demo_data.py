@@ -1,0 +1,52 @@
+"""Demo data: deterministic, cuts on musical onsets, style decides the music, stored as shards."""
+import numpy as np
+from litdata import StreamingDataset
+
+from conftest import TINY_CONFIG
+from vmas_lightning.data.demo import STYLES, synthesize_clip
+from vmas_lightning.data.shards import DataConfig, decode_sample
+from vmas_lightning.data.video_io import read_audio, read_video
+
+
+def test_same_seed_same_clip_other_seed_other_clip():
+    config = DataConfig.from_yaml(TINY_CONFIG)
+    a, b, c = (synthesize_clip(seed, "train", 3, config) for seed in (0, 0, 1))
+    np.testing.assert_array_equal(a["frames"], b["frames"])
+    np.testing.assert_array_equal(a["audio"], b["audio"])
+    assert not np.array_equal(a["audio"], c["audio"])
+
+
+def test_visual_cuts_land_on_musical_onsets(demo_data):
+    dataset = StreamingDataset(str(demo_data / "train"))
+    num_events = num_overlaps = 0
+    for i in range(len(dataset)):
+        clip = decode_sample(dataset[i])
+        events = np.array(clip["meta"]["events_s"])
+        event_steps = np.floor(events * 50).astype(int)
+        music = np.flatnonzero(clip["music_beats"])
+        # every note the synthesiser placed is detected as a music beat within one token step
+        assert all(np.min(np.abs(music - s)) <= 1 for s in event_steps)
+        assert np.isin(np.flatnonzero(clip["overlap"]), music).all()
+        num_events, num_overlaps = num_events + len(events), num_overlaps + clip["overlap"].sum()
+    # most cuts are found as video beats next to their note (a few drown in the drift's own flow)
+    assert num_overlaps >= 0.75 * num_events
+
+
+def test_style_decides_tempo_and_palette(demo_data):
+    dataset = StreamingDataset(str(demo_data / "train"))
+    for i in range(len(dataset)):
+        clip = decode_sample(dataset[i])
+        style = next(s for s in STYLES if s.name == clip["meta"]["style"])
+        assert clip["meta"]["tempo_bpm"] == style.tempo_bpm
+        gaps = np.diff(clip["meta"]["events_s"])
+        period = 60.0 / style.tempo_bpm
+        np.testing.assert_allclose(gaps / period, np.round(gaps / period), atol=1e-3)  # on the beat grid
+        first = clip["frames"][0].reshape(-1, 3).astype(float)
+        assert np.argmax(np.median(first, axis=0)) == np.argmax(np.array(style.palette[0]) + np.array(style.palette[1]))
+
+
+def test_demo_videos_are_playable(demo_data):
+    video = next((demo_data.parent / "videos").glob("*.mp4"))
+    clip = read_video(video)
+    assert clip.frames.shape == (96, 64, 64, 3) and abs(clip.fps - 9.6) < 1e-3
+    assert abs(len(read_audio(video, 32000)) - 320000) < 2048
