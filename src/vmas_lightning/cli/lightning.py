@@ -22,10 +22,14 @@ class VMASCLI(LightningCLI):
             seed_everything_default=0,
             parser_kwargs={"exit_on_error": False},
             save_config_kwargs={"overwrite": True},
-            # `--config` and command-line overrides decide the model, also with `--ckpt_path`
-            # (test-time settings such as `model.generation` and `model.evaluation` stay yours).
-            load_from_checkpoint_support=False,
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Keep `--config` and command-line overrides in charge with `--ckpt_path`.
+
+        LightningCLI would replace the whole `model` block by the checkpoint's hyper-parameters,
+        discarding test-time settings such as `--model.generation.*` and `--model.evaluation.*`.
+        """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for field in fields(SequenceConfig):

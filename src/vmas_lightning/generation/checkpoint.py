@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from vmas_lightning.errors import MissingWeightsError, VMASError
-from vmas_lightning.generation.config import GenerationConfig
 
 
 def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"):
@@ -29,22 +28,20 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
         raise VMASError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise VMASError(f"{path}: not a VMASModule checkpoint (no state_dict/hyper_parameters)")
-    hparams = dict(checkpoint["hyper_parameters"])
+    hparams = checkpoint["hyper_parameters"]
+    load = dict(checkpoint_path=path, map_location="cpu", weights_only=False)
     try:
-        module = VMASModule(**hparams)
-    except MissingWeightsError:
-        # Every weight is in the checkpoint: build the networks without their pretrained sources.
-        for key in ("encoder", "decoder", "codec"):
-            if isinstance(hparams.get(key), Mapping) and hparams[key].get("pretrained"):
-                hparams[key] = {**hparams[key], "pretrained": None}
-        module = VMASModule(**hparams)
-    try:
-        module.load_state_dict(checkpoint["state_dict"])
+        try:
+            module = VMASModule.load_from_checkpoint(**load)
+        except MissingWeightsError:
+            # Every weight is in the checkpoint: build the networks without their pretrained sources.
+            overrides = {
+                key: {**hparams[key], "pretrained": None}
+                for key in ("encoder", "decoder", "codec")
+                if isinstance(hparams.get(key), Mapping) and hparams[key].get("pretrained")
+            }
+            module = VMASModule.load_from_checkpoint(**load, **overrides)
     except RuntimeError as err:
         raise VMASError(f"{path}: weights do not fit the model of its hyper-parameters ({str(err).splitlines()[0]})") from None
     model = module.model.to(device).eval()
-    generation = module.generation_config
-    if not isinstance(generation, GenerationConfig):  # hyper-parameters saved as a plain mapping
-        generation = GenerationConfig(**generation)
-    return model, model.sequence, generation
-
+    return model, model.sequence, module.generation_config

@@ -1,0 +1,78 @@
+"""VMASDataModule: batch contents, one-line errors, and exact mid-epoch resume of the sample order."""
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from vmas_lightning.data.datamodule import VMASDataModule
+from vmas_lightning.errors import VMASError
+from vmas_lightning.objectives.beats import BeatConfig
+from vmas_lightning.sequence import SequenceConfig
+
+TINY = SequenceConfig(frame_size=64)
+
+
+def test_batch_tensors(demo_data):
+    dm = VMASDataModule(str(demo_data), TINY, BeatConfig(lam=0.5), batch_size=2, num_workers=0)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["video"].shape == (2, 3, 96, 64, 64) and batch["video"].dtype == torch.float32
+    assert 0.0 <= batch["video"].min() and batch["video"].max() <= 1.0
+    assert batch["tokens"].shape == (2, 4, 500) and batch["tokens"].dtype == torch.int64
+    for key in ("music_beats", "video_beats", "overlap", "beat_weights"):
+        assert batch[key].shape == (2, 500)
+    torch.testing.assert_close(batch["beat_weights"], batch["overlap"] + 0.5)
+    assert "audio" not in batch
+    val = next(iter(dm.val_dataloader()))
+    assert val["audio"].shape == (2, 1, 320000)
+
+
+def test_window_crops_inside_longer_clips(demo_data):
+    short = SequenceConfig(frame_size=64, duration_s=5.0)
+    dm = VMASDataModule(str(demo_data), short, batch_size=4, num_workers=0)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["video"].shape[2] == 48 and batch["tokens"].shape[-1] == 250
+
+
+def test_missing_folder_and_split_are_one_line_errors(tmp_path, demo_data):
+    with pytest.raises(VMASError, match="does not exist"):
+        VMASDataModule(str(tmp_path / "nowhere")).setup("fit")
+    with pytest.raises(VMASError, match=r"has no 'holdout' split \(found: test, train, val\)"):
+        VMASDataModule(str(demo_data), test_split="holdout").setup("test")
+
+
+class RecordIds(L.LightningModule):
+    """A minimal module that records the ids of every training batch it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[str] = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.extend(batch["id"])
+        return (self.weight * batch["tokens"].float().mean()).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit(demo_data, root, max_steps, ckpt_path=None):
+    module = RecordIds()
+    dm = VMASDataModule(str(demo_data), TINY, batch_size=2, num_workers=1, seed=7)
+    trainer = L.Trainer(
+        default_root_dir=root, max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0,
+        callbacks=[ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=1, save_top_k=-1)],
+    )
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    return module.seen
+
+
+def test_resume_mid_epoch_continues_the_same_sample_order(demo_data, tmp_path):
+    straight = _fit(demo_data, tmp_path / "straight", max_steps=6)  # 4 steps per epoch: crosses an epoch
+    first = _fit(demo_data, tmp_path / "split", max_steps=3)
+    resumed = _fit(demo_data, tmp_path / "split", max_steps=6, ckpt_path=tmp_path / "split" / "ckpt" / "epoch=0-step=3.ckpt")
+    assert len(straight) == 12 and first == straight[:6]
+    assert first + resumed == straight
+    assert sorted(straight[:8]) == sorted(f"demo-train-{i:04d}" for i in range(8))  # one epoch = every clip once

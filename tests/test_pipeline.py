@@ -1,0 +1,47 @@
+"""End to end on the tiny config and the demo data: fit -> test -> generate, and the ablation configs."""
+import json
+import math
+
+import pytest
+
+from conftest import ROOT, TINY_CONFIG
+from vmas_lightning.cli.main import main
+
+
+def _fit(demo_data, root, *extra):
+    args = ["fit", "--config", str(TINY_CONFIG), *extra, "--data.root", str(demo_data),
+            "--trainer.default_root_dir", str(root), "--trainer.max_steps", "2", "--data.num_workers", "0",
+            "--model.num_audio_samples", "1", "--trainer.limit_val_batches", "1"]
+    assert main(args) == 0
+    return next(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
+
+
+def test_fit_test_generate(demo_data, tmp_path):
+    ckpt = _fit(demo_data, tmp_path / "train")
+    events = list((tmp_path / "train").glob("lightning_logs/version_*/events.out.tfevents.*"))
+    assert events, "TensorBoard logs"
+
+    out = tmp_path / "test"
+    code = main(["test", "--config", str(TINY_CONFIG), "--data.root", str(demo_data), "--data.num_workers", "0",
+                 "--trainer.default_root_dir", str(tmp_path / "train"), "--model.evaluation.output_dir", str(out),
+                 "--ckpt_path", str(ckpt)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("fad", "kl", "mv_align", "recall@1", "recall@10"):
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), (key, metrics[key])
+    assert metrics["num_clips"] == 4 and metrics["embedder"] == "encodec"
+    assert len(list((out / "audio").glob("*.wav"))) == 4
+    assert len((out / "clips.csv").read_text().splitlines()) == 5
+
+    video = next((demo_data.parent / "videos").glob("*.mp4"))
+    assert main(["generate", "--ckpt", str(ckpt), "--video", str(video), "--out", str(tmp_path / "gen" / "clip"),
+                 "--seed", "0"]) == 0
+    assert (tmp_path / "gen" / "clip.wav").exists() and (tmp_path / "gen" / "clip.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    "overlay", ["ablations/ar_baseline.yaml", "ablations/contrastive.yaml", "encoders/clip_tiny.yaml", "encoders/hiera_tiny.yaml"]
+)
+def test_ablation_configs_train_on_the_demo_data(demo_data, tmp_path, overlay):
+    ckpt = _fit(demo_data, tmp_path, "--config", str(ROOT / "configs" / overlay))
+    assert ckpt.exists()
