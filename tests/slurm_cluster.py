@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
-CLIENTS = ("sbatch", "srun", "scontrol", "squeue")
+CLIENTS = ("sbatch", "srun", "scontrol", "scancel")
 NODE_NAME = socket.gethostname().split(".")[0]  # resolvable: Lightning finds MASTER_ADDR from the node list
 PARTITION = "debug"
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "PREEMPTED"})
@@ -105,8 +105,11 @@ class SlurmCluster:
 
     def stop(self) -> None:
         """Cancel every job, then stop the daemons (SIGTERM, SIGKILL after 10 s)."""
-        if self._processes and _which("scancel"):
-            subprocess.run([_which("scancel"), "--full", "--partition", PARTITION], env=self.env, capture_output=True, timeout=10)
+        if self._processes:
+            try:
+                subprocess.run([_which("scancel"), "--full", "--partition", PARTITION], env=self.env, capture_output=True, timeout=10)
+            except subprocess.TimeoutExpired:
+                pass  # the controller is down: stopping the daemons ends the jobs anyway
         for process in reversed(self._processes):
             if process.poll() is None:
                 process.terminate()

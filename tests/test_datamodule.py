@@ -1,10 +1,13 @@
 """VMASDataModule: batch contents, one-line errors, and exact mid-epoch resume of the sample order."""
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from litdata import StreamingDataset
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from vmas_lightning.data.datamodule import VMASDataModule
+from vmas_lightning.data.shards import decode_sample
 from vmas_lightning.errors import VMASError
 from vmas_lightning.objectives.beats import BeatConfig
 from vmas_lightning.sequence import SequenceConfig
@@ -32,6 +35,32 @@ def test_window_crops_inside_longer_clips(demo_data):
     dm = VMASDataModule(str(demo_data), short, batch_size=4, num_workers=0)
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape[2] == 48 and batch["tokens"].shape[-1] == 250
+    stored = {clip["id"]: clip for clip in map(decode_sample, StreamingDataset(str(demo_data / "train")))}
+    starts = set()
+    for i, clip_id in enumerate(batch["id"]):
+        clip = stored[clip_id]
+        frames = (batch["video"][i].permute(1, 2, 3, 0) * 255).round().to(torch.uint8).numpy()
+        # the window is a run of 48 stored frames; its tokens and beats start at the same time
+        start = next(s for s in range(49) if np.array_equal(clip["frames"][s : s + 48], frames))
+        first_token = short.tokens_for(start / short.fps)
+        np.testing.assert_array_equal(batch["tokens"][i].numpy(), clip["tokens"][:, first_token : first_token + 250])
+        np.testing.assert_array_equal(batch["music_beats"][i].numpy(), clip["music_beats"][first_token : first_token + 250])
+        starts.add(start)
+    assert len(starts) > 1  # random starts, not always the first frame
+
+
+def test_each_rank_streams_its_own_part_deterministically(demo_data, monkeypatch):
+    def ids(rank, seed):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("GLOBAL_RANK", str(rank))
+        dm = VMASDataModule(str(demo_data), TINY, batch_size=2, num_workers=0, seed=seed)
+        return [i for batch in dm.train_dataloader() for i in batch["id"]]
+
+    rank0, rank1 = ids(0, seed=3), ids(1, seed=3)
+    assert len(rank0) == len(rank1) == 4 and not set(rank0) & set(rank1)
+    assert sorted(rank0 + rank1) == [f"demo-train-{i:04d}" for i in range(8)]
+    assert ids(0, seed=3) == rank0  # the same seed gives the same split and order
+    assert ids(0, seed=4) + ids(1, seed=4) != rank0 + rank1
 
 
 def test_missing_folder_and_split_are_one_line_errors(tmp_path, demo_data):
@@ -39,6 +68,17 @@ def test_missing_folder_and_split_are_one_line_errors(tmp_path, demo_data):
         VMASDataModule(str(tmp_path / "nowhere")).setup("fit")
     with pytest.raises(VMASError, match=r"has no 'holdout' split \(found: test, train, val\)"):
         VMASDataModule(str(demo_data), test_split="holdout").setup("test")
+
+
+@pytest.mark.parametrize("sequence, problem", [
+    (SequenceConfig(frame_size=224), "64x64 frames, not 224x224"),
+    (SequenceConfig(frame_size=64, duration_s=12.0), "96 frames / 500 token steps, fewer than the 115 / 600"),
+    (SequenceConfig(frame_size=64, num_codebooks=8), "4 codebooks, not 8"),
+])
+def test_data_made_for_another_geometry_is_a_one_line_error(demo_data, sequence, problem):
+    with pytest.raises(VMASError, match=problem) as err:
+        VMASDataModule(str(demo_data), sequence).setup("fit")
+    assert "\n" not in str(err.value)
 
 
 class RecordIds(L.LightningModule):

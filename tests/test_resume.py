@@ -6,10 +6,12 @@ resumes to the same weights and the same samples as a run that was never interru
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +21,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
-import pytest
 import torch
 
 from vmas_lightning.checkpointing import AtomicCheckpointIO, latest_checkpoint, main as checkpointing_main
@@ -76,16 +77,18 @@ def read_steps(folder: Path, rank: int = 0) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------- shared runs
+DEMO_DATA_ARGS = ("--num-train", "8", "--num-val", "2", "--num-test", "2")  # 4 steps an epoch at batch 2
+
+
 @functools.cache
 def demo_data() -> Path:
-    """Demo data for the tiny config, made once per test session."""
-    out = Path(tempfile.mkdtemp(prefix="vmas-demo-")) / "data"
+    """Demo data for the tiny config, made once per test session (removed at exit)."""
+    root = tempfile.mkdtemp(prefix="vmas-demo-")
+    atexit.register(shutil.rmtree, root, True)
+    out = Path(root) / "data"
     subprocess.run(vmas_command("demo-data", "--config", str(TINY), "--out", str(out), *DEMO_DATA_ARGS),
                    check=True, capture_output=True, text=True, env=probe_env(), timeout=300)
     return out
-
-
-DEMO_DATA_ARGS = ("--num-train", "8", "--num-val", "2", "--num-test", "2")  # 4 steps an epoch at batch 2
 
 
 def vmas_command(*args: str) -> list[str]:
@@ -209,9 +212,12 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     optimizer state and global step (within 1e-6), and the same clips in the same order."""
     steps, kill_at = 6, 3
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    recorder = lambda folder: {"class_path": "test_resume.StepRecorder", "init_args": {"folder": str(folder)}}
+    def recorder(folder: Path) -> dict[str, Any]:
+        return {"class_path": "test_resume.StepRecorder", "init_args": {"folder": str(folder)}}
+
+    kill = {"class_path": "test_resume.KillAtStep", "init_args": {"step": kill_at}}
     config_straight = write_run_config(tmp_path / "straight.json", steps, [recorder(straight)])
-    config_first = write_run_config(tmp_path / "first.json", steps, [recorder(killed), {"class_path": "test_resume.KillAtStep", "init_args": {"step": kill_at}}])
+    config_first = write_run_config(tmp_path / "first.json", steps, [recorder(killed), kill])
     config_resume = write_run_config(tmp_path / "resume.json", steps, [recorder(killed)])
 
     fit(straight, config_straight)

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from media import gradient_frames, sine
-from vmas_lightning.data.shards import DataConfig, decode_flac, encode_flac, pack_jpegs, unpack_jpegs
+from vmas_lightning.data.shards import (DataConfig, decode_flac, encode_flac, pack_jpegs, packed_frame_count,
+                                        unpack_jpegs)
 from vmas_lightning.errors import VMASError
 
 
@@ -13,6 +14,13 @@ def test_jpeg_pack_round_trip():
     assert restored.shape == frames.shape and restored.dtype == np.uint8
     mse = np.mean((restored.astype(float) - frames.astype(float)) ** 2)
     assert 10 * np.log10(255**2 / mse) > 24  # PSNR of quality-90 JPEG (4:2:0 chroma) on saturated 8-px blocks
+
+
+def test_only_the_asked_frames_are_decoded():
+    frames = gradient_frames(6, 32, 48)
+    blob = pack_jpegs(frames)
+    assert packed_frame_count(blob) == 6
+    np.testing.assert_array_equal(unpack_jpegs(blob, slice(2, 5)), unpack_jpegs(blob)[2:5])
 
 
 def test_flac_round_trip_is_16_bit_exact():

@@ -1,13 +1,13 @@
 """The real `slurm/train_4node.sh` on a real (one-node, localhost) SLURM cluster.
 
-Submitted with CPU overrides (1 node, 2 tasks, no GPUs, tiny config, demo data): both ranks train,
-checkpoints appear, `scontrol requeue` of the running job restarts it and the second start resumes
-from the last checkpoint (global step continues) and finishes. Skipped with the reason when
+Submitted with CPU overrides (1 node, 2 tasks, no GPUs, tiny config, demo data): both ranks train
+and checkpoint; `scontrol requeue` of the running job restarts it and the second start resumes from
+`checkpoints/last.ckpt`; SLURM's pre-timeout SIGUSR1 makes Lightning save `hpc_ckpt_1.ckpt` and
+requeue the job, and the third start resumes from that and finishes. Skipped with the reason when
 slurmctld/slurmd/munged are not installed (`.ci/install-slurm.sh` installs them).
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from slurm_cluster import SlurmCluster, why_no_slurm
+from slurm_cluster import FINAL_STATES, SlurmCluster, why_no_slurm
 from test_resume import TINY, probe_env, read_steps, write_run_config
 from vmas_lightning.checkpointing import latest_checkpoint
 
@@ -39,7 +39,7 @@ def _wait_until(condition, timeout: float, what: str, cluster: SlurmCluster, job
     deadline = time.monotonic() + timeout
     while not condition():
         state = cluster.job_state(job_id)
-        if state in ("FAILED", "CANCELLED", "COMPLETED", "TIMEOUT", "NODE_FAIL"):
+        if state in FINAL_STATES:
             pytest.fail(f"job {job_id} {state} before {what}:\n{_failure_report(cluster, job_id)}")
         if time.monotonic() > deadline:
             pytest.fail(f"no {what} after {timeout:.0f} s (job {state}):\n{_failure_report(cluster, job_id)}")

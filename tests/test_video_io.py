@@ -29,6 +29,22 @@ def test_resampling_picks_the_frame_on_screen(tmp_path):
     np.testing.assert_allclose(clip.frames[:, 0, 0, 0], expected, atol=3)
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".webm", ".mov"])
+def test_containers(tmp_path, suffix):
+    path = write_video(tmp_path / f"a{suffix}", numbered_frames(20), fps=10, audio=sine(2.0, 32000, 500.0))
+    clip = read_video(path, fps=5)
+    np.testing.assert_allclose(clip.frames[:, 0, 0, 0], 20 * np.arange(10), atol=3)
+    assert abs(len(read_audio(path, 32000)) - 64000) < 1200
+
+
+def test_ntsc_rate_resampled_to_the_model_rate(tmp_path):
+    path = write_video(tmp_path / "ntsc.mp4", numbered_frames(24), fps=30000 / 1001)
+    clip = read_video(path, fps=9.6)
+    assert clip.frames.shape[0] == 7  # floor(24 / 29.97 s * 9.6)
+    expected = 10 * np.floor(np.arange(7) / 9.6 * 30000 / 1001 + 1e-6)
+    np.testing.assert_allclose(clip.frames[:, 0, 0, 0], expected, atol=3)
+
+
 def test_variable_frame_rate(tmp_path):
     times = [0.0, 0.1, 0.15, 0.5, 0.55, 0.9]
     path = write_video(tmp_path / "vfr.mkv", numbered_frames(6), fps=10, times=times)
@@ -47,6 +63,8 @@ def test_rotation_is_applied_and_size_is_center_cropped(tmp_path):
     assert clip.rotation == 90
     assert clip.frames.shape[1:3] == (64, 32)  # portrait after a quarter turn
     assert clip.frames[0, -4:, :, 0].mean() > 200  # counter-clockwise: the left edge becomes the bottom
+    info = probe(path)
+    assert (info.rotation, info.width, info.height) == (90, 32, 64)  # displayed size, as the frames come out
     square = read_video(path, size=16)
     assert square.frames.shape == (4, 16, 16, 3)
 
@@ -59,6 +77,8 @@ def test_read_audio_resamples_to_mono(tmp_path):
     spectrum = np.abs(np.fft.rfft(wav[2000:14000]))
     assert np.argmax(spectrum) * 16000 / 12000 == pytest.approx(1000.0, abs=5)
     assert probe(path).has_audio
+    audio_only = probe(write_audio_only(tmp_path / "b.m4a", sine(1.0)))
+    assert audio_only.has_audio and not audio_only.has_video and audio_only.duration_s == pytest.approx(1.0, abs=0.1)
 
 
 @pytest.mark.parametrize(

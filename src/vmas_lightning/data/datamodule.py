@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
 
-from vmas_lightning.data.shards import decode_sample
+from vmas_lightning.data.shards import decode_sample, packed_frame_count, unpack_jpegs
 from vmas_lightning.errors import VMASError
 from vmas_lightning.objectives.beats import BeatConfig, beat_weights, overlap
 from vmas_lightning.sequence import SequenceConfig
@@ -32,32 +32,29 @@ class ClipDataset(StreamingDataset):
         self.crop_seed = seed
 
     def __getitem__(self, index: Any) -> dict[str, Any]:
-        sample = decode_sample(super().__getitem__(index), load_audio=self.load_audio)
+        stored = super().__getitem__(index)
         seq = self.sequence
-        num_frames = sample["frames"].shape[0]
-        if num_frames < seq.num_frames:
-            raise VMASError(
-                f"clip {sample['id']} has {num_frames} frames, fewer than the {seq.num_frames} of a "
-                f"{seq.duration_s}-s window at {seq.fps} fps: prepare the data with this config"
-            )
+        num_frames = packed_frame_count(stored["frames"])
         start = 0
         if num_frames > seq.num_frames and self.random_crop:
             flat_index = index.index if hasattr(index, "index") else int(index)
             rng = np.random.default_rng([self.crop_seed, self.current_epoch, flat_index])
             start = int(rng.integers(0, num_frames - seq.num_frames + 1))
+        sample = decode_sample(stored, load_audio=self.load_audio, frames=slice(start, start + seq.num_frames))
         start_s = start / seq.fps
         first_token = seq.tokens_for(start_s)
         tokens = slice(first_token, first_token + seq.num_tokens)
-        frames = torch.from_numpy(sample["frames"][start : start + seq.num_frames])
+        frames = torch.from_numpy(sample["frames"]).permute(3, 0, 1, 2)  # [3, F, H, W] uint8
+        video = torch.empty(frames.shape, dtype=torch.float32).copy_(frames).div_(255.0)  # contiguous: fast collation
         music = sample["music_beats"][tokens]
-        video = sample["video_beats"][tokens]
-        overlaps = overlap(music, video, self.beats.match_window)
+        visual = sample["video_beats"][tokens]
+        overlaps = overlap(music, visual, self.beats.match_window)
         item = {
             "id": sample["id"],
-            "video": frames.permute(3, 0, 1, 2).float().div_(255.0),  # [3, F, H, W] in [0, 1]
+            "video": video,  # [3, F, H, W] in [0, 1]
             "tokens": torch.from_numpy(sample["tokens"][:, tokens]),
             "music_beats": torch.from_numpy(music),
-            "video_beats": torch.from_numpy(video),
+            "video_beats": torch.from_numpy(visual),
             "overlap": torch.from_numpy(overlaps),
             "beat_weights": torch.from_numpy(beat_weights(overlaps, self.beats.lam)),
         }
@@ -73,14 +70,14 @@ class VMASDataModule(L.LightningDataModule):
     Args:
         root: folder (or litdata-supported URL such as `s3://bucket/disco-mv`) holding `train/`,
             `val/` and `test/`.
-        sequence: clip geometry; linked from `model.sequence` by the CLI.
+        sequence: clip geometry; linked from `model.sequence` by the CLI. It is also the training
+            window: stored clips that are longer are cropped at random (only the window's frames
+            are decoded).
         beats: `overlap` is recomputed from the stored beats with `beats.match_window` and the loss
             weights are `overlap + beats.lam`, so both can change without preparing the data again.
         batch_size: clips per device and step.
         num_workers: loader worker processes per device (decoding happens there).
         seed: shuffling and cropping seed (the same on every rank; litdata splits per rank).
-        window_s: None trains on the configured sequence duration (crops only when the stored
-            clips are longer).
         load_audio: decode the reference waveform; None: for validation and test only.
         test_split: split used by `vmas test` and `vmas predict`.
     """
@@ -133,10 +130,32 @@ class VMASDataModule(L.LightningDataModule):
             persistent_workers=False,
         )
 
+    def check_geometry(self, split: str) -> None:
+        """Fail in one line when the split's first clip does not fit `sequence` (data prepared with another config)."""
+        seq = self.sequence
+        stored = StreamingDataset(self.split_dir(split))[0]
+        num_frames = packed_frame_count(stored["frames"])
+        height, width = unpack_jpegs(stored["frames"], slice(0, 1)).shape[1:3]
+        num_codebooks, num_tokens = np.asarray(stored["tokens"]).shape
+        problems = []
+        if num_frames < seq.num_frames or num_tokens < seq.num_tokens:
+            problems.append(f"{num_frames} frames / {num_tokens} token steps, fewer than the {seq.num_frames} / "
+                            f"{seq.num_tokens} of a {seq.duration_s}-s clip")
+        if (height, width) != (seq.frame_size, seq.frame_size):
+            problems.append(f"{width}x{height} frames, not {seq.frame_size}x{seq.frame_size}")
+        if num_codebooks != seq.num_codebooks:
+            problems.append(f"{num_codebooks} codebooks, not {seq.num_codebooks}")
+        if problems:
+            raise VMASError(f"{self.root}/{split}: clip {stored['id']} has {'; '.join(problems)}: "
+                            "prepare the data with the training config (vmas prepare/demo-data --config ...)")
+
     def setup(self, stage: str) -> None:
+        """Fail at once, in one line, on a missing folder or split, or data made for another clip geometry."""
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": (self.test_split,), "predict": (self.test_split,)}
         for split in splits.get(stage, ()):
-            self.split_dir(split)  # fail at once, in one line, on a missing folder or split
+            self.split_dir(split)
+            if "://" not in self.root:
+                self.check_geometry(split)
 
     def train_dataloader(self) -> StreamingDataLoader:
         return self.loader("train", train=True)

@@ -29,11 +29,13 @@ def pixel_stats(thumbnail: int = 16):
 
 
 @FRAME_EMBEDDERS.register("clip")
-def clip_frames(model: str = "vit_base_patch32_clip_224.openai", pretrained: Union[bool, str] = True, batch_size: int = 16):
-    """CLIP image embeddings (the paper's filter), on the `clip` video encoder's loading path."""
+def clip_frames(model: str = "vit_base_patch32_clip_224.openai", pretrained: Union[bool, str] = True,
+                size: str = "base", batch_size: int = 16):
+    """CLIP image embeddings (the paper's filter), on the `clip` video encoder's loading path
+    (`pretrained`: True for the hub weights or a timm state-dict file; `size`: `base` or `tiny`)."""
     from vmas_lightning.models.encoders.clip import clip
 
-    encoder = clip(model=model, num_frames=1, frame_size=224, frames_per_feature=1, pretrained=pretrained).eval()
+    encoder = clip(model=model, size=size, num_frames=1, frame_size=224, frames_per_feature=1, pretrained=pretrained).eval()
 
     @torch.no_grad()
     def embed(frames: np.ndarray) -> np.ndarray:

@@ -7,15 +7,16 @@ from typing import Callable, Optional
 import librosa
 import numpy as np
 import torch
+import yaml
 
 from vmas_lightning.errors import MissingWeightsError
+from vmas_lightning.models.pretrained import hub_reachable
 from vmas_lightning.registry import SOURCE_SEPARATORS
 
 Separator = Callable[[np.ndarray, int], np.ndarray]
 DEMUCS_HOW = (
-    "on a connected machine run `python -m demucs --name htdemucs -o /tmp/x any.wav` once (weights land in "
-    "~/.cache/torch/hub/checkpoints) and copy that folder here, or pass repo=DIR holding the model's .th/.yaml files; "
-    "or use --separator none"
+    "on a connected machine run `huggingface-cli download adefossez/HTDemucs --local-dir DIR` (or any demucs "
+    "command once, which fills the Hugging Face cache) and pass repo=DIR or copy the cache; or use --separator none"
 )
 
 
@@ -38,19 +39,60 @@ def accompaniment(model: torch.nn.Module, wav: np.ndarray, sample_rate: int, shi
     music = stems[keep].sum(0).mean(0).numpy()
     if sample_rate != model.samplerate:
         music = librosa.resample(music, orig_sr=model.samplerate, target_sr=sample_rate)
-    return np.asarray(music[: len(wav)], dtype=np.float32)
+    music = np.asarray(music[: len(wav)], dtype=np.float32)
+    return np.pad(music, (0, len(wav) - len(music)))
+
+
+def hub_repo_id(name: str) -> str:
+    """Hugging Face repository of a demucs model name, as demucs 4.1 names it (`htdemucs` -> `adefossez/HTDemucs`)."""
+    from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name
+
+    namespace, _, short = name.rpartition("/")
+    return f"{namespace or DEFAULT_NAMESPACE}/{hf_repo_name(short)}"
+
+
+def load_hub_folder(folder: Path, name: str) -> torch.nn.Module:
+    """A demucs bag from a folder in the hub layout: `<name>.yaml` naming the models, one `<sig>.safetensors` each."""
+    from demucs.apply import BagOfModels
+    from demucs.hf import load_safetensors_model
+
+    bag = yaml.safe_load((folder / f"{name.rpartition('/')[2]}.yaml").read_text())
+    models = [load_safetensors_model(folder / f"{sig}.safetensors") for sig in bag["models"]]
+    return BagOfModels(models, bag.get("weights"), bag.get("segment"))
+
+
+def load_demucs(name: str = "htdemucs", repo: Optional[str] = None) -> torch.nn.Module:
+    """The demucs model `name`, from `repo` (hub layout or demucs' legacy `.th` layout), else the
+    Hugging Face cache, else the hub when it is reachable; `MissingWeightsError` otherwise."""
+    from demucs.pretrained import get_model
+    from demucs.repo import ModelLoadingError
+    from huggingface_hub import snapshot_download
+
+    short = name.rpartition("/")[2]
+    try:
+        if repo is not None:
+            folder = Path(repo).expanduser()
+            if not folder.is_dir():
+                raise MissingWeightsError("Demucs vocal removal", f"{name} in {folder} (no such folder)", DEMUCS_HOW)
+            if (folder / f"{short}.yaml").is_file() and any(folder.glob("*.safetensors")):
+                return load_hub_folder(folder, name).eval()
+            return get_model(short, repo=folder).eval()
+        try:
+            cached = Path(snapshot_download(hub_repo_id(name), local_files_only=True))
+        except Exception:  # not in the cache (huggingface_hub raises several kinds)
+            cached = None
+        if cached is not None:
+            return load_hub_folder(cached, name).eval()
+        if not hub_reachable():
+            raise MissingWeightsError("Demucs vocal removal", f"{hub_repo_id(name)} (hub unreachable)", DEMUCS_HOW)
+        return get_model(name).eval()
+    except (ModelLoadingError, OSError, KeyError, yaml.YAMLError) as err:
+        raise MissingWeightsError("Demucs vocal removal", f"{name} ({' '.join(str(err).split())})", DEMUCS_HOW) from None
 
 
 @SOURCE_SEPARATORS.register("htdemucs")
 def htdemucs(name: str = "htdemucs", repo: Optional[str] = None, shifts: int = 1) -> Separator:
-    """Hybrid Transformer Demucs (demucs 4.1); weights from `repo` or the torch hub cache, never downloaded."""
-    from demucs.pretrained import get_model
-    from demucs.repo import ModelLoadingError
-
-    if repo is None and not any((Path(torch.hub.get_dir()) / "checkpoints").glob("*.th")):
-        raise MissingWeightsError("Demucs vocal removal", name, DEMUCS_HOW)
-    try:
-        model = get_model(name, repo=Path(repo) if repo else None).eval()
-    except (ModelLoadingError, OSError, RuntimeError) as err:
-        raise MissingWeightsError("Demucs vocal removal", f"{name} ({' '.join(str(err).split())})", DEMUCS_HOW) from None
+    """Hybrid Transformer Demucs (demucs 4.1): returns `separate(wav [N], sample_rate) -> wav [N]`
+    without the vocals. Weights: see `load_demucs`; nothing is downloaded when the hub is unreachable."""
+    model = load_demucs(name, repo)
     return lambda wav, sample_rate: accompaniment(model, wav, sample_rate, shifts)

@@ -97,17 +97,22 @@ def pack_jpegs(frames: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return header + b"".join(encoded)
 
 
-def unpack_jpegs(blob: bytes | memoryview) -> np.ndarray:
-    """The inverse of `pack_jpegs`: uint8 `[F, H, W, 3]` RGB."""
+def packed_frame_count(blob: bytes | memoryview) -> int:
+    """Number of frames in a `pack_jpegs` blob (reads the header only)."""
+    return int(np.frombuffer(memoryview(blob)[:4], dtype=np.uint32)[0])
+
+
+def unpack_jpegs(blob: bytes | memoryview, frames: slice = slice(None)) -> np.ndarray:
+    """The inverse of `pack_jpegs`: uint8 `[F, H, W, 3]` RGB; only the `frames` range is decoded."""
     buffer = memoryview(blob)
-    count = int(np.frombuffer(buffer[:4], dtype=np.uint32)[0])
+    count = packed_frame_count(buffer)
     lengths = np.frombuffer(buffer[4 : 4 * (count + 1)], dtype=np.uint32)
     offsets = (4 * (count + 1) + np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])).tolist()
-    frames = [
+    decoded = [
         cv2.imdecode(np.frombuffer(buffer[offsets[i] : offsets[i + 1]], dtype=np.uint8), cv2.IMREAD_COLOR)
-        for i in range(count)
+        for i in range(count)[frames]
     ]
-    return np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames])
+    return np.stack([cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in decoded])
 
 
 def encode_flac(audio: np.ndarray, sample_rate: int) -> bytes:
@@ -137,8 +142,12 @@ def encode_sample(record: ClipRecord, sample_rate: int) -> dict[str, Any]:
     }
 
 
-def decode_sample(sample: Mapping[str, Any], load_audio: bool = True, load_frames: bool = True) -> dict[str, Any]:
-    """A stored dict -> numpy arrays (frames uint8 `[F, H, W, 3]`, audio float32 `[N]`, tokens int64 `[K, T]`)."""
+def decode_sample(sample: Mapping[str, Any], load_audio: bool = True, load_frames: bool = True,
+                  frames: slice = slice(None)) -> dict[str, Any]:
+    """A stored dict -> numpy arrays (frames uint8 `[F, H, W, 3]`, audio float32 `[N]`, tokens int64 `[K, T]`).
+
+    `frames` picks the range of frames to decode (all by default).
+    """
     out = {
         "id": sample["id"],
         "source": sample["source"],
@@ -150,7 +159,7 @@ def decode_sample(sample: Mapping[str, Any], load_audio: bool = True, load_frame
         "meta": json.loads(sample["meta"]),
     }
     if load_frames:
-        out["frames"] = unpack_jpegs(sample["frames"])
+        out["frames"] = unpack_jpegs(sample["frames"], frames)
     if load_audio:
         out["audio"] = decode_flac(sample["audio"])
     return out
@@ -200,10 +209,17 @@ class ShardWriter:
 
     def write(self, record: ClipRecord) -> None:
         if self._writer is None:
+            from litdata.streaming.serializers import StringSerializer
             from litdata.streaming.writer import BinaryWriter
 
+            class PlainStrings(StringSerializer):
+                """Strings stay strings, also a `source` naming an existing video (litdata would embed the file)."""
+
+                def can_serialize(self, data: Any) -> bool:
+                    return isinstance(data, str)
+
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            self._writer = BinaryWriter(str(self.output_dir), chunk_bytes=CHUNK_BYTES)
+            self._writer = BinaryWriter(str(self.output_dir), chunk_bytes=CHUNK_BYTES, serializers={"str": PlainStrings()})
         self._writer.add_item(self.count, encode_sample(record, self.sample_rate))
         self.count += 1
 

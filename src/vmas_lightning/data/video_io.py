@@ -19,7 +19,7 @@ from vmas_lightning.errors import InputFileError
 
 @dataclass
 class MediaInfo:
-    """What a file holds, from its headers."""
+    """What a file holds, from its headers and first video frame; width and height as displayed (upright)."""
 
     path: str
     duration_s: float
@@ -28,6 +28,7 @@ class MediaInfo:
     fps: Optional[float]
     width: Optional[int]
     height: Optional[int]
+    rotation: int = 0
 
 
 @dataclass
@@ -67,20 +68,30 @@ def _stream_duration(container, stream) -> float:
 
 
 def probe(path: str | Path) -> MediaInfo:
-    """Header facts of a media file; decodes nothing."""
+    """Header facts of a media file; decodes only the first video frame (for its display rotation)."""
+    path = Path(path)
     with _open(path) as container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
         stream = video or audio
         duration = _stream_duration(container, stream) if stream is not None else 0.0
+        width = height = None
+        rotation = 0
+        if video is not None:
+            width, height = video.codec_context.width, video.codec_context.height
+            first = next(_decoded_frames(path, container, video), None)
+            rotation = int(first[1].rotation) % 360 if first is not None else 0
+            if rotation in (90, 270):
+                width, height = height, width
         return MediaInfo(
             path=str(path),
             duration_s=duration,
             has_video=video is not None,
             has_audio=audio is not None,
             fps=float(video.average_rate or video.guessed_rate or 0) or None if video else None,
-            width=video.codec_context.width if video else None,
-            height=video.codec_context.height if video else None,
+            width=width,
+            height=height,
+            rotation=rotation,
         )
 
 
@@ -214,21 +225,25 @@ def write_video(
     audio: Optional[np.ndarray] = None,
     sample_rate: int = 32000,
     rotation: Optional[int] = None,
-    codec: str = "libx264",
+    codec: Optional[str] = None,
     times: Optional[Sequence[float]] = None,
 ) -> Path:
     """Write uint8 `frames [F, H, W, 3]` (H, W even) at `fps`, or at explicit `times` (s) for a
-    variable frame rate, with an optional mono float `audio [N]` track (AAC; Opus for webm)."""
+    variable frame rate, with an optional mono float `audio [N]` track.
+
+    Codecs by default: H.264 + AAC; VP9 + Opus for `.webm`.
+    """
     path = Path(path)
+    webm = path.suffix == ".webm"
     with av.open(str(path), "w") as container:
         rate = Fraction(fps).limit_denominator(1000)
-        video = container.add_stream(codec, rate=rate)
+        video = container.add_stream(codec or ("libvpx-vp9" if webm else "libx264"), rate=rate)
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         if times is not None:
             video.time_base = Fraction(1, 1000)
         if rotation is not None:
             video.set_display_rotation(rotation)
-        audio_codec = "libopus" if path.suffix == ".webm" else "aac"
+        audio_codec = "libopus" if webm else "aac"
         audio_rate = 48000 if audio_codec == "libopus" else sample_rate
         stream = container.add_stream(audio_codec, rate=audio_rate, layout="mono") if audio is not None else None
         for i, image in enumerate(frames):

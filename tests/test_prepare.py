@@ -1,0 +1,166 @@
+"""`vmas prepare`: bad inputs reported, not fatal; visual filter, manifests, kill-and-rerun gives the same clips."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from litdata import StreamingDataset
+
+from conftest import TINY_CONFIG
+from media import gradient_frames, sine, truncated_copy, write_audio_only, write_video
+from vmas_lightning.cli.main import main
+from vmas_lightning.data.datamodule import VMASDataModule
+from vmas_lightning.data.prepare import collect_inputs, merge_parts, shard_of
+from vmas_lightning.data.shards import DataConfig
+
+FPS, SECONDS = 9.6, 10.6  # one 10-s clip per video and a dropped tail
+FAST = ["--config", str(TINY_CONFIG), "--separator", "none", "--embedder", "pixel_stats"]
+BAD = {"empty.mp4": "empty file", "text.mp4": "not a readable media file", "truncated.mp4": "",
+       "audio_only.mp4": "no video stream", "no_audio.mp4": "no audio track"}
+
+
+def varied_frames(seed: int) -> np.ndarray:
+    """A new texture every second: visually varied (low frame similarity)."""
+    num_frames = round(SECONDS * FPS)
+    cuts = [gradient_frames(10, 64, 64, seed=100 * seed + k) for k in range(num_frames // 10 + 1)]
+    return np.concatenate(cuts)[:num_frames]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("raw")
+    write_video(folder / "good_a.mp4", varied_frames(1), FPS, sine(SECONDS, freq=330.0))
+    (folder / "nested").mkdir()
+    write_video(folder / "nested" / "good_b.mkv", varied_frames(2), FPS, sine(SECONDS, freq=440.0))
+    write_video(folder / "static.mp4", np.repeat(gradient_frames(1, 64, 64, seed=7), round(SECONDS * FPS), 0), FPS,
+                sine(SECONDS))
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "text.mp4").write_text("not a video\n")
+    truncated_copy(folder / "good_a.mp4", folder / "truncated.mp4", keep=0.5)
+    write_audio_only(folder / "audio_only.mp4", sine(SECONDS))
+    write_video(folder / "no_audio.mp4", varied_frames(3), FPS)
+    (folder / "notes.txt").write_text("ignored: not a video extension\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prepared(videos, tmp_path_factory) -> Path:
+    """One uninterrupted run over the folder."""
+    out = tmp_path_factory.mktemp("prepared")
+    assert main(["prepare", *FAST, "--input", str(videos), "--output", str(out)]) == 0
+    return out
+
+
+def report(out: Path) -> dict[str, dict]:
+    return {Path(line["path"]).name: line for line in map(json.loads, (out / "report.jsonl").read_text().splitlines())}
+
+
+def clip_ids(split_dir: Path) -> list[str]:
+    dataset = StreamingDataset(str(split_dir))
+    return sorted(dataset[i]["id"] for i in range(len(dataset)))
+
+
+def test_bad_inputs_are_reported_and_good_ones_kept(prepared):
+    lines = report(prepared)
+    assert set(lines) == {"good_a.mp4", "good_b.mkv", "static.mp4", *BAD}
+    for name in ("good_a.mp4", "good_b.mkv"):
+        assert lines[name]["status"] == "kept" and lines[name]["clips"] == 1 and lines[name]["dropped_tail"] == 1
+        assert lines[name]["similarity"] < 0.7 and abs(lines[name]["duration_s"] - SECONDS) < 0.2
+    for name, reason in BAD.items():
+        assert lines[name]["status"] == "failed" and name in lines[name]["reason"] and reason in lines[name]["reason"]
+    static = lines["static.mp4"]
+    assert static["status"] == "rejected" and static["similarity"] > 0.99
+    assert static["reason"] == f"visual similarity {static['similarity']:.2f} >= 0.7"
+    assert len(clip_ids(prepared / "train")) == 2
+    assert not (prepared / "val").exists()
+
+
+def test_prepared_data_loads_in_the_datamodule(prepared):
+    config = DataConfig.from_yaml(TINY_CONFIG)
+    module = VMASDataModule(str(prepared), config.sequence, config.beats, batch_size=2, num_workers=0)
+    batch = next(iter(module.loader("train", train=True)))
+    assert batch["video"].shape == (2, 3, 96, 64, 64)
+    assert batch["tokens"].shape == (2, 4, 500)
+    assert batch["beat_weights"].shape == (2, 500) and bool((batch["beat_weights"] >= 1.0).all())
+
+
+def test_rerun_skips_reported_inputs(prepared, videos, capsys):
+    assert main(["prepare", *FAST, "--input", str(videos), "--output", str(prepared)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["skipped"] == 8 and summary["clips"] == 0 and summary["dataset"] == {"train": 2}
+    assert len((prepared / "report.jsonl").read_text().splitlines()) == 8
+
+
+def test_killed_run_then_rerun_gives_the_same_clips(prepared, videos, tmp_path):
+    command = [sys.executable, "-c", "from vmas_lightning.cli.main import main; raise SystemExit(main())",
+               "prepare", *FAST, "--input", str(videos), "--output", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if any(line["status"] == "kept" for line in (report(tmp_path).values() if (tmp_path / "report.jsonl").exists() else ())):
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert 0 < len(report(tmp_path)) < 8
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Traceback" not in rerun.stderr  # the rerun curates bad files too: reported, not raised
+    assert clip_ids(tmp_path / "train") == clip_ids(prepared / "train")
+    assert len(report(tmp_path)) == 8
+
+
+def test_manifest_split_and_metadata(videos, tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"path,youtube_id,split,genre\n{videos / 'good_a.mp4'},abc123,val,rock\n"
+                        f"{videos / 'empty.mp4'},zzz,,pop\n")
+    out = tmp_path / "out"
+    assert main(["prepare", *FAST, "--input", str(manifest), "--output", str(out)]) == 0
+    lines = report(out)
+    assert lines["good_a.mp4"]["split"] == "val" and lines["empty.mp4"]["split"] == "train"
+    dataset = StreamingDataset(str(out / "val"))
+    assert len(dataset) == 1 and dataset[0]["id"] == "abc123-0000"
+    meta = json.loads(dataset[0]["meta"])
+    assert meta["genre"] == "rock" and meta["youtube_id"] == "abc123" and meta["split"] == "val"
+    assert not (out / "train").exists()
+
+
+def test_shards_partition_inputs_and_parts_merge(videos, tmp_path):
+    items = collect_inputs([str(videos / "*.mp4"), str(videos)])
+    assert len(items) == len({item.path for item in items}) == 8  # glob and folder overlap: no duplicates
+    shards = [shard_of(items, 3, i) for i in range(3)]
+    assert sorted(item.path for shard in shards for item in shard) == sorted(item.path for item in items)
+    assert merge_parts([], tmp_path / "train") == 0 and not (tmp_path / "train").exists()
+
+
+def test_bad_option_and_missing_input_are_one_line_errors(tmp_path, capsys):
+    assert main(["prepare", *FAST, "--input", str(tmp_path / "nope.mp4"), "--output", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"vmas: error: --input {tmp_path / 'nope.mp4'}: no such file, folder or pattern"
+
+
+def test_merge_joins_array_job_shards(prepared, videos, tmp_path):
+    shutil.copytree(prepared, tmp_path / "shard-00000-of-00002")
+    bad = [str(videos / name) for name in BAD]
+    assert main(["prepare", *FAST, "--input", *bad, "--output", str(tmp_path), "--num-shards", "2", "--shard-index", "1"]) == 0
+    assert len(report(tmp_path / "shard-00001-of-00002")) == 2  # every other input
+    assert main(["prepare", "merge", "--output", str(tmp_path)]) == 0
+    assert set(report(tmp_path)) == set(report(prepared))  # the reports joined (shard 1's inputs are also in shard 0)
+    assert clip_ids(tmp_path / "train") == clip_ids(prepared / "train")
+
+
+def test_an_input_past_the_time_limit_fails_and_the_rest_continue(videos, tmp_path):
+    inputs = [str(videos / "good_a.mp4"), str(videos / "empty.mp4"), str(videos / "text.mp4")]
+    assert main(["prepare", *FAST, "--input", *inputs, "--output", str(tmp_path), "--timeout-s", "0.3"]) == 0
+    lines = report(tmp_path)
+    assert lines["good_a.mp4"]["status"] == "failed" and lines["good_a.mp4"]["reason"].endswith("timed out after 0.3 s")
+    assert lines["empty.mp4"]["reason"].endswith("empty file") and "not a readable media file" in lines["text.mp4"]["reason"]
