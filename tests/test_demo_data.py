@@ -1,4 +1,6 @@
 """Demo data: deterministic, cuts on musical onsets, style decides the music, stored as shards."""
+import json
+
 import numpy as np
 from litdata import StreamingDataset
 
@@ -51,3 +53,19 @@ def test_demo_videos_are_playable(demo_data):
     clip = read_video(video)
     assert clip.frames.shape == (96, 64, 64, 3) and abs(clip.fps - 9.6) < 1e-3
     assert abs(len(read_audio(video, 32000)) - 320000) < 2048
+
+
+def test_cli_writes_the_splits_and_reports_bad_config_in_one_line(tmp_path, capsys):
+    from vmas_lightning.cli.main import main
+
+    out = tmp_path / "data"
+    args = ["demo-data", "--config", str(TINY_CONFIG), "--out", str(out), "--num-train", "2", "--num-val", "1", "--num-test", "1"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["clips"] == {"train": 2, "val": 1, "test": 1}
+    ids = [decode_sample(s, load_audio=False, load_frames=False)["id"] for s in StreamingDataset(str(out / "train"))]
+    assert ids == ["demo-train-0000", "demo-train-0001"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  sequence:\n    fsp: 10\n")
+    assert main(["demo-data", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vmas: error:") and "fsp" in err and "\n" not in err

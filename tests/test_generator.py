@@ -118,3 +118,17 @@ def test_benchmark_reports_cached_and_uncached_speed(capsys):
     for run in (tiny["with_cache"], tiny["without_cache"]):
         assert (run["tokens"], run["steps"], run["layers"], run["width"]) == (20, 23, 2, 64)
         assert run["real_time_factor"] == pytest.approx(run["seconds"] / 0.4, rel=0.05)
+
+
+def test_per_clip_seeds_make_each_clip_independent_of_its_batch(model):
+    """`vmas test` on 1 or N devices: a clip's music depends on its seed, not on its batch mates."""
+    from vmas_lightning.generation.sampling import clip_seed
+
+    clips = video(1.0, seed=3, batch=2)
+    seeds = [clip_seed(0, "a"), clip_seed(0, "b")]
+    generator = MusicGenerator(model, GenerationConfig(top_k=50))
+    together = generator.generate(clips, seeds=seeds)
+    alone = [generator.generate(clips[i : i + 1], seeds=seeds[i : i + 1]) for i in range(2)]
+    torch.testing.assert_close(together, torch.cat(alone), rtol=0, atol=0)
+    assert not torch.equal(together[0], together[1])
+    assert clip_seed(0, "a") != clip_seed(1, "a")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -12,6 +12,7 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
 from vmas_lightning.generation.mux import write_wav
+from vmas_lightning.generation.sampling import clip_seed
 from vmas_lightning.metrics.suite import EvaluationSuite, paper_table
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
@@ -174,21 +175,27 @@ class VMASModule(L.LightningModule):
         writer = getattr(self.logger, "experiment", None)
         if batch is None or self.num_audio_samples <= 0 or self.trainer.sanity_checking or not hasattr(writer, "add_audio"):
             return
-        audio = self.generate(batch["video"]).float().cpu()
+        audio = self.generate(batch["video"], batch["id"]).float().cpu()
         for clip_id, wav in zip(batch["id"], audio):
             writer.add_audio(f"val_audio/{clip_id}", wav[0], self.global_step, self.model.codec.sample_rate)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def generate(self, video: torch.Tensor, config: GenerationConfig | None = None) -> torch.Tensor:
-        """Music for `video [B, 3, F, H, W]` in [0, 1] -> waveform `[B, 1, N]` at the codec rate."""
-        generator = MusicGenerator(self.model, config or self.generation_config)
-        tokens = generator.generate(video)
+    def generate(self, video: torch.Tensor, ids: Sequence[str] | None = None) -> torch.Tensor:
+        """Music for `video [B, 3, F, H, W]` in [0, 1] -> waveform `[B, 1, N]` at the codec rate.
+
+        With clip `ids`, each clip samples from its own seed (`generation.seed` and the id), so its
+        music does not depend on the batch it is in or on how many devices share the work.
+        """
+        config = self.generation_config
+        seeds = None if ids is None else [clip_seed(config.seed, str(clip_id)) for clip_id in ids]
+        tokens = MusicGenerator(self.model, config).generate(video, seeds=seeds)
         return self.model.codec.decode(tokens)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Generated music for a batch; `generation.writer.MusicWriter` writes it to files."""
-        prediction = {"id": batch["id"], "audio": self.generate(batch["video"]), "sample_rate": self.model.codec.sample_rate}
+        prediction = {"id": batch["id"], "audio": self.generate(batch["video"], batch["id"]),
+                      "sample_rate": self.model.codec.sample_rate}
         if "video_path" in batch:
             prediction["video_path"] = batch["video_path"]
         return prediction
@@ -215,7 +222,7 @@ class VMASModule(L.LightningModule):
         """Generate music for the batch and update FAD, KL, MV-Align and retrieval."""
         sequence = self.model.sequence
         features = self.model.encode_video(batch["video"])
-        generated = self.generate(batch["video"]).float()
+        generated = self.generate(batch["video"], batch["id"]).float()
         generated = generated[..., : batch["audio"].shape[-1]]
         frames = (batch["video"] * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1)  # [B, F, H, W, 3]
         pooled = self.retrieval_features(features, batch["tokens"])

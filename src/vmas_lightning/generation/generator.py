@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from vmas_lightning.errors import VMASError
 from vmas_lightning.generation.config import GenerationConfig
-from vmas_lightning.generation.sampling import make_generator, sample_next_token
+from vmas_lightning.generation.sampling import Generators, make_generator, sample_next_token
 from vmas_lightning.models.codecs.delay import apply_delay, revert_delay
 
 
@@ -68,11 +68,14 @@ class MusicGenerator:
         return windows
 
     @torch.no_grad()
-    def generate(self, video: torch.Tensor, duration_s: Optional[float] = None) -> torch.Tensor:
+    def generate(
+        self, video: torch.Tensor, duration_s: Optional[float] = None, seeds: Optional[Sequence[int]] = None
+    ) -> torch.Tensor:
         """Tokens `[B, K, T]` for `video [B, 3, F, H, W]` at the model's fps: float in [0, 1], or
         uint8 (converted one window at a time, so long videos stay small in memory).
 
-        `duration_s` defaults to F / fps; T = `sequence.tokens_for(duration_s)`.
+        `duration_s` defaults to F / fps; T = `sequence.tokens_for(duration_s)`. `seeds` (one per
+        item) gives each item its own generator instead of the config's one seed for the batch.
         """
         seq = self.sequence
         duration_s = video.shape[2] / seq.fps if duration_s is None else duration_s
@@ -81,7 +84,10 @@ class MusicGenerator:
             raise VMASError(f"a video of {duration_s:.3f} s is too short to generate music for")
         device = next(self.model.parameters()).device
         video = video.to(device)
-        rng = make_generator(self.config.seed, device)
+        if seeds is not None:
+            rng = [make_generator(seed, device) for seed in seeds]
+        else:
+            rng = make_generator(self.config.seed, device)
         windows = self.plan_windows(num_tokens)
         steps = sum(w.end - w.start - w.prompt + seq.num_codebooks - 1 for w in windows)
         tokens = torch.zeros(video.shape[0], seq.num_codebooks, num_tokens, dtype=torch.long, device=device)
@@ -119,7 +125,7 @@ class MusicGenerator:
         features: torch.Tensor,
         prompt: torch.Tensor,
         num_tokens: int,
-        rng: Optional[torch.Generator] = None,
+        rng: Generators = None,
         bar: Optional[tqdm] = None,
     ) -> torch.Tensor:
         """Continue `prompt [B, K, P]` to `num_tokens` tokens conditioned on `features [B, S, D]`

@@ -1,9 +1,12 @@
 """Next-token sampling: temperature, top-k, top-p, with an optional seeded `torch.Generator`."""
 from __future__ import annotations
 
-from typing import Optional
+import zlib
+from typing import Optional, Sequence, Union
 
 import torch
+
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 
 
 def filter_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -32,19 +35,31 @@ def sample_next_token(
     top_k: int = 250,
     top_p: float = 0.0,
     temperature: float = 1.0,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
 ) -> torch.Tensor:
-    """Draw one token per row from logits `[..., V]` -> int64 `[...]`.
+    """Draw one token per row from logits `[B, ..., V]` -> int64 `[B, ...]`.
 
-    temperature 0 is greedy decoding; top-k then top-p restrict the candidates.
+    temperature 0 is greedy decoding; top-k then top-p restrict the candidates. `generator` is one
+    generator for the whole batch, or one per batch item (each item then draws the same tokens
+    whatever else is in its batch).
     """
     logits = logits.float()
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = filter_top_p(filter_top_k(logits / temperature, top_k), top_p)
     probs = logits.softmax(dim=-1)
-    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
-    return flat.reshape(probs.shape[:-1])
+    if generator is None or isinstance(generator, torch.Generator):
+        flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+        return flat.reshape(probs.shape[:-1])
+    return torch.stack([
+        torch.multinomial(row.reshape(-1, row.shape[-1]), 1, generator=g).reshape(row.shape[:-1])
+        for row, g in zip(probs, generator)
+    ])
+
+
+def clip_seed(seed: Optional[int], clip_id: str) -> int:
+    """A per-clip seed: the same music for a clip whatever its batch, rank or device count."""
+    return ((seed or 0) * 1_000_003 + zlib.crc32(clip_id.encode())) % 2**63
 
 
 def make_generator(seed: Optional[int], device: torch.device | str) -> Optional[torch.Generator]:
