@@ -64,6 +64,9 @@ def test_cli_writes_the_splits_and_reports_bad_config_in_one_line(tmp_path, caps
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["clips"] == {"train": 2, "val": 1, "test": 1}
     ids = [decode_sample(s, load_audio=False, load_frames=False)["id"] for s in StreamingDataset(str(out / "train"))]
     assert ids == ["demo-train-0000", "demo-train-0001"]
+    assert main([*args[:-6], "--num-train", "1", "--num-val", "1", "--num-test", "1"]) == 0  # writing again replaces
+    assert len(StreamingDataset(str(out / "train"))) == 1
+    capsys.readouterr()
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  sequence:\n    fsp: 10\n")
     assert main(["demo-data", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2

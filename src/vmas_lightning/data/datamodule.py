@@ -104,6 +104,8 @@ class VMASDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.load_audio = load_audio
         self.test_split = test_split
+        self._train_loader: Optional[StreamingDataLoader] = None
+        self._resumed_train_state: Optional[dict[str, Any]] = None
 
     def split_dir(self, split: str) -> str:
         if "://" in self.root:
@@ -128,6 +130,9 @@ class VMASDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             drop_last=train,
             persistent_workers=False,
+            # Worker seeds come from this generator, not the global RNG: a resumed run's dropout draws
+            # stay those of the uninterrupted run.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def check_geometry(self, split: str) -> None:
@@ -158,7 +163,25 @@ class VMASDataModule(L.LightningDataModule):
                 self.check_geometry(split)
 
     def train_dataloader(self) -> StreamingDataLoader:
-        return self.loader("train", train=True)
+        loader = self.loader("train", train=True)
+        if self._resumed_train_state is not None:
+            loader.load_state_dict(self._resumed_train_state)
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The train loader's position (epoch, samples served per worker), saved in checkpoints."""
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Applied to every train loader made before the first batch: Lightning may build one early
+        # (to count steps for the LR schedule) and drop its own restored position.
+        self._resumed_train_state = state_dict.get("train_loader")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training:
+            self._resumed_train_state = None
+        return batch
 
     def val_dataloader(self) -> StreamingDataLoader:
         return self.loader("val", train=False)

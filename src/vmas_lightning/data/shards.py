@@ -197,8 +197,9 @@ class ClipAnnotator:
 class ShardWriter:
     """Writes `ClipRecord`s of one split into a litdata optimized dataset folder.
 
-    Use as a context manager; the index is written on exit. Nothing is created for a split that
-    receives no clip.
+    Use as a context manager; the index is written on exit. The writer owns its folder: a dataset
+    already there (index and chunks) is removed first, so writing again replaces it. Nothing is
+    created for a split that receives no clip.
     """
 
     def __init__(self, output_dir: str | Path, sample_rate: int):
@@ -206,6 +207,9 @@ class ShardWriter:
         self.sample_rate = sample_rate
         self._writer = None
         self.count = 0
+        if self.output_dir.is_dir():
+            for stale in [*self.output_dir.glob("*index.json"), *self.output_dir.glob("chunk-*.bin")]:
+                stale.unlink()
 
     def write(self, record: ClipRecord) -> None:
         if self._writer is None:
