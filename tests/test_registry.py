@@ -71,3 +71,13 @@ def test_third_party_entry_point_registers_a_plugin(tmp_path, monkeypatch):
     finally:
         registry.OPTICAL_FLOWS._factories.pop("zero_flow", None)
         sys.modules.pop("my_vmas_plugin", None)
+
+
+def test_user_errors_survive_pickling_across_processes():
+    import pickle
+
+    from vmas_lightning.errors import InputFileError, MissingWeightsError
+
+    for err in (InputFileError("a.mp4", "empty file"), MissingWeightsError("codec", "facebook/x", "download it")):
+        copy = pickle.loads(pickle.dumps(err))
+        assert type(copy) is type(err) and str(copy) == str(err)

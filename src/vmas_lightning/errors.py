@@ -14,7 +14,11 @@ class MissingWeightsError(VMASError):
     """Pretrained weights that are neither in a local folder nor reachable on the hub."""
 
     def __init__(self, what: str, source: str, how: str):
+        self.what, self.source, self.how = what, source, how
         super().__init__(f"missing pretrained weights for {what}: '{source}' not found; {how}")
+
+    def __reduce__(self):  # picklable across worker processes
+        return type(self), (self.what, self.source, self.how)
 
 
 class InputFileError(VMASError):
@@ -24,3 +28,6 @@ class InputFileError(VMASError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+    def __reduce__(self):  # picklable across worker processes
+        return type(self), (self.path, self.problem)
