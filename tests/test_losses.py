@@ -97,7 +97,7 @@ def test_projection_temperature_and_options():
 
 
 def _global_negatives_worker(rank, world, port, music, video, out_dir):
-    torch.set_num_threads(1)  # forked from a process that may have used OpenMP: stay single-threaded
+    torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=timedelta(seconds=60))
     try:
@@ -121,7 +121,7 @@ def test_global_negatives_match_the_single_process_loss_over_the_whole_batch(tmp
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.start_processes(_global_negatives_worker, args=(2, port, music, video, str(tmp_path)), nprocs=2,
-                       start_method="fork")  # fork: no re-import of torch in the children (spawn takes ~10 s)
+                       start_method="spawn")  # fresh interpreters: a fork of a threaded torch process can deadlock
 
     whole = music.clone().requires_grad_(True)
     loss_fn = ContrastiveLoss(6, 6, learnable_temperature=False, gather="global")  # no process group: local

@@ -263,8 +263,8 @@ def curate_all(items: list[InputItem], config: DataConfig, options: PrepareOptio
     """
     workers = max(1, workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-    context = context or multiprocessing.get_context()
+    # Fresh interpreters: forking a process whose torch / OpenMP threads hold locks can deadlock the child.
+    context = multiprocessing.get_context("spawn")
     started = context.Array("d", len(items), lock=False)
     pending = deque(enumerate(items))
     while pending:
