@@ -108,6 +108,7 @@ def _global_negatives_worker(rank, world, port, music, video, out_dir):
         loss, top1 = loss_fn(local_music, video[bounds[rank] : bounds[rank + 1]])
         loss.backward()
         torch.save((loss.detach(), local_music.grad), f"{out_dir}/rank{rank}.pt")
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

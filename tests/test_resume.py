@@ -159,12 +159,13 @@ def _save_forever(path: str) -> None:
 def test_checkpoint_killed_while_writing_is_never_half_written(tmp_path):
     """SIGKILL a writer many times mid-save: `last.ckpt` always loads whole and self-consistent."""
     target = tmp_path / "checkpoints" / "last.ckpt"
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")  # a fork of this threaded process can deadlock
     for attempt in range(4):
+        before = target.stat().st_mtime_ns if target.exists() else None
         writer = context.Process(target=_save_forever, args=(str(target),))
         writer.start()
-        deadline = time.monotonic() + 10
-        while not target.exists() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 120  # a spawned writer imports torch first: wait for its first save
+        while (not target.exists() or target.stat().st_mtime_ns == before) and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.05 + 0.037 * attempt)  # land somewhere inside a write
         os.kill(writer.pid, signal.SIGKILL)

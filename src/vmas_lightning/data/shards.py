@@ -26,6 +26,7 @@ import numpy as np
 import soundfile
 import torch
 import yaml
+from litdata.streaming.serializers import StringSerializer
 
 from vmas_lightning.errors import VMASError
 from vmas_lightning.objectives.beats import BeatConfig, compute_beats
@@ -194,6 +195,13 @@ class ClipAnnotator:
         )
 
 
+class PlainStrings(StringSerializer):
+    """Strings stay strings, also a `source` naming an existing video (litdata would embed the file)."""
+
+    def can_serialize(self, data: Any) -> bool:
+        return isinstance(data, str)
+
+
 class ShardWriter:
     """Writes `ClipRecord`s of one split into a litdata optimized dataset folder.
 
@@ -213,14 +221,7 @@ class ShardWriter:
 
     def write(self, record: ClipRecord) -> None:
         if self._writer is None:
-            from litdata.streaming.serializers import StringSerializer
             from litdata.streaming.writer import BinaryWriter
-
-            class PlainStrings(StringSerializer):
-                """Strings stay strings, also a `source` naming an existing video (litdata would embed the file)."""
-
-                def can_serialize(self, data: Any) -> bool:
-                    return isinstance(data, str)
 
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self._writer = BinaryWriter(str(self.output_dir), chunk_bytes=CHUNK_BYTES, serializers={"str": PlainStrings()})
