@@ -68,6 +68,10 @@ def test_missing_folder_and_split_are_one_line_errors(tmp_path, demo_data):
         VMASDataModule(str(tmp_path / "nowhere")).setup("fit")
     with pytest.raises(VMASError, match=r"has no 'holdout' split \(found: test, train, val\)"):
         VMASDataModule(str(demo_data), test_split="holdout").setup("test")
+    # 8 training clips never fill a batch of 16: say so instead of training zero steps
+    with pytest.raises(VMASError, match=r"train: too few clips for one full training batch of data.batch_size=16"):
+        VMASDataModule(str(demo_data), TINY, batch_size=16, num_workers=0).train_dataloader()
+    assert len(VMASDataModule(str(demo_data), TINY, batch_size=8, num_workers=0).train_dataloader()) == 1
 
 
 @pytest.mark.parametrize("sequence, problem", [

@@ -2,7 +2,9 @@
 import json
 import math
 
+import numpy as np
 import pytest
+import soundfile
 
 from conftest import ROOT, TINY_CONFIG
 from vmas_lightning.cli.main import main
@@ -32,6 +34,16 @@ def test_fit_test_generate(demo_data, tmp_path):
     assert metrics["num_clips"] == 4 and metrics["embedder"] == "encodec"
     assert len(list((out / "audio").glob("*.wav"))) == 4
     assert len((out / "clips.csv").read_text().splitlines()) == 5
+
+    # `vmas predict` with the writer from the README: per-clip seeds give the clips `vmas test` generated
+    predicted = tmp_path / "predict"
+    assert main(["predict", "--config", str(TINY_CONFIG), "--data.root", str(demo_data), "--data.num_workers", "0",
+                 "--trainer.default_root_dir", str(tmp_path / "train"), "--ckpt_path", str(ckpt),
+                 "--trainer.callbacks+=vmas_lightning.generation.writer.MusicWriter",
+                 "--trainer.callbacks.output_dir", str(predicted)]) == 0
+    assert sorted(p.name for p in predicted.iterdir()) == sorted(p.name for p in (out / "audio").iterdir())
+    for wav in predicted.iterdir():
+        np.testing.assert_array_equal(soundfile.read(wav)[0], soundfile.read(out / "audio" / wav.name)[0])
 
     video = next((demo_data.parent / "videos").glob("*.mp4"))
     assert main(["generate", "--ckpt", str(ckpt), "--video", str(video), "--out", str(tmp_path / "gen" / "clip"),

@@ -164,6 +164,11 @@ class VMASDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> StreamingDataLoader:
         loader = self.loader("train", train=True)
+        if len(loader) == 0:
+            devices = self.trainer.world_size if self.trainer is not None else 1
+            raise VMASError(f"{self.split_dir('train')}: too few clips for one full training batch of "
+                            f"data.batch_size={self.batch_size} on each of {devices} device(s); "
+                            "lower data.batch_size or add clips")
         if self._resumed_train_state is not None:
             loader.load_state_dict(self._resumed_train_state)
         self._train_loader = loader
