@@ -55,6 +55,6 @@ def test_load_local_folder(codec, tmp_path):
 
 
 def test_missing_weights_one_line(tmp_path):
-    with pytest.raises(MissingWeightsError, match="EnCodec") as info:
+    with pytest.raises(MissingWeightsError, match=r"EnCodec \(model.codec.pretrained\)") as info:
         encodec(pretrained=str(tmp_path / "encodec_32khz"))
     assert str(tmp_path / "encodec_32khz") in str(info.value) and "\n" not in str(info.value)

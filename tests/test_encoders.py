@@ -115,7 +115,7 @@ def test_positional_embeddings_resized_to_more_frames_and_pixels(tmp_path):
 
 
 def test_hiera_missing_checkpoint(tmp_path):
-    with pytest.raises(MissingWeightsError, match="hiera_base_16x224.pth") as info:
+    with pytest.raises(MissingWeightsError, match=r"Hiera video encoder \(model.encoder.pretrained\).*hiera_base_16x224.pth") as info:
         efficient_hiera(size="tiny", num_frames=4, frame_size=224, pretrained=str(tmp_path / "hiera_base_16x224.pth"))
     assert "\n" not in str(info.value)
 

@@ -72,7 +72,7 @@ def from_pretrained(load: Callable[..., T], source: str | Path, what: str, how: 
         return load(str(path))
     if not is_hub_id(source):
         raise MissingWeightsError(what, source, how)
-    hub_how = f"download it on a connected machine (huggingface-cli download {source} --local-dir DIR) and set pretrained to DIR"
+    hub_how = f"download it on a connected machine (huggingface-cli download {source} --local-dir DIR) and set that key to DIR"
     try:
         return load(source, local_files_only=True)
     except (OSError, ValueError):

@@ -91,7 +91,7 @@ def encodec(
     `size` preset (32khz or tiny) is built with weights drawn from `seed`, the same in every process."""
     if pretrained:
         model = from_pretrained(
-            EncodecModel.from_pretrained, pretrained, "EnCodec",
+            EncodecModel.from_pretrained, pretrained, "EnCodec (model.codec.pretrained)",
             "put a Hugging Face folder of facebook/encodec_32khz (config.json + weights) there",
         )
         return EncodecCodec(model, num_codebooks)

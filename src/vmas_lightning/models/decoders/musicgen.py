@@ -64,7 +64,7 @@ def load_musicgen_lm(source: str) -> MusicgenForCausalLM:
     """MusicGen's decoder from a hub id or local folder holding either the full
     `MusicgenForConditionalGeneration` (e.g. facebook/musicgen-medium) or a `MusicgenForCausalLM`."""
     how = "put a Hugging Face folder of facebook/musicgen-medium (config.json + weights) there"
-    what = "MusicGen decoder"
+    what = "MusicGen decoder (model.decoder.pretrained)"
     config = from_pretrained(AutoConfig.from_pretrained, source, what, how)
     if config.model_type == "musicgen":
         return from_pretrained(MusicgenForConditionalGeneration.from_pretrained, source, what, how).decoder

@@ -14,7 +14,7 @@ from vmas_lightning.registry import VIDEO_ENCODERS
 
 CLIP_HOW = (
     "on a connected machine run torch.save(timm.create_model(NAME, pretrained=True, num_classes=0).state_dict(), FILE) "
-    "and set pretrained to FILE"
+    "and set model.encoder.pretrained to FILE"
 )
 
 CLIP_SIZES = {
@@ -72,9 +72,9 @@ def clip(
     if isinstance(pretrained, str):
         kwargs["pretrained_cfg_overlay"] = dict(file=pretrained)
         if not Path(pretrained).expanduser().is_file():
-            raise MissingWeightsError("CLIP encoder", pretrained, CLIP_HOW)
+            raise MissingWeightsError("CLIP encoder (model.encoder.pretrained)", pretrained, CLIP_HOW)
     if pretrained is True and not hub_reachable():
-        raise MissingWeightsError("CLIP encoder", f"{model} (hub unreachable)", CLIP_HOW)
+        raise MissingWeightsError("CLIP encoder (model.encoder.pretrained)", f"{model} (hub unreachable)", CLIP_HOW)
     try:
         vit = timm.create_model(model, pretrained=bool(pretrained), **kwargs)
     except RuntimeError as exc:
@@ -82,7 +82,7 @@ def clip(
             raise VMASError(f"clip: unknown timm model '{model}'") from exc
         raise
     except (OSError, ValueError) as exc:  # hub unreachable / no such weights
-        raise MissingWeightsError("CLIP encoder", model, CLIP_HOW) from exc
+        raise MissingWeightsError("CLIP encoder (model.encoder.pretrained)", model, CLIP_HOW) from exc
     if freeze:
         vit.requires_grad_(False)
     return ClipFrameEncoder(vit, frames_per_feature)

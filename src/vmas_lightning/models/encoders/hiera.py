@@ -164,8 +164,8 @@ def resize_pos_embed(state_dict: dict[str, torch.Tensor], model: HieraVideoEncod
 def load_hiera_checkpoint(model: HieraVideoEncoder, source: str) -> None:
     """Load an official Hiera video checkpoint (`{"model_state": ...}`, official key names) or a
     timm-format state dict from a local path or URL; the classifier head is dropped."""
-    how = f"download {HIERA_B_16X224_URL} and set the encoder's pretrained to its local path"
-    state = checkpoint_filter_fn(load_checkpoint_file(source, "Hiera video encoder", how))
+    how = f"download {HIERA_B_16X224_URL} and set model.encoder.pretrained to its local path"
+    state = checkpoint_filter_fn(load_checkpoint_file(source, "Hiera video encoder (model.encoder.pretrained)", how))
     state = {k: v for k, v in state.items() if not k.startswith("head.fc.")}
     state = resize_pos_embed(state, model)
     missing, unexpected = model.load_state_dict(state, strict=False)
