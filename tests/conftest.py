@@ -9,6 +9,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "tiny.yaml"
 
 
+def one_line_error(capsys) -> str:
+    """The CLI's error output, checked to be one line `vmas: error: ...` without a traceback."""
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vmas: error: "), err
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """A small demo dataset for the tiny config (8 train, 4 val, 4 test clips), written once."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional, Sequence
 
 import av
 import numpy as np
@@ -41,3 +40,38 @@ def truncated_copy(source: str | Path, target: str | Path, keep: float = 0.5) ->
     data = Path(source).read_bytes()
     Path(target).write_bytes(data[: int(len(data) * keep)])
     return Path(target)
+
+
+def make_video(path, seconds, fps, width=32, height=24, rotation=None, audio_rate=None, codec="libx264"):
+    """A small synthetic video (moving gradient), optionally rotated and with a sine soundtrack."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream(codec, rate=fps)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        if rotation is not None:
+            video.set_display_rotation(rotation)
+        audio = container.add_stream("aac", rate=audio_rate, layout="mono") if audio_rate else None
+        for i in range(round(seconds * fps)):
+            image = np.full((height, width, 3), (i * 37) % 256, np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        container.mux(video.encode())
+        if audio is not None:
+            samples = sine(seconds, audio_rate)[None]
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts, frame.time_base = audio_rate, 0, Fraction(1, audio_rate)
+            container.mux(audio.encode(frame))
+            container.mux(audio.encode())
+    return path
+
+
+def decoded_seconds(path, stream_index):
+    """Seconds of audio decoded from stream `stream_index` of a file."""
+    with av.open(str(path)) as container:
+        stream = container.streams[stream_index]
+        return sum(frame.samples for frame in container.decode(stream)) / stream.rate
+
+
+def video_packets(path):
+    """The encoded video packets: equal lists mean the picture was copied, not re-encoded."""
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(video=0) if p.size]

@@ -4,19 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
+from conftest import ROOT, TINY_CONFIG, one_line_error
 from vmas_lightning.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = str(ROOT / "configs" / "tiny.yaml")
-
-
-def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("vmas: error: "), err
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
+TINY = str(TINY_CONFIG)
 
 
 def test_help_lists_every_command(capsys):
@@ -36,12 +28,12 @@ def test_console_script_help_and_plugins():
 
 def test_unknown_command(capsys):
     assert main(["train"]) == 2
-    assert "unknown command 'train'" in _one_line_error(capsys)
+    assert "unknown command 'train'" in one_line_error(capsys)
 
 
 def test_wrong_config_key_is_one_line(capsys, tmp_path):
     assert main(["fit", "--config", TINY, "--model.no_such_key", "1"]) == 2
-    assert "no_such_key" in _one_line_error(capsys)
+    assert "no_such_key" in one_line_error(capsys)
 
 
 def test_unknown_plugin_in_config_is_one_line(capsys, tmp_path):
@@ -49,18 +41,18 @@ def test_unknown_plugin_in_config_is_one_line(capsys, tmp_path):
     data.mkdir()
     code = main(["fit", "--config", TINY, "--data.root", str(data), "--model.encoder", '{"name": "resnet"}'])
     assert code == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "unknown video_encoder 'resnet'" in err and "efficient_hiera" in err
 
 
 def test_missing_data_folder_is_one_line(capsys, tmp_path):
     missing = tmp_path / "nowhere"
     assert main(["fit", "--config", TINY, "--data.root", str(missing), "--trainer.max_steps", "1"]) == 2
-    assert str(missing) in _one_line_error(capsys)
+    assert str(missing) in one_line_error(capsys)
 
 
 def test_paper_config_without_weights_names_what_to_download(capsys, tmp_path):
     code = main(["fit", "--config", str(ROOT / "configs" / "vmas.yaml"), "--data.root", str(tmp_path)])
     assert code == 2
-    err = _one_line_error(capsys)
+    err = one_line_error(capsys)
     assert "missing pretrained weights" in err

@@ -10,7 +10,8 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from test_mux import make_video, video_packets
+from conftest import one_line_error
+from media import decoded_seconds, make_video, video_packets
 from vmas_lightning.cli.main import main
 from vmas_lightning.generation.checkpoint import load_for_inference
 from vmas_lightning.generation.config import GenerationConfig
@@ -60,18 +61,6 @@ def run(*args):
     return main(["generate", *map(str, args)])
 
 
-def one_line_error(capsys):
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("vmas: error: ") and "Traceback" not in err
-    return err
-
-
-def audio_seconds(path, index):
-    with av.open(str(path)) as container:
-        stream = container.streams[index]
-        return sum(frame.samples for frame in container.decode(stream)) / stream.rate
-
-
 def test_loads_the_ema_weights(ckpt):
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert "current_model_state" in checkpoint  # written by EMAWeightAveraging
@@ -100,7 +89,7 @@ def test_25_s_silent_video(ckpt, tmp_path):
     muxed = tmp_path / "out" / "long.mp4"
     with av.open(str(muxed)) as container:
         assert [s.type for s in container.streams] == ["video", "audio"]
-    assert audio_seconds(muxed, 1) == pytest.approx(25.0, abs=0.1)
+    assert decoded_seconds(muxed, 1) == pytest.approx(25.0, abs=0.1)
     assert video_packets(muxed) == video_packets(video)
 
 
@@ -111,7 +100,7 @@ def test_1_s_60_fps_video_same_seed_same_wav(ckpt, tmp_path):
         assert run("--ckpt", ckpt, "--video", video, "--out", tmp_path / name, "--seed", seed, "--keep-original-audio") == 0
         wavs.append((tmp_path / f"{name}.wav").read_bytes())
     assert wavs[0] == wavs[1] and wavs[0] != wavs[2]
-    assert audio_seconds(tmp_path / "a.mov", 1) == pytest.approx(1.0, abs=0.1)
+    assert decoded_seconds(tmp_path / "a.mov", 1) == pytest.approx(1.0, abs=0.1)
     with av.open(str(tmp_path / "a.mov")) as container:
         assert [s.rate for s in container.streams.audio] == [32000, 44100]
 

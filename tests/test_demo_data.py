@@ -4,7 +4,7 @@ import json
 import numpy as np
 from litdata import StreamingDataset
 
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, one_line_error
 from vmas_lightning.data.demo import STYLES, synthesize_clip
 from vmas_lightning.data.shards import DataConfig, decode_sample
 from vmas_lightning.data.video_io import read_audio, read_video
@@ -70,5 +70,4 @@ def test_cli_writes_the_splits_and_reports_bad_config_in_one_line(tmp_path, caps
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  sequence:\n    fsp: 10\n")
     assert main(["demo-data", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("vmas: error:") and "fsp" in err and "\n" not in err
+    assert "fsp" in one_line_error(capsys)

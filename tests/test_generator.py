@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import ROOT
 from vmas_lightning.errors import VMASError
 from vmas_lightning.generation import GenerationConfig, MusicGenerator
 from vmas_lightning.generation.generator import Window
@@ -105,9 +106,8 @@ def test_window_longer_than_the_encoder_input_is_an_error(model):
 def test_benchmark_reports_cached_and_uncached_speed(capsys):
     import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "generate.py"
+    path = ROOT / "benchmarks" / "generate.py"
     spec = importlib.util.spec_from_file_location("benchmark_generate", path)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)

@@ -1,57 +1,19 @@
 """Muxing generated music into a copy of the video: lengths, stream copy, rotation, bad files."""
-from fractions import Fraction
 
 import av
-import numpy as np
 import pytest
 import soundfile
 
+from media import decoded_seconds, make_video, sine, video_packets
 from vmas_lightning.errors import InputFileError
 from vmas_lightning.generation.mux import mux_audio, video_duration, write_wav
 
 SR = 32000
 
 
-def make_video(path, seconds, fps, width=32, height=24, rotation=None, audio_rate=None, codec="libx264"):
-    """A small synthetic video (moving gradient), optionally rotated and with a sine soundtrack."""
-    with av.open(str(path), "w") as container:
-        video = container.add_stream(codec, rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        if rotation is not None:
-            video.set_display_rotation(rotation)
-        audio = container.add_stream("aac", rate=audio_rate, layout="mono") if audio_rate else None
-        for i in range(round(seconds * fps)):
-            image = np.full((height, width, 3), (i * 37) % 256, np.uint8)
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        container.mux(video.encode())
-        if audio is not None:
-            samples = np.sin(np.arange(round(seconds * audio_rate)) * 0.05).astype(np.float32)[None]
-            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = audio_rate, 0, Fraction(1, audio_rate)
-            container.mux(audio.encode(frame))
-            container.mux(audio.encode())
-    return path
-
-
-def decoded_seconds(path, stream_index):
-    with av.open(str(path)) as container:
-        stream = container.streams[stream_index]
-        return sum(frame.samples for frame in container.decode(stream)) / stream.rate
-
-
-def video_packets(path):
-    with av.open(str(path)) as container:
-        return [bytes(p) for p in container.demux(video=0) if p.size]
-
-
-def music(seconds):
-    return 0.3 * np.sin(np.arange(round(seconds * SR)) * 2 * np.pi * 440 / SR).astype(np.float32)
-
-
 def test_25_s_silent_video_gets_25_s_of_music_and_the_same_picture(tmp_path):
     source = make_video(tmp_path / "in.mp4", 25, 4)
-    out = mux_audio(source, music(25.3), SR, tmp_path / "out.mp4")
+    out = mux_audio(source, sine(25.3), SR, tmp_path / "out.mp4")
     assert out == tmp_path / "out.mp4"
     with av.open(str(out)) as container:
         assert [s.type for s in container.streams] == ["video", "audio"]
@@ -63,13 +25,13 @@ def test_25_s_silent_video_gets_25_s_of_music_and_the_same_picture(tmp_path):
 
 def test_short_audio_is_padded_to_a_1_s_60_fps_video(tmp_path):
     source = make_video(tmp_path / "in.mov", 1, 60)
-    out = mux_audio(source, music(0.5), SR, tmp_path / "out.mov")
+    out = mux_audio(source, sine(0.5), SR, tmp_path / "out.mov")
     assert decoded_seconds(out, 1) == pytest.approx(1.0, abs=0.1)
 
 
 def test_portrait_rotation_is_preserved(tmp_path):
     source = make_video(tmp_path / "phone.mp4", 1, 30, width=32, height=24, rotation=90)
-    out = mux_audio(source, music(1), SR, tmp_path / "out.mp4")
+    out = mux_audio(source, sine(1), SR, tmp_path / "out.mp4")
     with av.open(str(out)) as container:
         frame = next(container.decode(video=0))
         assert (frame.width, frame.height, frame.rotation) == (32, 24, 90)
@@ -77,34 +39,34 @@ def test_portrait_rotation_is_preserved(tmp_path):
 
 def test_keep_original_audio_adds_it_as_a_second_stream(tmp_path):
     source = make_video(tmp_path / "in.mp4", 2, 10, audio_rate=44100)
-    out = mux_audio(source, music(2), SR, tmp_path / "out.mp4", keep_original_audio=True)
+    out = mux_audio(source, sine(2), SR, tmp_path / "out.mp4", keep_original_audio=True)
     with av.open(str(out)) as container:
         audio = container.streams.audio
         assert [s.rate for s in audio] == [SR, 44100]
         assert audio[0].disposition & av.stream.Disposition.default
         assert not audio[1].disposition & av.stream.Disposition.default
-    plain = mux_audio(source, music(2), SR, tmp_path / "plain.mp4")
+    plain = mux_audio(source, sine(2), SR, tmp_path / "plain.mp4")
     with av.open(str(plain)) as container:
         assert len(container.streams.audio) == 1
 
 
 def test_container_that_rejects_the_codec_falls_back_to_matroska(tmp_path):
     source = make_video(tmp_path / "in.mp4", 1, 10)
-    out = mux_audio(source, music(1), SR, tmp_path / "out.webm")
+    out = mux_audio(source, sine(1), SR, tmp_path / "out.webm")
     assert out == tmp_path / "out.mkv" and not (tmp_path / "out.webm").exists()
     assert video_packets(out) == video_packets(source)
 
 
 def test_webm_source_stays_webm_with_opus(tmp_path):
     source = make_video(tmp_path / "in.webm", 1, 10, codec="libvpx-vp9")
-    out = mux_audio(source, music(1), SR, tmp_path / "out.webm")
+    out = mux_audio(source, sine(1), SR, tmp_path / "out.webm")
     with av.open(str(out)) as container:
         assert container.streams.audio[0].codec_context.name == "opus"
     assert decoded_seconds(out, 1) == pytest.approx(1.0, abs=0.1)
 
 
 def test_write_wav_is_16_bit_32_khz(tmp_path):
-    path = write_wav(tmp_path / "a" / "music.wav", music(0.5), SR)
+    path = write_wav(tmp_path / "a" / "music.wav", sine(0.5), SR)
     info = soundfile.info(path)
     assert (info.samplerate, info.frames, info.subtype) == (SR, SR // 2, "PCM_16")
 
@@ -120,7 +82,7 @@ def test_bad_inputs_are_one_line_input_file_errors(tmp_path, kind, problem):
         data = make_video(tmp_path / "full.mp4", 2, 10).read_bytes()
         path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputFileError, match=problem) as error:
-        mux_audio(path, music(1), SR, tmp_path / "out.mp4")
+        mux_audio(path, sine(1), SR, tmp_path / "out.mp4")
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 

@@ -4,6 +4,7 @@ import json
 import pytest
 import yaml
 
+from conftest import one_line_error
 from vmas_lightning.cli.main import main
 
 SEQUENCE = {"duration_s": 10.0, "fps": 9.6, "frame_size": 224, "sample_rate": 32000, "token_rate": 50.0,
@@ -54,5 +55,4 @@ def test_text_report_and_bad_config(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "hiera" in out and "[4, 128]" in out and "2 layers, width 64" in out
     assert main(["profile", "--config", str(tmp_path / "missing.yaml")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("vmas: error: ") and "missing.yaml" in err and "\n" not in err
+    assert "missing.yaml" in one_line_error(capsys)

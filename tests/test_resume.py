@@ -23,10 +23,8 @@ from typing import Any, Optional
 import lightning as L
 import torch
 
+from conftest import ROOT, TINY_CONFIG as TINY
 from vmas_lightning.checkpointing import AtomicCheckpointIO, latest_checkpoint, main as checkpointing_main
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "tiny.yaml"
 
 
 # ---------------------------------------------------------------------------------------- probes

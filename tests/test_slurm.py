@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import ROOT
 from slurm_cluster import FINAL_STATES, SlurmCluster, why_no_slurm
 from test_resume import TINY, probe_env, read_steps, write_run_config
 from vmas_lightning.checkpointing import latest_checkpoint
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = ROOT / "slurm" / "train_4node.sh"
 VMAS = Path(sys.executable).parent / "vmas"
 
