@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import torch
@@ -17,9 +17,8 @@ from vmas_lightning.metrics.suite import EvaluationSuite, paper_table
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
 from vmas_lightning.objectives.optim import OptimConfig, build_optimizer, build_scheduler
+from vmas_lightning.registry import PluginSpec
 from vmas_lightning.sequence import SequenceConfig
-
-PluginSpec = Union[str, dict[str, Any]]
 
 
 @dataclass
@@ -206,13 +205,15 @@ class VMASModule(L.LightningModule):
             cfg = self.evaluation_config
             self.evaluation = EvaluationSuite(cfg.embedder, cfg.classifier, cfg.reference_stats_cache, cfg.reference_set)
 
-    def retrieval_features(self, features: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Pooled video and music features `[B, E]` in the contrastive space, or None without it.
+    def retrieval_features(self, video: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """`video [B, 3, F, H, W]`, reference `tokens [B, K, T]` -> pooled video and music features
+        `[B, E]` in the contrastive space, or None without it (the video is then not encoded).
 
         The music side embeds the reference tokens (the one-hot case of the soft embedding of Eq. 2).
         """
         if self.contrastive is None:
             return None
+        features = self.model.encode_video(video)  # [B, S, D]
         codebooks = self.model.codec.codebook_embeddings()  # [K, V, Dc]
         per_step = torch.stack([codebooks[k][tokens[:, k]] for k in range(tokens.shape[1])]).sum(0)  # [B, T, Dc]
         music = self.contrastive.music_proj(per_step.mean(dim=1))
@@ -221,11 +222,10 @@ class VMASModule(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Generate music for the batch and update FAD, KL, MV-Align and retrieval."""
         sequence = self.model.sequence
-        features = self.model.encode_video(batch["video"])
         generated = self.generate(batch["video"], batch["id"]).float()
         generated = generated[..., : batch["audio"].shape[-1]]
         frames = (batch["video"] * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1)  # [B, F, H, W, 3]
-        pooled = self.retrieval_features(features, batch["tokens"])
+        pooled = self.retrieval_features(batch["video"], batch["tokens"])
         self.evaluation.update(
             generated,
             batch["audio"].float(),
@@ -264,7 +264,6 @@ class VMASModule(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.optim_config.grad_clip, gradient_clip_algorithm="norm")
 
     def configure_optimizers(self):
-        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        optimizer = build_optimizer(named, self.optim_config)
+        optimizer = build_optimizer(self, self.optim_config)
         scheduler = build_scheduler(optimizer, self.optim_config, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

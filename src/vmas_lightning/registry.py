@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from importlib.metadata import entry_points
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Union
 
 from vmas_lightning.errors import VMASError
 
@@ -36,8 +36,12 @@ BUILTIN_PLUGIN_MODULES = (
 )
 
 
+# A plugin in a config: its name, or {"name": ..., **options}.
+PluginSpec = Union[str, dict[str, Any]]
+
+
 class UnknownPluginError(VMASError):
-    pass
+    """A plugin name that no registry entry (built-in or entry point) provides."""
 
 
 class Registry:
@@ -81,7 +85,7 @@ class Registry:
         else:
             options = dict(spec)
             if "name" not in options:
-                raise VMASError(f"{self.kind} spec {dict(spec)} has no 'name'; known: {', '.join(self.names())}")
+                raise VMASError(f"{self.kind} spec {options} has no 'name'; known: {', '.join(self.names())}")
             name = options.pop("name")
         options.update(overrides)
         factory = self.get(name)

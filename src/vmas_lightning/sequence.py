@@ -29,12 +29,12 @@ class SequenceConfig:
     @property
     def num_frames(self) -> int:
         """Video frames per clip (96)."""
-        return round(self.duration_s * self.fps)
+        return self.frames_for(self.duration_s)
 
     @property
     def num_samples(self) -> int:
         """Audio samples per clip (320,000)."""
-        return round(self.duration_s * self.sample_rate)
+        return self.samples_for(self.duration_s)
 
     @property
     def hop_length(self) -> int:
@@ -44,7 +44,7 @@ class SequenceConfig:
     @property
     def num_tokens(self) -> int:
         """Token steps per clip, T (500)."""
-        return round(self.duration_s * self.token_rate)
+        return self.tokens_for(self.duration_s)
 
     @property
     def num_delayed_steps(self) -> int:

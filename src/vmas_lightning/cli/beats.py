@@ -48,14 +48,14 @@ def load_config(path: Optional[str]) -> tuple[SequenceConfig, BeatConfig]:
 
 def read_music(video: str, audio: Optional[str], sample_rate: int) -> Optional[np.ndarray]:
     """The `--audio` file, else the video's soundtrack; None when the video has no audio track."""
-    from vmas_lightning.data.video_io import read_audio
+    from vmas_lightning.data.video_io import NO_AUDIO_TRACK, read_audio
 
     if audio is not None:
         return read_audio(audio, sample_rate)
     try:
         return read_audio(video, sample_rate)
     except InputFileError as err:
-        if "no audio" in err.problem:
+        if err.problem == NO_AUDIO_TRACK:
             return None
         raise
 
@@ -75,7 +75,7 @@ def analyse(
     clip = read_video(video, fps=sequence.fps, size=sequence.frame_size)
     if len(clip.frames) < 2:
         raise InputFileError(video, f"needs at least 2 frames for optical flow, got {len(clip.frames)}")
-    sequence = dataclasses.replace(sequence, duration_s=len(clip.frames) / sequence.fps)
+    sequence = sequence.with_duration(len(clip.frames) / sequence.fps)
     flow = build_plugin(OPTICAL_FLOWS, config.optical_flow)(clip.frames)
     wav = read_music(video, audio, sequence.sample_rate)
     onsets = np.zeros(0) if wav is None else build_plugin(ONSET_DETECTORS, config.onset_detector)(wav, sequence.sample_rate)

@@ -94,9 +94,7 @@ class Generation:
         from vmas_lightning.generation.mux import add_extension, mux_audio, write_wav
 
         seq = self.sequence
-        clip = read_video(video_path, fps=seq.fps, size=seq.frame_size)
-        if clip.frames.shape[0] == 0:
-            raise InputFileError(video_path, "video has no frames")
+        clip = read_video(video_path, fps=seq.fps, size=seq.frame_size)  # at least one frame, or InputFileError
         video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None]  # uint8 [1, 3, F, H, W]
         started = time.perf_counter()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):

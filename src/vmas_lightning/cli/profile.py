@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-import yaml
 from jsonargparse import ArgumentParser
 from torch.utils.flop_counter import FlopCounterMode
 
-from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.config_file import dataclass_from, read_config
+from vmas_lightning.errors import InputFileError
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.sequence import SequenceConfig
 
@@ -39,13 +39,7 @@ def _without_weights(spec: Any) -> Any:
 
 def read_model_block(path: str | Path) -> dict[str, Any]:
     """The `model:` block of a LightningCLI config file."""
-    try:
-        config = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read config ({exc.strerror or exc})") from exc
-    except yaml.YAMLError as exc:
-        raise InputFileError(path, f"not valid YAML ({' '.join(str(exc).split())})") from exc
-    model = (config or {}).get("model") if isinstance(config, dict) else None
+    model = read_config(path).get("model")
     if not isinstance(model, dict):
         raise InputFileError(path, "has no 'model:' block")
     return model
@@ -62,9 +56,9 @@ def _count_flops(fn, *args) -> tuple[float, dict[str, float], Any]:
     return counter.get_total_flops() / 1e9, by_op, out
 
 
-def profile(model_block: Mapping[str, Any]) -> dict[str, Any]:
-    """Build `VMASModel` from a `model:` block on the meta device and measure it."""
-    sequence = SequenceConfig(**model_block.get("sequence", {}))
+def profile(model_block: Mapping[str, Any], where: str = "model") -> dict[str, Any]:
+    """Build `VMASModel` from a `model:` block (named `where` in errors) on the meta device and measure it."""
+    sequence = dataclass_from(SequenceConfig, model_block.get("sequence"), f"{where}.sequence")
     specs = {part: _without_weights(model_block.get(part, default)) for part, default in
              (("encoder", "efficient_hiera"), ("decoder", "musicgen"), ("codec", "encodec"))}
     with torch.device("meta"):
@@ -112,7 +106,7 @@ def profile(model_block: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run(cfg) -> int:
-    report = profile(read_model_block(cfg.config))
+    report = profile(read_model_block(cfg.config), where=f"{cfg.config}: model")
     if cfg.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -157,10 +157,10 @@ class VMASDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         """Fail at once, in one line, on a missing folder or split, or data made for another clip geometry."""
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": (self.test_split,), "predict": (self.test_split,)}
+        if "://" in self.root:  # object store: nothing to check before streaming
+            return
         for split in splits.get(stage, ()):
-            self.split_dir(split)
-            if "://" not in self.root:
-                self.check_geometry(split)
+            self.check_geometry(split)  # also checks that the folder and split exist
 
     def train_dataloader(self) -> StreamingDataLoader:
         loader = self.loader("train", train=True)

@@ -125,7 +125,6 @@ def write_demo_dataset(
     out = Path(out)
     annotate = ClipAnnotator(config)
     seq = config.sequence
-    written = {}
     for split, count in counts.items():
         with ShardWriter(out / split, seq.sample_rate) as writer:
             for index in range(count):
@@ -136,5 +135,4 @@ def write_demo_dataset(
                     write_video(Path(videos_dir) / f"{clip['id']}.mp4", clip["frames"], seq.fps, clip["audio"], seq.sample_rate)
                 if progress is not None:
                     progress(1)
-        written[split] = count
-    return written
+    return dict(counts)

@@ -30,8 +30,8 @@ import numpy as np
 
 from vmas_lightning.data.frame_embedders import frame_similarity
 from vmas_lightning.data.shards import SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter
-from vmas_lightning.data.video_io import probe, read_audio, read_video
-from vmas_lightning.errors import VMASError
+from vmas_lightning.data.video_io import NO_AUDIO_TRACK, probe, read_audio, read_video
+from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".flv", ".ts")
@@ -176,8 +176,7 @@ class Curator:
         seq, opts = self.sequence, self.options
         info = probe(item.path)
         if opts.require_audio and not info.has_audio:
-            outcome.status, outcome.reason = "failed", f"{item.path}: no audio track"
-            return
+            raise InputFileError(item.path, NO_AUDIO_TRACK)
         video = read_video(item.path, fps=seq.fps, size=seq.frame_size)
         outcome.duration_s = round(video.duration_s, 3)
         picks = np.linspace(0, len(video.frames) - 1, min(NUM_SAMPLED_FRAMES, len(video.frames))).round().astype(int)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 import soundfile
 import torch
-import yaml
 from litdata.streaming.serializers import StringSerializer
 
+from vmas_lightning.config_file import config_section, dataclass_from, read_config
 from vmas_lightning.errors import VMASError
 from vmas_lightning.objectives.beats import BeatConfig, compute_beats
 from vmas_lightning.registry import AUDIO_CODECS
@@ -65,25 +65,13 @@ class DataConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "DataConfig":
         """Read `model.sequence`, `model.codec` and `data.beats` of a `vmas fit` config file."""
-        path = Path(path)
-        try:
-            config = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise VMASError(f"{path}: cannot read config ({' '.join(str(err).split())})") from None
-        model, data = config.get("model") or {}, config.get("data") or {}
+        config = read_config(path)
+        model, data = config_section(config, "model", path), config_section(config, "data", path)
         return cls(
-            sequence=_dataclass_from(SequenceConfig, model.get("sequence") or {}, f"{path}: model.sequence"),
+            sequence=dataclass_from(SequenceConfig, model.get("sequence"), f"{path}: model.sequence"),
             codec=model.get("codec", "encodec"),
-            beats=_dataclass_from(BeatConfig, data.get("beats") or {}, f"{path}: data.beats"),
+            beats=dataclass_from(BeatConfig, data.get("beats"), f"{path}: data.beats"),
         )
-
-
-def _dataclass_from(kind: type, values: Mapping[str, Any], where: str) -> Any:
-    known = {f.name for f in fields(kind)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise VMASError(f"{where} has no key {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
-    return kind(**values)
 
 
 def pack_jpegs(frames: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:

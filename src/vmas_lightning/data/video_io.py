@@ -16,6 +16,8 @@ import numpy as np
 
 from vmas_lightning.errors import InputFileError
 
+NO_AUDIO_TRACK = "no audio track"  # `InputFileError.problem` of a file without audio
+
 
 @dataclass
 class MediaInfo:
@@ -163,17 +165,15 @@ def read_video(
             if max_seconds is not None and time >= max_seconds:
                 break
             rotation = int(frame.rotation) % 360
-            if fps is None:
-                image = _upright(frame)
-                frames.append(resize_center_crop(image, size) if size else image)
-                times.append(time)
-                continue
-            # Source frames up to `time` are shown until this frame appears: fill the target slots before it.
-            while previous is not None and next_time < time - 1e-6:
-                frames.append(previous)
-                next_time = len(frames) / fps
+            if fps is not None:
+                # Source frames up to `time` are shown until this frame appears: fill the target slots before it.
+                while previous is not None and next_time < time - 1e-6:
+                    frames.append(previous)
+                    next_time = len(frames) / fps
             image = _upright(frame)
             previous = resize_center_crop(image, size) if size else image
+            if fps is None:
+                frames.append(previous)
             times.append(time)
         if not times:
             raise InputFileError(path, "no decodable video frames")
@@ -195,16 +195,18 @@ def read_audio(path: str | Path, sample_rate: int, mono: bool = True, max_second
     path = Path(path)
     with _open(path) as container:
         if not container.streams.audio:
-            raise InputFileError(path, "no audio track")
+            raise InputFileError(path, NO_AUDIO_TRACK)
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="fltp", layout="mono" if mono else None, rate=sample_rate)
         chunks: list[np.ndarray] = []
         limit = None if max_seconds is None else int(max_seconds * sample_rate)
+        count = 0
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray())
-                if limit is not None and sum(c.shape[-1] for c in chunks) >= limit:
+                    count += chunks[-1].shape[-1]
+                if limit is not None and count >= limit:
                     break
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray())

@@ -115,7 +115,7 @@ class MusicGenerator:
         if clip.dtype == torch.uint8:
             clip = clip.float().div(255)
         real = clip.shape[2]
-        hold = clip[:, :, -1:].expand(-1, -1, seq.num_frames - clip.shape[2], -1, -1)
+        hold = clip[:, :, -1:].expand(-1, -1, seq.num_frames - real, -1, -1)
         features = self.model.encode_video(torch.cat([clip, hold], dim=2))
         return features[:, : math.ceil(real / seq.frames_per_feature)]
 

@@ -6,6 +6,7 @@ Matroska (`.mkv`), which holds nearly any codec, instead of re-encoding the pict
 """
 from __future__ import annotations
 
+from collections import deque
 from fractions import Fraction
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def mux_audio(
 
 
 class _UnsupportedCodec(Exception):
-    pass
+    """The output container cannot hold the source's video codec."""
 
 
 def _open_input(path: str | Path):
@@ -143,14 +144,14 @@ def _remux(video_path, audio: np.ndarray, sample_rate: int, out_path: Path, keep
                 except ValueError:  # this container cannot hold the original audio codec
                     continue
                 copies[stream.index].disposition = 0
-        pending = _encode_audio(music_out, audio, sample_rate)
+        pending = deque(_encode_audio(music_out, audio, sample_rate))
         for packet in source.demux([video_in, *(source.streams[i] for i in copies)]):
             if packet.dts is None:  # demuxer flush packet
                 continue
             if packet.stream.index == video_in.index:
                 now = packet.dts * packet.time_base
                 while pending and pending[0].dts * pending[0].time_base <= now:
-                    target.mux(pending.pop(0))
+                    target.mux(pending.popleft())
                 packet.stream = video_out
             else:
                 packet.stream = copies[packet.stream.index]

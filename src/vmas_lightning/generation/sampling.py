@@ -23,9 +23,9 @@ def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     if top_p <= 0.0 or top_p >= 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    sorted_probs = sorted_logits.softmax(dim=-1)
     # Drop a token when the tokens before it already reach top_p.
-    drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= top_p
+    drop_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= top_p
     drop = drop_sorted.scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 

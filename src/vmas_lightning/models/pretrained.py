@@ -6,6 +6,7 @@ where to put the weights; nothing is downloaded when the hub or the URL is unrea
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from pathlib import Path
@@ -73,10 +74,8 @@ def from_pretrained(load: Callable[..., T], source: str | Path, what: str, how: 
     if not is_hub_id(source):
         raise MissingWeightsError(what, source, how)
     hub_how = f"download it on a connected machine (huggingface-cli download {source} --local-dir DIR) and set that key to DIR"
-    try:
+    with contextlib.suppress(OSError, ValueError):  # not in the local hub cache: try the hub
         return load(source, local_files_only=True)
-    except (OSError, ValueError):
-        pass
     if not hub_reachable():
         raise MissingWeightsError(what, f"{source} (hub unreachable)", hub_how)
     try:

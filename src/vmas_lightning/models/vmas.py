@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Mapping, Optional, Union
+from typing import Optional
 
 import torch
 from torch import nn
 
 from vmas_lightning.models.codecs.delay import apply_delay, revert_delay
-from vmas_lightning.registry import AUDIO_CODECS, MUSIC_DECODERS, VIDEO_ENCODERS
+from vmas_lightning.registry import AUDIO_CODECS, MUSIC_DECODERS, VIDEO_ENCODERS, PluginSpec
 from vmas_lightning.sequence import SequenceConfig
-
-PluginSpec = Union[str, Mapping[str, Any]]
 
 
 class VMASModel(nn.Module):

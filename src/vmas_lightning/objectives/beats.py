@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.registry import ONSET_DETECTORS, OPTICAL_FLOWS, Registry
+from vmas_lightning.registry import ONSET_DETECTORS, OPTICAL_FLOWS, PluginSpec, Registry
 from vmas_lightning.sequence import SequenceConfig
-
-PluginSpec = Union[str, dict[str, Any]]
 
 
 @dataclass

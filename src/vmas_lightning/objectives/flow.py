@@ -5,6 +5,8 @@ grayscale frames with OpenCV.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import cv2
 import numpy as np
 
@@ -20,11 +22,12 @@ def _grayscale(frames: np.ndarray) -> np.ndarray:
     return np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames]) if len(frames) else frames[..., 0]
 
 
-class _PairwiseFlow:
+class _PairwiseFlow(ABC):
     """Mean magnitude of `self.flow(previous, current) -> [H, W, 2]` over consecutive gray frames."""
 
+    @abstractmethod
     def flow(self, previous: np.ndarray, current: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Dense flow from uint8 gray `previous [H, W]` to `current [H, W]` -> float32 `[H, W, 2]` (dx, dy)."""
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         gray = _grayscale(frames)

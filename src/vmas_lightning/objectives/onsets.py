@@ -1,6 +1,8 @@
 """Music beats: onset detectors (`ONSET_DETECTORS`), `(wav [N], sample_rate) -> onset times [M]` in seconds."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from vmas_lightning.errors import VMASError
@@ -9,8 +11,22 @@ from vmas_lightning.registry import ONSET_DETECTORS
 MADMOM_SAMPLE_RATE = 44100
 
 
+class _OnsetDetector(ABC):
+    """`(wav [N], sample_rate) -> onset times [M]` (s, float64); an empty or silent waveform has none."""
+
+    def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+        if not np.any(wav):
+            return np.zeros(0, dtype=np.float64)
+        return self.detect(wav, sample_rate)
+
+    @abstractmethod
+    def detect(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        """float32 `wav [N]`, not silent -> onset times `[M]` in seconds."""
+
+
 @ONSET_DETECTORS.register("librosa")
-class LibrosaOnsets:
+class LibrosaOnsets(_OnsetDetector):
     """Spectral-flux onsets (Bello et al. 2005): `librosa.onset.onset_strength` (log-mel flux) and
     `librosa.onset.onset_detect` peak picking with librosa's defaults, as the MV-Align metric uses.
 
@@ -24,19 +40,16 @@ class LibrosaOnsets:
         self.hop_length = hop_length
         self.backtrack = backtrack
 
-    def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    def detect(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         import librosa
 
-        wav = np.asarray(wav, dtype=np.float32).reshape(-1)
-        if wav.size == 0 or not np.any(wav):
-            return np.zeros(0, dtype=np.float64)
         return librosa.onset.onset_detect(
             y=wav, sr=sample_rate, hop_length=self.hop_length, backtrack=self.backtrack, units="time"
         )
 
 
 @ONSET_DETECTORS.register("madmom")
-class MadmomOnsets:
+class MadmomOnsets(_OnsetDetector):
     """madmom's RNN onset detector (`RNNOnsetProcessor` + `OnsetPeakPickingProcessor`, 100 frames/s),
     run on the waveform resampled to 44.1 kHz (the rate its networks were trained at).
 
@@ -60,13 +73,10 @@ class MadmomOnsets:
         self.activation = RNNOnsetProcessor()
         self.peaks = OnsetPeakPickingProcessor(threshold=threshold, combine=combine, fps=100)
 
-    def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    def detect(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         from madmom.audio.signal import Signal
         from scipy.signal import resample_poly
 
-        wav = np.asarray(wav, dtype=np.float32).reshape(-1)
-        if wav.size == 0 or not np.any(wav):
-            return np.zeros(0, dtype=np.float64)
         wav = resample_poly(wav, MADMOM_SAMPLE_RATE, sample_rate).astype(np.float32)
         activation = self.activation(Signal(wav, sample_rate=MADMOM_SAMPLE_RATE))
         return np.asarray(self.peaks(activation), dtype=np.float64)

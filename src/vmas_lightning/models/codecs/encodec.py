@@ -32,6 +32,11 @@ ENCODEC_SIZES = {
 }
 
 
+def bandwidth_kbps(config: EncodecConfig, num_codebooks: int) -> float:
+    """The bandwidth (kbps) at which EnCodec uses exactly `num_codebooks` codebooks."""
+    return num_codebooks * math.log2(config.codebook_size) * config.frame_rate / 1000
+
+
 class EncodecCodec(nn.Module):
     """`encode(wav [B, 1, N]) -> tokens [B, K, N / hop]`, `decode(tokens) -> wav [B, 1, T * hop]`,
     `codebook_embeddings() -> [K, V, Dc]`. Always in eval mode, no gradients, float32."""
@@ -44,7 +49,7 @@ class EncodecCodec(nn.Module):
         self.frame_rate = config.frame_rate
         self.codebook_size = config.codebook_size
         self.num_codebooks = num_codebooks
-        self.bandwidth = num_codebooks * math.log2(config.codebook_size) * config.frame_rate / 1000
+        self.bandwidth = bandwidth_kbps(config, num_codebooks)
         if len(model.quantizer.layers) < num_codebooks:
             raise VMASError(f"encodec: the model has {len(model.quantizer.layers)} codebooks, not {num_codebooks}")
 
@@ -97,10 +102,8 @@ def encodec(
         return EncodecCodec(model, num_codebooks)
     if size not in ENCODEC_SIZES:
         raise VMASError(f"encodec: unknown size '{size}'; known: {', '.join(ENCODEC_SIZES)}")
-    dims = ENCODEC_SIZES[size]
-    frame_rate = dims["sampling_rate"] / math.prod(dims["upsampling_ratios"])
-    bandwidth = num_codebooks * math.log2(dims["codebook_size"]) * frame_rate / 1000
-    config = EncodecConfig(target_bandwidths=[bandwidth], **dims)
+    config = EncodecConfig(**ENCODEC_SIZES[size])
+    config.target_bandwidths = [bandwidth_kbps(config, num_codebooks)]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = EncodecModel(config)

@@ -37,7 +37,6 @@ class MusicGenDecoder(nn.Module):
         super().__init__()
         self.lm = lm
         config = lm.config
-        self.num_codebooks = config.num_codebooks
         self.width = config.hidden_size
         self.num_layers = config.num_hidden_layers
         self.pad_token_id = config.pad_token_id

@@ -23,7 +23,6 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from timm.models.hiera import Hiera, Reroll, Unroll, checkpoint_filter_fn
-from torch import nn
 
 from vmas_lightning.errors import VMASError
 from vmas_lightning.models.pretrained import load_checkpoint_file
@@ -227,7 +226,7 @@ def efficient_hiera(
     [[1, 4, 4], [1, 2, 2], [1, 2, 2]] at 64x64. Mask units default to the region each stage's
     Q-pool merges (see the module docstring).
     """
-    q_strides = [tuple(s) for s in (q_strides or EFFICIENT_Q_STRIDES)]
+    q_strides = q_strides or EFFICIENT_Q_STRIDES
     if mask_units is None:
         mask_units = [_prod(q_strides[:1]), _prod(q_strides[:2])]
     return _build(q_strides, mask_units, size, num_frames, frame_size, pretrained, freeze)
