@@ -71,7 +71,7 @@ def test_write_wav_is_16_bit_32_khz(tmp_path):
     assert (info.samplerate, info.frames, info.subtype) == (SR, SR // 2, "PCM_16")
 
 
-@pytest.mark.parametrize("kind, problem", [("empty", "empty file"), ("text", "not a readable video"), ("truncated", "not a readable video")])
+@pytest.mark.parametrize("kind, problem", [("empty", "empty file"), ("text", "not a readable media file"), ("truncated", "not a readable media file")])
 def test_bad_inputs_are_one_line_input_file_errors(tmp_path, kind, problem):
     path = tmp_path / f"{kind}.mp4"
     if kind == "empty":

@@ -18,11 +18,11 @@ from typing import Optional
 import torch
 from jsonargparse import ArgumentParser
 
+from vmas_lightning.data.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
 
 HELP = "Generate music for a video (or a folder of videos): a 32 kHz wav and the video with it muxed in."
 
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv"}
 # Containers the muxed copy keeps; other sources are written as .mp4 (mux falls back to .mkv).
 KEPT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
 SAMPLING_FLAGS = ("top_k", "top_p", "temperature", "cfg_scale", "window_s", "overlap_s", "seed")

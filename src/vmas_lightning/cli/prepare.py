@@ -26,7 +26,6 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--config", default="configs/tiny.yaml", help="Training config: clip geometry, codec, beats.")
     parser.add_argument("--input", nargs="+", default=[], help="Video files, folders, globs or .csv/.jsonl manifests.")
     parser.add_argument("--output", required=True, help="Dataset folder: <split>/, parts/, report.jsonl.")
-    parser.add_argument("--merge", type=bool, default=False, help="Same as the 'merge' action.")
     parser.add_argument("--workers", type=int, default=1, help="Worker processes on this machine.")
     parser.add_argument("--num-shards", type=int, default=1, help="Array-job size: inputs are split into this many shards.")
     parser.add_argument("--shard-index", type=int, default=0, help="This task's shard (e.g. $SLURM_ARRAY_TASK_ID).")
@@ -43,7 +42,7 @@ def build_parser() -> ArgumentParser:
 
 
 def run(cfg) -> int:
-    if cfg.action == "merge" or cfg.merge:
+    if cfg.action == "merge":
         counts = merge_shards(cfg.output)
         print(json.dumps({"output": str(Path(cfg.output)), "clips": counts}))
         return 0

@@ -30,11 +30,10 @@ import numpy as np
 
 from vmas_lightning.data.frame_embedders import frame_similarity
 from vmas_lightning.data.shards import SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter
-from vmas_lightning.data.video_io import NO_AUDIO_TRACK, probe, read_audio, read_video
+from vmas_lightning.data.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".flv", ".ts")
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
 REPORT_NAME = "report.jsonl"
 PARTS_DIR = "parts"
@@ -96,7 +95,7 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[InputItem]:
         raw = str(raw)
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
             new = [InputItem(str(p.resolve())) for p in found]
         elif path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
             new = list(read_manifest(path))

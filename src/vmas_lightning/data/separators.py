@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import yaml
 
+from vmas_lightning.data.video_io import fit_length
 from vmas_lightning.errors import MissingWeightsError
 from vmas_lightning.models.pretrained import hub_reachable
 from vmas_lightning.registry import SOURCE_SEPARATORS
@@ -39,8 +40,7 @@ def accompaniment(model: torch.nn.Module, wav: np.ndarray, sample_rate: int, shi
     music = stems[keep].sum(0).mean(0).numpy()
     if sample_rate != model.samplerate:
         music = librosa.resample(music, orig_sr=model.samplerate, target_sr=sample_rate)
-    music = np.asarray(music[: len(wav)], dtype=np.float32)
-    return np.pad(music, (0, len(wav) - len(music)))
+    return fit_length(np.asarray(music, dtype=np.float32), len(wav))
 
 
 def hub_repo_id(name: str) -> str:

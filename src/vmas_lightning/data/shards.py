@@ -28,6 +28,7 @@ import torch
 from litdata.streaming.serializers import StringSerializer
 
 from vmas_lightning.config_file import config_section, dataclass_from, read_config
+from vmas_lightning.data.video_io import fit_length
 from vmas_lightning.errors import VMASError
 from vmas_lightning.objectives.beats import BeatConfig, compute_beats
 from vmas_lightning.registry import AUDIO_CODECS
@@ -172,8 +173,7 @@ class ClipAnnotator:
                  meta: dict[str, Any] | None = None) -> ClipRecord:
         """frames uint8 `[F, H, W, 3]` at the config's fps, audio float32 `[N]` at its rate -> `ClipRecord`."""
         seq = self.config.sequence
-        audio = np.asarray(audio, dtype=np.float32)[: seq.num_samples]
-        audio = np.pad(audio, (0, seq.num_samples - audio.shape[0]))
+        audio = fit_length(np.asarray(audio, dtype=np.float32), seq.num_samples)
         tokens = self.codec.encode(torch.from_numpy(audio)[None, None])[0, :, : seq.num_tokens].cpu().numpy()
         beats = compute_beats(audio, seq.sample_rate, frames, seq, self.config.beats)
         return ClipRecord(

@@ -43,7 +43,12 @@ class VideoClip:
     rotation: int
 
 
-def _open(path: str | Path) -> av.container.InputContainer:
+# File suffixes taken for videos when a folder is scanned (`vmas prepare`, `vmas generate --input-dir`).
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp", ".ogv"})
+
+
+def open_media(path: str | Path) -> av.container.InputContainer:
+    """`av.open` for reading; one-line `InputFileError` for a missing, empty or unreadable file."""
     path = Path(path)
     if not path.exists():
         raise InputFileError(path, "no such file")
@@ -55,6 +60,12 @@ def _open(path: str | Path) -> av.container.InputContainer:
         return av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise InputFileError(path, f"not a readable media file ({_message(err)})") from None
+
+
+def fit_length(audio: np.ndarray, num_samples: int) -> np.ndarray:
+    """Mono `[N]` cut or zero-padded at the end to `[num_samples]`."""
+    audio = audio[:num_samples]
+    return np.pad(audio, (0, num_samples - audio.shape[0]))
 
 
 def _message(err: Exception) -> str:
@@ -72,7 +83,7 @@ def _stream_duration(container, stream) -> float:
 def probe(path: str | Path) -> MediaInfo:
     """Header facts of a media file; decodes only the first video frame (for its display rotation)."""
     path = Path(path)
-    with _open(path) as container:
+    with open_media(path) as container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
         stream = video or audio
@@ -148,7 +159,7 @@ def read_video(
         `VideoClip` with `frames` uint8 `[F, H, W, 3]`, upright.
     """
     path = Path(path)
-    with _open(path) as container:
+    with open_media(path) as container:
         if not container.streams.video:
             raise InputFileError(path, "no video stream")
         stream = container.streams.video[0]
@@ -193,7 +204,7 @@ def read_video(
 def read_audio(path: str | Path, sample_rate: int, mono: bool = True, max_seconds: Optional[float] = None) -> np.ndarray:
     """First audio stream of `path` resampled to `sample_rate`: float32 `[N]` (mono) or `[C, N]`."""
     path = Path(path)
-    with _open(path) as container:
+    with open_media(path) as container:
         if not container.streams.audio:
             raise InputFileError(path, NO_AUDIO_TRACK)
         stream = container.streams.audio[0]

@@ -14,6 +14,7 @@ import av
 import numpy as np
 import soundfile
 
+from vmas_lightning.data.video_io import fit_length, open_media
 from vmas_lightning.errors import InputFileError
 
 # Audio encoder for each output container; anything else gets AAC.
@@ -61,7 +62,7 @@ def mux_audio(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     duration = video_duration(video_path)
-    audio = _fit_length(np.asarray(audio, dtype=np.float32).reshape(-1), round(duration * sample_rate))
+    audio = fit_length(np.asarray(audio, dtype=np.float32).reshape(-1), round(duration * sample_rate))
     try:
         _remux(video_path, audio, sample_rate, out_path, keep_original_audio)
         return out_path
@@ -77,15 +78,7 @@ class _UnsupportedCodec(Exception):
 
 
 def _open_input(path: str | Path):
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise InputFileError(path, "empty file")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as err:
-        raise InputFileError(path, f"not a readable video ({err.strerror})") from None
+    container = open_media(path)
     if not container.streams.video:
         container.close()
         raise InputFileError(path, "has no video stream")
@@ -106,12 +99,6 @@ def _packet_span(container, stream) -> tuple[int, int]:
     if start is None:
         raise InputFileError(container.name, "video stream has no frames")
     return start, end
-
-
-def _fit_length(audio: np.ndarray, num_samples: int) -> np.ndarray:
-    if audio.shape[0] >= num_samples:
-        return audio[:num_samples]
-    return np.pad(audio, (0, num_samples - audio.shape[0]))
 
 
 def _encode_audio(stream, audio: np.ndarray, sample_rate: int) -> list:
