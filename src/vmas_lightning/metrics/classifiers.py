@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.models.pretrained import from_pretrained
+from vmas_lightning.models.pretrained import from_pretrained, seeded_init
 from vmas_lightning.registry import AUDIO_CLASSIFIERS
 
 AST_AUDIOSET = "MIT/ast-finetuned-audioset-10-10-0.4593"
@@ -67,8 +67,7 @@ def ast(pretrained: Optional[str] = AST_AUDIOSET, seed: int = 0) -> ASTClassifie
         if model.config.num_labels != AUDIOSET_LABELS:
             raise VMASError(f"{pretrained}: AST has {model.config.num_labels} labels, not the {AUDIOSET_LABELS} of AudioSet")
         return ASTClassifier(model, extractor, source=str(pretrained))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_init(seed):
         model = ASTForAudioClassification(ASTConfig(num_labels=AUDIOSET_LABELS, **TINY_AST))
     return ASTClassifier(model, ASTFeatureExtractor(), source=f"random-tiny-seed{seed}", calibrated=False)
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from vmas_lightning.errors import VMASError
 from vmas_lightning.metrics.audio import mono_at
-from vmas_lightning.models.pretrained import from_pretrained, load_checkpoint_file
+from vmas_lightning.models.pretrained import from_pretrained, load_checkpoint_file, seeded_init
 from vmas_lightning.registry import AUDIO_CODECS, AUDIO_EMBEDDERS
 
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
@@ -137,8 +137,7 @@ def vggish(pretrained: Optional[str] = VGGISH_URL, seed: int = 0) -> VGGishEmbed
                 "expected torchvggish keys features.N.* and embeddings.N.*"
             )
         return VGGishEmbedder(network, calibrated=True, source=str(pretrained))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_init(seed):
         network = VGGish()
     return VGGishEmbedder(network, calibrated=False, source=f"random-seed{seed}")
 

@@ -10,7 +10,7 @@ import contextlib
 import re
 import socket
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import urlparse
 
 import torch
@@ -82,3 +82,11 @@ def from_pretrained(load: Callable[..., T], source: str | Path, what: str, how: 
         return load(source)
     except (OSError, ValueError) as exc:  # unknown or gated repo
         raise MissingWeightsError(what, source, hub_how) from exc
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int) -> Iterator[None]:
+    """Random weights drawn inside are the same for `seed` in every process; the global RNG is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

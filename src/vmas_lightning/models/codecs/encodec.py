@@ -9,7 +9,7 @@ from torch import nn
 from transformers import EncodecConfig, EncodecModel
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.models.pretrained import from_pretrained
+from vmas_lightning.models.pretrained import from_pretrained, seeded_init
 from vmas_lightning.registry import AUDIO_CODECS
 
 # facebook/encodec_32khz's geometry (hop 8 * 5 * 4 * 4 = 640 -> 50 Hz, 4 codebooks of 2048 at 2.2 kbps)
@@ -104,8 +104,7 @@ def encodec(
         raise VMASError(f"encodec: unknown size '{size}'; known: {', '.join(ENCODEC_SIZES)}")
     config = EncodecConfig(**ENCODEC_SIZES[size])
     config.target_bandwidths = [bandwidth_kbps(config, num_codebooks)]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_init(seed):
         model = EncodecModel(config)
         if not model.quantizer.layers[0].codebook.embed.is_meta:  # `vmas profile` builds on meta
             with torch.no_grad():
