@@ -1,4 +1,5 @@
 # `make demo`: set up .venv and run the embedded CPU demo (demo data -> fit -> test -> generate).
+# `make demo-model`: remake the committed demo codec, evaluator and model from scratch (see README).
 # `make test`: set up .venv and run the test suite.
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test
+.PHONY: install demo demo-model test
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +18,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	DEMO_DIR=$(DEMO_DIR) VMAS=$(BIN)/vmas bash scripts/demo.sh
+
+demo-model: $(STAMP)
+	VMAS=$(BIN)/vmas bash scripts/demo_model.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -7,6 +7,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/media.py and friends
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "tiny.yaml"
+DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
+DEMO_CODEC = ROOT / "checkpoints" / "demo" / "mel_rvq.pt"
+DEMO_STYLE_NET = ROOT / "checkpoints" / "demo" / "style_net.pt"
 
 
 def one_line_error(capsys) -> str:

@@ -1,4 +1,6 @@
 """VMASDataModule: batch contents, one-line errors, and exact mid-epoch resume of the sample order."""
+import json
+
 import lightning as L
 import numpy as np
 import pytest
@@ -45,6 +47,12 @@ def test_window_crops_inside_longer_clips(demo_data):
         first_token = short.tokens_for(start / short.fps)
         np.testing.assert_array_equal(batch["tokens"][i].numpy(), clip["tokens"][:, first_token : first_token + 250])
         np.testing.assert_array_equal(batch["music_beats"][i].numpy(), clip["music_beats"][first_token : first_token + 250])
+        # the ground-truth cut times and notes move with the window
+        meta = json.loads(batch["meta"][i])
+        start_s = start / short.fps
+        inside = [(t, f) for t, f in zip(clip["meta"]["events_s"], clip["meta"]["notes_hz"]) if start_s <= t < start_s + 5.0]
+        assert meta["events_s"] == [round(t - start_s, 4) for t, _ in inside]
+        assert meta["notes_hz"] == [f for _, f in inside] and meta["style"] == clip["meta"]["style"]
         starts.add(start)
     assert len(starts) > 1  # random starts, not always the first frame
 

@@ -10,7 +10,7 @@ from transformers import (
 )
 
 from vmas_lightning.errors import MissingWeightsError, VMASError
-from vmas_lightning.models.decoders.musicgen import musicgen
+from vmas_lightning.models.decoders.musicgen import musicgen, sinusoids
 
 K, V, D = 4, 32, 24
 
@@ -39,6 +39,22 @@ def test_every_layer_cross_attends_to_projected_video(decoder):
     assert len(seen) == decoder.num_layers
     for states in seen:
         assert torch.equal(states, decoder.cond_proj(cond))
+
+
+def test_time_embedding_is_the_decoders_position_code_at_each_features_time():
+    from transformers.models.musicgen.modeling_musicgen import MusicgenSinusoidalPositionalEmbedding
+
+    table = MusicgenSinusoidalPositionalEmbedding(40, 64).weights
+    torch.testing.assert_close(sinusoids(torch.arange(40.0), 64), table)  # the same code at integer positions
+    torch.manual_seed(0)
+    timed = musicgen(K, V, D, tokens_per_cond_step=10.0, size="tiny", time_embedding=True).eval()
+    cond = torch.randn(1, 3, D)
+    # feature s is centred on token step (s + 0.5) * 10 - 0.5: 4.5, 14.5, 24.5
+    expected = timed.cond_proj(cond) + sinusoids(torch.tensor([4.5, 14.5, 24.5]), 64)
+    torch.testing.assert_close(timed.project_condition(cond), expected)
+    # one step apart in time, one position step apart in code: the code of step 14.5 lies between 14 and 15
+    code = sinusoids(torch.tensor([14.5]), 64)[0]
+    assert (code - table[14]).norm() < (code - table[20]).norm() and (code - table[15]).norm() < (code - table[9]).norm()
 
 
 def test_kv_cache_gives_full_forward_logits(decoder):

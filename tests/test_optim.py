@@ -40,6 +40,25 @@ def test_no_weight_decay_on_biases_norms_and_embeddings():
     assert decayed_unnamed == decayed | {id(model.embed_tokens[0].weight), id(model.pos_embed)}
 
 
+def test_encoder_lr_scale_puts_the_encoder_in_its_own_groups():
+    model = nn.ModuleDict({"encoder": nn.Linear(3, 3), "decoder": nn.Linear(3, 3)})
+    cfg = OptimConfig(optimizer="adamw", lr=2e-3, weight_decay=0.1, encoder_lr_scale=0.1)
+    optimizer = build_optimizer(model, cfg, {"encoder.": cfg.encoder_lr_scale})
+    groups = [(group_ids_of(g), g["lr"], g["weight_decay"]) for g in optimizer.param_groups]
+    assert groups == [
+        ({id(model["decoder"].weight)}, 2e-3, 0.1), ({id(model["decoder"].bias)}, 2e-3, 0.0),
+        ({id(model["encoder"].weight)}, pytest.approx(2e-4), 0.1), ({id(model["encoder"].bias)}, pytest.approx(2e-4), 0.0),
+    ]
+    build_scheduler(optimizer, OptimConfig(optimizer="adamw", lr=2e-3, warmup_steps=2), 10)
+    assert [g["lr"] for g in optimizer.param_groups][::2] == [pytest.approx(1e-3), pytest.approx(1e-4)]  # warmup scales both
+    with pytest.raises(VMASError, match="encoder_lr_scale"):
+        OptimConfig(encoder_lr_scale=0)
+
+
+def group_ids_of(group):
+    return {id(p) for p in group["params"]}
+
+
 def test_dadapt_adam_steps_with_decoupled_decay():
     from dadaptation import DAdaptAdam
 

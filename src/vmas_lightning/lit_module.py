@@ -1,6 +1,7 @@
 """`VMASModule`: the LightningModule that trains, validates, tests and predicts with a `VMASModel`."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -13,7 +14,7 @@ from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
 from vmas_lightning.generation.mux import write_wav
 from vmas_lightning.generation.sampling import clip_seed
-from vmas_lightning.metrics.suite import EvaluationSuite, paper_table
+from vmas_lightning.metrics.suite import REFERENCE_ROWS, EvaluationSuite, paper_table, results_table
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
 from vmas_lightning.objectives.optim import OptimConfig, build_optimizer, build_scheduler
@@ -56,6 +57,9 @@ class EvaluationConfig:
         reference_stats_cache: file caching the FAD reference statistics (embedded once).
         reference_set: name of the reference set in that cache.
         save_audio: write each generated clip as `<output_dir>/audio/<id>.wav`.
+        reference_rows: also score, with the same metrics, the reference audio itself (the ideal),
+            its codec round trip (the best the model can do through its codec) and the reference
+            audio of another clip of the batch (chance for every per-clip metric).
     """
 
     embedder: PluginSpec = "vggish"
@@ -64,6 +68,7 @@ class EvaluationConfig:
     reference_stats_cache: Optional[str] = None
     reference_set: Optional[str] = None
     save_audio: bool = True
+    reference_rows: bool = True
 
 
 class VMASModule(L.LightningModule):
@@ -110,6 +115,7 @@ class VMASModule(L.LightningModule):
             else None
         )
         self.evaluation: EvaluationSuite | None = None  # built by `vmas test` only
+        self.reference_evaluations: torch.nn.ModuleDict | None = None  # the reference rows, likewise
         self._audio_batch: dict[str, Any] | None = None
         self._resumed_rng_states: dict[str, Any] | None = None
 
@@ -164,9 +170,29 @@ class VMASModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         losses = self.compute_losses(batch)
+        losses.update(self.video_reliance(batch))
         self._log_losses("val", losses, batch["tokens"].shape[0])
         if batch_idx == 0:
             self._audio_batch = {k: batch[k][: self.num_audio_samples] for k in ("id", "video")}
+
+    @torch.no_grad()
+    def video_reliance(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Plain (unweighted) cross-entropy of the batch's tokens given its own video (`ce`), another
+        clip's video (`ce_shuffled_video`: the batch's videos rolled by one) and the null condition
+        (`ce_null`). A model that follows the video has `ce` clearly below the other two."""
+        tokens = batch["tokens"]
+        features = self.model.encode_video(batch["video"])
+        keep = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        ones = torch.ones(tokens.shape[0], tokens.shape[2], device=tokens.device)
+
+        def cross_entropy(cond: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+            return weighted_cross_entropy(self.model(cond, tokens, drop_condition=drop), tokens, ones)
+
+        return {
+            "ce": cross_entropy(features, keep),
+            "ce_shuffled_video": cross_entropy(features.roll(1, dims=0), keep),
+            "ce_null": cross_entropy(features, ~keep),
+        }
 
     def on_validation_epoch_end(self) -> None:
         """Generate a few validation clips and log them to TensorBoard."""
@@ -204,6 +230,10 @@ class VMASModule(L.LightningModule):
         if stage == "test" and self.evaluation is None:
             cfg = self.evaluation_config
             self.evaluation = EvaluationSuite(cfg.embedder, cfg.classifier, cfg.reference_stats_cache, cfg.reference_set)
+            if cfg.reference_rows:  # the same metrics, sharing the embedder and classifier networks
+                self.reference_evaluations = torch.nn.ModuleDict({
+                    row: EvaluationSuite(self.evaluation.fad.embedder, self.evaluation.kl.classifier) for row in REFERENCE_ROWS
+                })
 
     def retrieval_features(self, video: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """`video [B, 3, F, H, W]`, reference `tokens [B, K, T]` -> pooled video and music features
@@ -220,21 +250,27 @@ class VMASModule(L.LightningModule):
         return self.contrastive.video_proj(features.mean(dim=1)), music
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Generate music for the batch and update FAD, KL, MV-Align and retrieval."""
+        """Generate music for the batch and update FAD, KL, MV-Align, retrieval, the synthetic-task
+        metrics (demo data) and the cross-entropies; then the same metrics for the reference rows."""
         sequence = self.model.sequence
         generated = self.generate(batch["video"], batch["id"]).float()
-        generated = generated[..., : batch["audio"].shape[-1]]
+        reference = batch["audio"].float()
+        generated = generated[..., : reference.shape[-1]]
         frames = (batch["video"] * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1)  # [B, F, H, W, 3]
         pooled = self.retrieval_features(batch["video"], batch["tokens"])
+        metas = [json.loads(meta) for meta in batch["meta"]] if "meta" in batch else None
+        common = dict(sample_rate=sequence.sample_rate, frames=frames, fps=sequence.fps, ids=batch["id"], metas=metas)
         self.evaluation.update(
-            generated,
-            batch["audio"].float(),
-            sequence.sample_rate,
-            frames,
-            sequence.fps,
-            *(pooled if pooled is not None else (None, None)),
-            ids=batch["id"],
+            generated, reference, video_features=pooled[0] if pooled else None,
+            music_features=pooled[1] if pooled else None, cross_entropy=self.video_reliance(batch), **common,
         )
+        if self.reference_evaluations is not None:
+            rows = {"ground_truth": reference,
+                    "codec_round_trip": self.model.codec.decode(self.model.codec.encode(reference))[..., : reference.shape[-1]]}
+            if reference.shape[0] > 1:  # another clip's music: the batch rolled by one
+                rows["another_clip"] = reference.roll(1, dims=0)
+            for row, audio in rows.items():
+                self.reference_evaluations[row].update(audio.float(), reference, video_features=None, music_features=None, **common)
         if self.evaluation_config.save_audio:
             audio_dir = self.test_output_dir() / "audio"
             audio_dir.mkdir(parents=True, exist_ok=True)
@@ -243,15 +279,24 @@ class VMASModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         metrics = self.evaluation.compute()
+        if self.reference_evaluations is not None:
+            metrics["reference_rows"] = {
+                row: suite.compute() for row, suite in self.reference_evaluations.items() if suite.clip_rows()
+            }
         out = self.evaluation.save(self.test_output_dir(), metrics)
-        for name in ("fad", "kl", "mv_align", "recall@1", "recall@10"):
+        for name in ("fad", "kl", "mv_align", "recall@1", "recall@10", "style_accuracy", "onset_f1", "ce"):
             if metrics.get(name) is not None:
                 self.log(f"test/{name}", float(metrics[name]), rank_zero_only=True)
         if self.trainer.is_global_zero:
-            print(f"\n{paper_table(metrics)}\n\nmetrics: {out / 'metrics.json'}  ({metrics['num_clips']} clips)")
+            print(f"\n{results_table(metrics)}\n")
+            if metrics["paper_protocol"]:
+                print(f"{paper_table(metrics)}\n")
+            print(f"metrics: {out / 'metrics.json'}  ({metrics['num_clips']} clips)")
             if "note" in metrics:
                 print(f"note: {metrics['note']}")
         self.evaluation.reset()
+        for suite in (self.reference_evaluations or {}).values():
+            suite.reset()
 
     def test_output_dir(self) -> Path:
         configured = self.evaluation_config.output_dir
@@ -264,6 +309,6 @@ class VMASModule(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.optim_config.grad_clip, gradient_clip_algorithm="norm")
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self, self.optim_config)
+        optimizer = build_optimizer(self, self.optim_config, {"model.encoder.": self.optim_config.encoder_lr_scale})
         scheduler = build_scheduler(optimizer, self.optim_config, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

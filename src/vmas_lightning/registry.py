@@ -31,6 +31,7 @@ BUILTIN_PLUGIN_MODULES = (
     "vmas_lightning.objectives.flow",
     "vmas_lightning.metrics.embedders",
     "vmas_lightning.metrics.classifiers",
+    "vmas_lightning.metrics.demo_style",
     "vmas_lightning.data.frame_embedders",
     "vmas_lightning.data.separators",
 )

@@ -21,11 +21,14 @@ LIGHTNING_COMMANDS = {
 }
 PROJECT_COMMANDS = {
     "demo-data": "vmas_lightning.cli.demo_data",
+    "demo-assets": "vmas_lightning.cli.demo_assets",
     "plugins": "vmas_lightning.cli.plugins",
     "prepare": "vmas_lightning.cli.prepare",
     "generate": "vmas_lightning.cli.generate",
     "profile": "vmas_lightning.cli.profile",
     "beats": "vmas_lightning.cli.beats",
+    "results": "vmas_lightning.cli.results",
+    "export": "vmas_lightning.cli.export",
 }
 
 

@@ -1,6 +1,7 @@
 """`VMASDataModule`: streams DISCO-MV shards (local folder or object store) with resumable loader state."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +14,18 @@ from vmas_lightning.data.shards import decode_sample, packed_frame_count, unpack
 from vmas_lightning.errors import VMASError
 from vmas_lightning.objectives.beats import BeatConfig, beat_weights, overlap
 from vmas_lightning.sequence import SequenceConfig
+
+
+def window_meta(meta: dict[str, Any], start_s: float, duration_s: float) -> dict[str, Any]:
+    """A clip's metadata for the window [start_s, start_s + duration_s): event times (`events_s`, and
+    the `notes_hz` played at them) of demo clips are shifted to the window and cut to it."""
+    if "events_s" not in meta:
+        return meta
+    inside = [i for i, t in enumerate(meta["events_s"]) if start_s <= t < start_s + duration_s]
+    window = {**meta, "events_s": [round(meta["events_s"][i] - start_s, 4) for i in inside]}
+    if "notes_hz" in meta:
+        window["notes_hz"] = [meta["notes_hz"][i] for i in inside]
+    return window
 
 
 class ClipDataset(StreamingDataset):
@@ -57,6 +70,7 @@ class ClipDataset(StreamingDataset):
             "video_beats": torch.from_numpy(visual),
             "overlap": torch.from_numpy(overlaps),
             "beat_weights": torch.from_numpy(beat_weights(overlaps, self.beats.lam)),
+            "meta": json.dumps(window_meta(sample["meta"], start_s, seq.duration_s)),
         }
         if self.load_audio:
             first_sample = seq.samples_for(start_s)

@@ -3,7 +3,8 @@
 Each clip has a style (one of `STYLES`) that decides both modalities: the palette, shape and drift
 speed of the picture, and the tempo, timbre and key of the music. Events fall on the beat grid of
 the tempo; at each event the picture cuts (new background shade, the shape jumps) and a note
-starts, so visual events coincide with musical onsets. Between events the picture drifts slowly
+starts, so visual events coincide with musical onsets. `meta` records the style, the event times
+and each note's fundamental, the ground truth of the demo's evaluation. Between events the picture drifts slowly
 and the note decays. Everything is a function of (seed, split, index).
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from vmas_lightning.data.shards import SPLITS, ClipAnnotator, DataConfig, ShardWriter
 from vmas_lightning.data.video_io import write_video
+from vmas_lightning.sequence import SequenceConfig
 
 MIN_EVENT_GAP_S = 0.55
 
@@ -47,11 +49,13 @@ def event_times(rng: np.random.Generator, style: Style, duration_s: float) -> np
     """Beat-grid times (s) where a cut and a note happen: about 60% of the candidate beats, at least 3.
 
     Candidates are at least `MIN_EVENT_GAP_S` apart (every other beat of a fast tempo), so each cut
-    stays a separate flow peak for the default video-beat window (0.5 s).
+    stays a separate flow peak for the default video-beat window (0.5 s). The grid's phase is drawn
+    per clip, so when the notes start is known only from the picture (or from earlier notes), never
+    from the time since the clip began.
     """
     period = 60.0 / style.tempo_bpm
     step = period * math.ceil(MIN_EVENT_GAP_S / period)
-    grid = np.arange(period / 2, duration_s - 0.2, step)
+    grid = np.arange(rng.uniform(0.1, 0.1 + step), duration_s - 0.2, step)
     keep = rng.random(grid.size) < 0.6
     keep[rng.choice(grid.size, size=min(3, grid.size), replace=False)] = True
     return grid[keep]
@@ -84,13 +88,17 @@ def render_frames(rng: np.random.Generator, style: Style, events: np.ndarray, nu
     return frames
 
 
-def render_music(rng: np.random.Generator, style: Style, events: np.ndarray, num_samples: int, sample_rate: int) -> np.ndarray:
-    """float32 `[N]`: a decaying note of the style's timbre and key at each event, over a soft drone."""
+def draw_notes(rng: np.random.Generator, style: Style, num_events: int) -> np.ndarray:
+    """Fundamental frequencies (Hz) `[E]` of the notes at the events: degrees of the style's scale."""
+    degrees = [style.scale[rng.integers(len(style.scale))] for _ in range(num_events)]
+    return style.root_hz * 2 ** (np.array(degrees, dtype=np.float64) / 12)
+
+
+def render_music(style: Style, events: np.ndarray, notes_hz: np.ndarray, num_samples: int, sample_rate: int) -> np.ndarray:
+    """float32 `[N]`: a decaying note of the style's timbre (`notes_hz[i]` at `events[i]`) over a soft drone."""
     t = np.arange(num_samples) / sample_rate
     music = 0.04 * np.sin(2 * np.pi * style.root_hz / 2 * t)
-    for onset in events:
-        degree = style.scale[rng.integers(len(style.scale))]
-        freq = style.root_hz * 2 ** (degree / 12)
+    for onset, freq in zip(events, notes_hz):
         start = int(round(onset * sample_rate))
         local = t[: num_samples - start]
         envelope = np.exp(-local / style.decay_s) * np.minimum(1.0, local / 0.003)
@@ -99,15 +107,21 @@ def render_music(rng: np.random.Generator, style: Style, events: np.ndarray, num
     return (0.8 * music / max(1e-6, np.abs(music).max())).astype(np.float32)
 
 
-def synthesize_clip(seed: int, split: str, index: int, config: DataConfig) -> dict:
-    """Frames, audio and metadata of one demo clip (deterministic for its arguments)."""
-    seq = config.sequence
+def synthesize_clip(seed: int, split: str, index: int, seq: SequenceConfig) -> dict:
+    """Frames, audio and metadata of one demo clip of geometry `seq` (deterministic for its arguments)."""
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     style = STYLES[int(rng.integers(len(STYLES)))]
     events = event_times(rng, style, seq.duration_s)
     frames = render_frames(rng, style, events, seq.num_frames, seq.fps, seq.frame_size)
-    audio = render_music(rng, style, events, seq.num_samples, seq.sample_rate)
-    meta = {"style": style.name, "tempo_bpm": style.tempo_bpm, "events_s": [round(float(e), 4) for e in events], "split": split}
+    notes_hz = draw_notes(rng, style, events.size)
+    audio = render_music(style, events, notes_hz, seq.num_samples, seq.sample_rate)
+    meta = {
+        "style": style.name,
+        "tempo_bpm": style.tempo_bpm,
+        "events_s": [round(float(e), 4) for e in events],
+        "notes_hz": [round(float(f), 3) for f in notes_hz],
+        "split": split,
+    }
     return {"id": f"demo-{split}-{index:04d}", "frames": frames, "audio": audio, "meta": meta}
 
 
@@ -128,7 +142,7 @@ def write_demo_dataset(
     for split, count in counts.items():
         with ShardWriter(out / split, seq.sample_rate) as writer:
             for index in range(count):
-                clip = synthesize_clip(seed, split, index, config)
+                clip = synthesize_clip(seed, split, index, seq)
                 writer.write(annotate(clip["id"], "synthetic", 0.0, clip["frames"], clip["audio"], clip["meta"]))
                 if videos_dir is not None and split == "test" and index < num_videos:
                     Path(videos_dir).mkdir(parents=True, exist_ok=True)

@@ -16,15 +16,25 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.distributed as dist
 from torch import nn
+from torchmetrics import MeanMetric
 
 from vmas_lightning.errors import VMASError
 from vmas_lightning.metrics.fad import FrechetAudioDistance
 from vmas_lightning.metrics.kl import KLDivergence
 from vmas_lightning.metrics.mv_align import MVAlign
 from vmas_lightning.metrics.retrieval import RetrievalRecall
+from vmas_lightning.metrics.synthetic import SyntheticTaskMetrics, has_truth
 
 METRICS_FILE, CLIPS_FILE = "metrics.json", "clips.csv"
-CLIP_COLUMNS = ("id", "kl", "kl_gen_ref", "mv_align")
+CLIP_COLUMNS = ("id", "kl", "kl_gen_ref", "mv_align", "style", "predicted_style", "onset_f1", "onsets", "true_onsets")
+# Teacher-forced cross-entropy of the reference tokens given the clip's video, another clip's video
+# and the null condition (`VMASModule.video_reliance`).
+CROSS_ENTROPY_KEYS = ("ce", "ce_shuffled_video", "ce_null")
+SYNTHETIC_KEYS = ("style_accuracy", "onset_precision", "onset_recall", "onset_f1", "onsets_per_clip", "true_onsets_per_clip")
+# Reference rows of `vmas test` (`evaluation.reference_rows`), scored with the same metrics as the model.
+REFERENCE_ROWS = ("ground_truth", "codec_round_trip", "another_clip")
+# Embedders and classifiers whose numbers follow the paper's protocol (VGGish FAD; AudioSet KL).
+PAPER_EMBEDDERS, PAPER_CLASSIFIERS = ("vggish",), ("passt", "ast")
 
 # SPEC section 8: (FAD, KL, MV-Align) per dataset; None where the paper gives no number.
 PAPER_RESULTS = {
@@ -54,11 +64,14 @@ def _plain(value: Any) -> Any:
 
 
 class EvaluationSuite(nn.Module):
-    """FAD, KL (both directions), MV-Align and video <-> music retrieval over the evaluated clips.
+    """FAD, KL (both directions), MV-Align and video <-> music retrieval over the evaluated clips;
+    on clips with synthetic ground truth (demo data) also style accuracy and onsets against the cuts
+    (`metrics.synthetic`), and teacher-forced cross-entropies when given.
 
     Args:
-        embedder: FAD embedder spec (`vggish`, `clap`, `encodec`) or module.
-        classifier: KL classifier spec (`ast`, `passt`) or module.
+        embedder: FAD embedder spec (`vggish`, `clap`, `encodec`, `demo_style`) or module.
+        classifier: KL classifier spec (`ast`, `passt`, `demo_style`) or module; a classifier with
+            `labels` (demo_style) also gives the style accuracy.
         reference_stats_cache, reference_set: FAD reference statistics cache (see `FrechetAudioDistance`).
         retrieval_ks: the K of Recall@K.
     """
@@ -70,6 +83,8 @@ class EvaluationSuite(nn.Module):
         self.kl = KLDivergence(classifier)
         self.mv_align = MVAlign()
         self.retrieval = RetrievalRecall(tuple(retrieval_ks))
+        self.synthetic = SyntheticTaskMetrics(self.kl.classifier)
+        self.cross_entropy = nn.ModuleDict({key: MeanMetric() for key in CROSS_ENTROPY_KEYS})
         self.rows: list[dict[str, Any]] = []
         self._state_prefix = ""
         self.register_load_state_dict_post_hook(self._ignore_own_keys)
@@ -97,6 +112,8 @@ class EvaluationSuite(nn.Module):
         video_features: Optional[torch.Tensor],
         music_features: Optional[torch.Tensor],
         ids: Sequence[str],
+        metas: Optional[Sequence[dict[str, Any]]] = None,
+        cross_entropy: Optional[dict[str, torch.Tensor]] = None,
     ) -> None:
         """One batch of B clips.
 
@@ -106,6 +123,9 @@ class EvaluationSuite(nn.Module):
             frames: uint8 `[B, F, H, W, 3]` at `fps`, for MV-Align (None skips it).
             video_features, music_features: pooled `[B, D]` features in the shared space (None skips retrieval).
             ids: the B clip ids (rows of the per-clip CSV).
+            metas: the B clips' metadata; when every one has the synthetic task's truth (`style`,
+                `events_s`), the synthetic metrics are updated.
+            cross_entropy: batch means of `CROSS_ENTROPY_KEYS` (weighted by B in the mean).
         """
         if len(ids) != generated.shape[0]:
             raise ValueError(f"{len(ids)} ids for {generated.shape[0]} generated clips")
@@ -119,12 +139,17 @@ class EvaluationSuite(nn.Module):
             self._add_columns(rows, self.mv_align.per_clip())
         if video_features is not None and music_features is not None:
             self.retrieval.update(video_features, music_features)
+        if metas is not None and all(has_truth(meta) for meta in metas):
+            self.synthetic.update(generated, sample_rate, metas)
+            self._add_columns(rows, {"style": [meta["style"] for meta in metas], **self.synthetic.per_clip()})
+        for key, value in (cross_entropy or {}).items():
+            self.cross_entropy[key].update(value, weight=len(ids))
         self.rows.extend(rows)
 
     @staticmethod
-    def _add_columns(rows: list[dict[str, Any]], columns: dict[str, torch.Tensor]) -> None:
+    def _add_columns(rows: list[dict[str, Any]], columns: dict[str, Any]) -> None:
         for name, values in columns.items():
-            for row, value in zip(rows, values.tolist()):
+            for row, value in zip(rows, values.tolist() if torch.is_tensor(values) else values):
                 row[name] = value
 
     def clip_rows(self) -> list[dict[str, Any]]:
@@ -148,6 +173,9 @@ class EvaluationSuite(nn.Module):
         metrics["mv_align"] = self.mv_align.compute() if self.mv_align.update_called else None
         recall_keys = [f"recall{d}@{k}" for d in ("", "_m2v") for k in self.retrieval.ks]
         metrics.update(self.retrieval.compute() if self.retrieval.update_called else dict.fromkeys(recall_keys))
+        metrics.update(self.synthetic.compute() if self.synthetic.update_called else dict.fromkeys(SYNTHETIC_KEYS))
+        for key, mean in self.cross_entropy.items():
+            metrics[key] = mean.compute() if mean.update_called else None
         metrics = {name: _plain(value) for name, value in metrics.items()}
         embedder, classifier = self.fad.embedder, self.kl.classifier
         metrics.update(
@@ -159,8 +187,12 @@ class EvaluationSuite(nn.Module):
             classifier_calibrated=bool(classifier.calibrated),
             num_clips=num_clips,
         )
+        metrics["paper_protocol"] = paper_protocol(metrics)
         if not (embedder.calibrated and classifier.calibrated):
             metrics["note"] = "random (uncalibrated) embedder or classifier weights: FAD/KL are smoke-test numbers only"
+        elif not metrics["paper_protocol"]:
+            metrics["note"] = (f"FAD by '{embedder.name}' and KL by '{classifier.name}', not the paper's VGGish / "
+                               "AudioSet classifier: compare with other runs of the same evaluators, not with the paper")
         return metrics
 
     def save(self, output_dir: str | Path, metrics: dict[str, Any]) -> Path:
@@ -178,13 +210,46 @@ class EvaluationSuite(nn.Module):
         return output_dir
 
     def reset(self) -> None:
-        for metric in (self.fad, self.kl, self.mv_align, self.retrieval):
+        for metric in (self.fad, self.kl, self.mv_align, self.retrieval, self.synthetic, *self.cross_entropy.values()):
             metric.reset()
         self.rows = []
 
 
+def paper_protocol(metrics: dict[str, Any]) -> bool:
+    """Whether FAD and KL were measured with calibrated evaluators of the paper's kind."""
+    return (metrics.get("embedder") in PAPER_EMBEDDERS and metrics.get("classifier") in PAPER_CLASSIFIERS
+            and bool(metrics.get("embedder_calibrated")) and bool(metrics.get("classifier_calibrated")))
+
+
 def _cell(value: Optional[float], digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "-"
+    return f"{0.0 if abs(value) < 0.5 * 10**-digits else value:.{digits}f}"  # no "-0.000"
+
+
+# (key, header, digits, scale) of `results_table`
+RESULT_COLUMNS = (
+    ("fad", "FAD", 3, 1), ("kl", "KL", 3, 1), ("mv_align", "MV-Align", 3, 1), ("style_accuracy", "style acc", 2, 1),
+    ("onset_f1", "onset F1", 2, 1), ("onsets_per_clip", "onsets/clip", 1, 1), ("recall@1", "R@1 (%)", 1, 100),
+    ("recall@10", "R@10 (%)", 1, 100), ("ce", "CE", 3, 1), ("ce_shuffled_video", "CE other video", 3, 1),
+    ("ce_null", "CE null", 3, 1),
+)
+
+
+def results_table(metrics: dict[str, Any], name: str = "this run", others: Optional[dict[str, dict[str, Any]]] = None) -> str:
+    """Markdown table of a run's metrics under its reference rows (`metrics["reference_rows"]`), then
+    the `others` runs (name -> metrics) on the same clips; columns that no row measured are left out."""
+    rows = [(row.replace("_", " "), values) for row, values in metrics.get("reference_rows", {}).items()]
+    rows += [(f"**{label}**", values) for label, values in {name: metrics, **(others or {})}.items()]
+    columns = [c for c in RESULT_COLUMNS if any(values.get(c[0]) is not None for _, values in rows)]
+    if any(values.get("true_onsets_per_clip") is not None for _, values in rows):
+        columns.insert(next(i for i, c in enumerate(columns) if c[0] == "onsets_per_clip") + 1,
+                       ("true_onsets_per_clip", "true onsets/clip", 1, 1))
+    lines = ["| audio | " + " | ".join(c[1] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for label, values in rows:
+        cells = [_cell(None if values.get(k) is None else scale * values[k], digits) for k, _, digits, scale in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def paper_table(metrics: dict[str, Any], dataset: str = "DISCO-MV", name: str = "this run") -> str:

@@ -16,7 +16,7 @@ class VMASModel(nn.Module):
     """The three plugins built from their specs, plus the learned null condition.
 
     The encoder gets `num_frames` / `frame_size` from `sequence`; the decoder gets the codec's
-    `num_codebooks` / `codebook_size` and the encoder's `out_dim`. `self.sequence` is `sequence`
+    `num_codebooks` / `codebook_size`, the encoder's `out_dim` and the token steps per feature step. `self.sequence` is `sequence`
     with the encoder's `frames_per_feature`.
 
     Args:
@@ -35,13 +35,14 @@ class VMASModel(nn.Module):
         super().__init__()
         self.codec = AUDIO_CODECS.build(codec)
         self.encoder = VIDEO_ENCODERS.build(encoder, num_frames=sequence.num_frames, frame_size=sequence.frame_size)
+        self.sequence = replace(sequence, frames_per_feature=self.encoder.frames_per_feature)
         self.decoder = MUSIC_DECODERS.build(
             decoder,
             num_codebooks=self.codec.num_codebooks,
             codebook_size=self.codec.codebook_size,
             cond_dim=self.encoder.out_dim,
+            tokens_per_cond_step=self.sequence.token_rate / self.sequence.feature_rate,
         )
-        self.sequence = replace(sequence, frames_per_feature=self.encoder.frames_per_feature)
         self.cond_dropout = cond_dropout
         self.null_condition = nn.Parameter(torch.zeros(self.encoder.out_dim))
 

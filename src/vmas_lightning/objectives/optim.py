@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -29,6 +29,9 @@ class OptimConfig:
         max_steps: length of the cosine decay; None: the trainer's estimated number of steps.
         min_lr_ratio: the cosine ends at lr * min_lr_ratio (and stays there).
         grad_clip: gradient-norm clipping value (Trainer `gradient_clip_val`); 0 or None: off.
+        encoder_lr_scale: multiplier of `lr` for the video encoder's parameters (1: the paper's single
+            learning rate; a smaller one keeps a randomly initialised encoder from collapsing to
+            features that are the same for every video, see docs/EVALUATION.md).
     """
 
     optimizer: str = "dadapt_adam"
@@ -39,14 +42,16 @@ class OptimConfig:
     max_steps: Optional[int] = None
     min_lr_ratio: float = 0.0
     grad_clip: Optional[float] = 1.0
+    encoder_lr_scale: float = 1.0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise VMASError(f"optim: unknown optimizer '{self.optimizer}'; known: {', '.join(OPTIMIZERS)}")
-        if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
+        if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1 or self.encoder_lr_scale <= 0:
             raise VMASError(
-                f"optim: need lr > 0, warmup_steps >= 0 and 0 <= min_lr_ratio <= 1; "
-                f"got lr={self.lr}, warmup_steps={self.warmup_steps}, min_lr_ratio={self.min_lr_ratio}"
+                f"optim: need lr > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1 and encoder_lr_scale > 0; "
+                f"got lr={self.lr}, warmup_steps={self.warmup_steps}, min_lr_ratio={self.min_lr_ratio}, "
+                f"encoder_lr_scale={self.encoder_lr_scale}"
             )
 
 
@@ -64,24 +69,31 @@ def decays(name: Optional[str], param: nn.Parameter) -> bool:
     return not (param.ndim == 2 and any("emb" in module for module in modules))
 
 
-def parameter_groups(params: Params, weight_decay: float) -> list[dict[str, Any]]:
-    """Trainable parameters (a module, `(name, param)` pairs or params) -> [decayed, not decayed] groups."""
+def parameter_groups(params: Params, weight_decay: float, lr: float,
+                     lr_scales: Optional[Mapping[str, float]] = None) -> list[dict[str, Any]]:
+    """Trainable parameters (a module, `(name, param)` pairs or params) -> optimizer groups: decayed,
+    then not decayed, at `lr`; then, for each name prefix of `lr_scales` that matches parameters, the
+    same two groups at `lr * scale`."""
     items = params.named_parameters() if isinstance(params, nn.Module) else params
-    groups: dict[bool, list[nn.Parameter]] = {True: [], False: []}
+    scales = {"": 1.0, **(lr_scales or {})}
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {(prefix, d): [] for prefix in scales for d in (True, False)}
     for item in items:
         name, param = item if isinstance(item, tuple) else (None, item)
         if param.requires_grad:
-            groups[decays(name, param)].append(param)
+            prefix = next((p for p in scales if p and name is not None and name.startswith(p)), "")
+            groups[prefix, decays(name, param)].append(param)
     return [
-        {"params": groups[True], "weight_decay": weight_decay},
-        {"params": groups[False], "weight_decay": 0.0},
+        {"params": group, "weight_decay": weight_decay if decayed else 0.0, "lr": lr * scales[prefix]}
+        for (prefix, decayed), group in groups.items()
+        if group or not prefix
     ]
 
 
-def build_optimizer(params: Params, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW or D-Adapt Adam over `params` with weight decay on matrices only (see `decays`)."""
-    groups = parameter_groups(params, cfg.weight_decay)
-    if not groups[0]["params"] and not groups[1]["params"]:
+def build_optimizer(params: Params, cfg: OptimConfig, lr_scales: Optional[Mapping[str, float]] = None) -> torch.optim.Optimizer:
+    """AdamW or D-Adapt Adam over `params` with weight decay on matrices only (see `decays`) and the
+    learning-rate multipliers `lr_scales` (name prefix -> scale)."""
+    groups = parameter_groups(params, cfg.weight_decay, cfg.lr, lr_scales)
+    if not any(group["params"] for group in groups):
         raise VMASError("optim: the model has no trainable parameters")
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))

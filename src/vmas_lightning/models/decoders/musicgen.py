@@ -2,8 +2,14 @@
 
 The video features are projected to the decoder width and passed as `encoder_hidden_states`, so
 every layer cross-attends to them (MusicGen's text conditioning path, with video instead of T5).
+With `time_embedding`, each projected feature also gets the decoder's own sinusoidal position
+embedding of the token step at its centre time, so a music step and the video feature of the same
+moment share a position code that cross-attention can match (the paper leaves positions to the
+encoder; docs/ARCHITECTURE.md).
 """
 from __future__ import annotations
+
+import math
 
 from typing import Any, Optional
 
@@ -29,11 +35,27 @@ MUSICGEN_SIZES = {
 }
 
 
+def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """MusicGen's sinusoidal position embedding (`MusicgenSinusoidalPositionalEmbedding`: cosines,
+    then sines) at real-valued `positions [S]` -> `[S, dim]`."""
+    half = dim // 2
+    frequencies = torch.exp(torch.arange(half, device=positions.device) * -(math.log(10000) / (half - 1)))
+    angles = positions.float()[:, None] * frequencies[None]
+    return torch.nn.functional.pad(torch.cat([angles.cos(), angles.sin()], dim=1), (0, dim % 2))
+
+
 class MusicGenDecoder(nn.Module):
     """`forward(input_ids [B, K, L], cond [B, S, cond_dim], past_key_values=None, use_cache=False)
-    -> (logits [B, K, L, V], past_key_values)`; `pad_token_id` (= BOS) is `V`."""
+    -> (logits [B, K, L, V], past_key_values)`; `pad_token_id` (= BOS) is `V`.
 
-    def __init__(self, lm: MusicgenForCausalLM, cond_dim: int):
+    Args:
+        tokens_per_cond_step: token steps per conditioning step (50 Hz / 4.8 Hz for efficient Hiera).
+        time_embedding: add the sinusoidal embedding of decoder position (s + 0.5) * tokens_per_cond_step - 0.5
+            (the step whose token is centred on feature s) to projected feature s.
+    """
+
+    def __init__(self, lm: MusicgenForCausalLM, cond_dim: int, tokens_per_cond_step: float = 1.0,
+                 time_embedding: bool = False):
         super().__init__()
         self.lm = lm
         config = lm.config
@@ -41,6 +63,17 @@ class MusicGenDecoder(nn.Module):
         self.num_layers = config.num_hidden_layers
         self.pad_token_id = config.pad_token_id
         self.cond_proj = nn.Linear(cond_dim, self.width)
+        self.tokens_per_cond_step = tokens_per_cond_step
+        self.time_embedding = time_embedding
+
+    def project_condition(self, cond: torch.Tensor) -> torch.Tensor:
+        """`[B, S, cond_dim]` -> `[B, S, width]`: the projection, plus the time embedding when on."""
+        projected = self.cond_proj(cond)
+        if self.time_embedding:
+            steps = torch.arange(cond.shape[1], device=cond.device)
+            positions = (steps + 0.5) * self.tokens_per_cond_step - 0.5
+            projected = projected + sinusoids(positions, self.width).to(projected.dtype)
+        return projected
 
     def forward(
         self,
@@ -52,7 +85,7 @@ class MusicGenDecoder(nn.Module):
         batch, codebooks, length = input_ids.shape
         out = self.lm(
             input_ids=input_ids.reshape(batch * codebooks, length),
-            encoder_hidden_states=self.cond_proj(cond),
+            encoder_hidden_states=self.project_condition(cond),
             past_key_values=past_key_values,
             use_cache=use_cache,
         )
@@ -77,6 +110,7 @@ def musicgen(
     num_codebooks: int,
     codebook_size: int,
     cond_dim: int,
+    tokens_per_cond_step: float = 1.0,
     size: str = "medium",
     pretrained: Optional[str] = None,
     num_layers: Optional[int] = None,
@@ -85,11 +119,13 @@ def musicgen(
     ffn_dim: Optional[int] = None,
     dropout: float = 0.1,
     max_positions: int = 2048,
+    time_embedding: bool = False,
 ) -> MusicGenDecoder:
     """MusicGen decoder; `pretrained` (hub id or local folder, e.g. facebook/musicgen-medium) sets
     the size and weights, otherwise `size` (tiny/small/medium/large) and the explicit overrides do.
 
-    The cond projection is always new (MusicGen's projects T5 text features)."""
+    The cond projection is always new (MusicGen's projects T5 text features). `time_embedding`: add
+    each video feature's time as the decoder's sinusoidal position (see `MusicGenDecoder`)."""
     if pretrained:
         lm = load_musicgen_lm(pretrained)
         got = (lm.config.num_codebooks, lm.config.vocab_size)
@@ -97,7 +133,7 @@ def musicgen(
             raise VMASError(
                 f"{pretrained}: decoder has {got[0]} codebooks of {got[1]}, codec has {num_codebooks} of {codebook_size}"
             )
-        return MusicGenDecoder(lm, cond_dim)
+        return MusicGenDecoder(lm, cond_dim, tokens_per_cond_step, time_embedding)
     if size not in MUSICGEN_SIZES:
         raise VMASError(f"musicgen: unknown size '{size}'; known: {', '.join(MUSICGEN_SIZES)}")
     dims = dict(MUSICGEN_SIZES[size])
@@ -112,4 +148,4 @@ def musicgen(
         dropout=dropout,
         **dims,
     )
-    return MusicGenDecoder(MusicgenForCausalLM(config), cond_dim)
+    return MusicGenDecoder(MusicgenForCausalLM(config), cond_dim, tokens_per_cond_step, time_embedding)

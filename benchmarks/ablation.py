@@ -1,0 +1,205 @@
+"""The paper's ablation (Table 5) and encoder comparison (Table 6) at laptop scale, with seeds and 95% intervals.
+
+    python benchmarks/ablation.py                       # both tables, 3 seeds, on 2 CPU cores (hours: see RESULTS.md)
+    python benchmarks/ablation.py --tables 5 --seeds 0 1 2 3 4
+    python benchmarks/ablation.py --quick --out /tmp/x  # a few steps on a few clips: checks the pipeline only
+
+One demo dataset (`vmas demo-data --seed 0`) is written once. Each row trains `configs/demo.yaml`
+with its overlay for `--steps` steps per seed (`seed_everything`), and `vmas test` evaluates every
+run on the same held-out test clips (the dataset's test split, never trained on). For each row and
+metric: mean and the half-width of the 95% t-interval over seeds. The reference rows come from the
+same evaluation: the clips' own music (the ideal) and another clip's music (chance).
+
+Table 5 rows: AR baseline (alpha 0, no beat weighting), + contrastive (alpha from the config), and
++ contrastive + video-beat weighting (the config itself, VMAs). Table 6 rows: the VMAs row with
+`efficient_hiera`, and the same recipe with `hiera` and `clip` encoders (tiny, same budget), with
+training wall time per step (measured in one process, both cores) and encoder GFLOPs per clip.
+Runs already finished under `--out` are reused, so an interrupted benchmark resumes.
+Prints one JSON object; writes it and the Markdown tables to `<out>/ablation.{json,md}`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from scipy import stats
+
+from vmas_lightning.cli.main import main as vmas
+from vmas_lightning.cli.profile import profile
+from vmas_lightning.config_file import read_config
+
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("fad", "kl", "mv_align", "onset_f1", "style_accuracy", "onsets_per_clip", "recall@1", "recall@10",
+           "ce", "ce_shuffled_video")
+TABLE5 = {
+    "AR baseline": {"model": {"loss": {"alpha": 0.0, "beat_weighting": False}}},
+    "+ contrastive": {"model": {"loss": {"beat_weighting": False}}},
+    "+ contrastive + beat weighting (VMAs)": {},
+}
+TABLE6 = {
+    "efficient_hiera (VMAs)": {},
+    "hiera": {"model": {"encoder": {"name": "hiera", "size": "tiny"}}},
+    "clip": {"model": {"encoder": {"name": "clip", "size": "tiny", "frames_per_feature": 2}}},
+}
+# SPEC section 8, DISCO-MV (FAD, KL, MV-Align), and retrieval R@10 (%).
+PAPER_TABLE5 = {"AR baseline": (2.75, 1.40, 0.243), "+ contrastive": (2.40, 1.34, 0.251),
+                "+ contrastive + beat weighting (VMAs)": (2.38, 1.34, 0.352)}
+PAPER_TABLE6_GFLOPS = {"efficient_hiera (VMAs)": 130.7, "hiera": 281.6, "clip": 140.2}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
+    parser.add_argument("--tables", nargs="+", default=["5", "6"], choices=["5", "6"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the config's)")
+    parser.add_argument("--num-train", type=int, default=1200)
+    parser.add_argument("--num-test", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 2 steps, 8 training and 4 test clips")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.steps, args.num_train, args.num_test = args.seeds[:2], 2, 8, 4
+    if len(args.seeds) < 2:
+        parser.error("at least 2 seeds are needed for an interval")
+    return args
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """`base` with `overlay`'s keys set recursively, except plugin specs (`encoder`, ...) are replaced."""
+    out = dict(base)
+    for key, value in overlay.items():
+        replace = key in ("encoder", "decoder", "codec") or not isinstance(value, dict)
+        out[key] = value if replace or not isinstance(base.get(key), dict) else deep_merge(base[key], value)
+    return out
+
+
+def run_vmas(*argv: str) -> None:
+    code = vmas(list(argv))
+    if code != 0:
+        raise SystemExit(f"vmas {' '.join(argv[:1])} failed with exit code {code}: {' '.join(argv)}")
+
+
+def train_and_test(args, config: Path, name: str, overlay: dict, seed: int, data: Path) -> dict[str, Any]:
+    """One row and seed: fit, then test on the held-out clips; returns metrics.json plus `seconds_per_step`."""
+    run_dir = Path(args.out) / "runs" / name.split(" (")[0].replace(" ", "_").replace("+", "plus") / f"seed{seed}"
+    result_file = run_dir / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    overlay_file = run_dir / "overlay.yaml"
+    overlay_file.write_text(yaml.safe_dump(overlay or {}))
+    common = ["--config", str(config), "--config", str(overlay_file), "--data.root", str(data),
+              "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false"]
+    steps = ["--trainer.max_steps", str(args.steps)] if args.steps else []
+    started = time.perf_counter()
+    run_vmas("fit", *common, *steps, "--seed_everything", str(seed), "--trainer.limit_val_batches", "0",
+             "--model.num_audio_samples", "0", "--trainer.log_every_n_steps", "1" if args.quick else "10")
+    fit_seconds = time.perf_counter() - started
+    ckpt = sorted(run_dir.glob("lightning_logs/version_*/checkpoints/last.ckpt"))[-1]
+    run_vmas("test", *common, "--model.evaluation.output_dir", str(run_dir / "test"),
+             "--model.evaluation.save_audio", "false", "--ckpt_path", str(ckpt))
+    result = json.loads((run_dir / "test" / "metrics.json").read_text())
+    result["seconds_per_step"] = seconds_per_step(ckpt.parents[1]) or fit_seconds / max(1, args.steps or 1)
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def seconds_per_step(log_dir: Path) -> float | None:
+    """Training wall time per step from the TensorBoard log (first to last logged step: start-up excluded)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    if "train/loss_ar" not in events.Tags()["scalars"]:
+        return None
+    scalars = events.Scalars("train/loss_ar")
+    if len(scalars) < 2 or scalars[-1].step == scalars[0].step:
+        return None
+    return (scalars[-1].wall_time - scalars[0].wall_time) / (scalars[-1].step - scalars[0].step)
+
+
+def summarise(values: list[float | None]) -> dict[str, Any]:
+    """Mean and 95% t-interval half-width over seeds (None when a run did not measure it)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if len(finite) < 2:
+        return {"mean": finite[0] if finite else None, "ci95": None, "values": values}
+    mean, sem = float(np.mean(finite)), float(np.std(finite, ddof=1) / math.sqrt(len(finite)))
+    return {"mean": mean, "ci95": float(stats.t.ppf(0.975, len(finite) - 1) * sem), "values": values}
+
+
+def table(rows: dict[str, dict], reference: dict[str, dict], columns: tuple[str, ...], paper: dict | None = None) -> str:
+    head = "| row | " + " | ".join(columns) + (" | paper FAD / KL / MV-Align |" if paper else " |")
+    lines = [head, "|---" * (len(columns) + 1 + bool(paper)) + "|"]
+    for name, values in reference.items():
+        cells = [_fmt(values.get(c)) for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + (" | |" if paper else " |"))
+    for name, summary in rows.items():
+        cells = []
+        for c in columns:
+            s = summary.get(c, {})
+            cells.append("-" if s.get("mean") is None else _fmt(s["mean"]) + (f" ± {_fmt(s['ci95'])}" if s.get("ci95") is not None else ""))
+        extra = f" | {' / '.join(map(str, paper[name]))} |" if paper and name in paper else (" | |" if paper else " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + extra)
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if abs(value) >= 100 else f"{value:.3f}"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    out = Path(args.out)
+    config = Path(args.config)
+    base = read_config(config)
+    data = out / "data"
+    if not (data / "test" / "index.json").is_file():
+        run_vmas("demo-data", "--config", str(config), "--seed", "0", "--out", str(data), "--num-train",
+                 str(args.num_train), "--num-val", "4", "--num-test", str(args.num_test))
+    started = time.perf_counter()
+    rows = {"5": TABLE5, "6": TABLE6}
+    results: dict[str, dict[str, list[dict]]] = {}
+    for number in args.tables:
+        for name, overlay in rows[number].items():
+            key = "+ contrastive + beat weighting (VMAs)" if name == "efficient_hiera (VMAs)" else name
+            if key not in results:
+                results[key] = {"runs": [train_and_test(args, config, key, overlay, seed, data) for seed in args.seeds]}
+    report: dict[str, Any] = {"config": str(config), "seeds": args.seeds, "steps": args.steps, "quick": args.quick,
+                              "num_test_clips": args.num_test, "tables": {}}
+    first = next(iter(results.values()))["runs"][0]
+    reference = {row.replace("_", " "): {m: first["reference_rows"][row].get(m) for m in METRICS}
+                 for row in ("ground_truth", "another_clip") if row in first.get("reference_rows", {})}
+    markdown = []
+    for number in args.tables:
+        summaries = {}
+        for name, overlay in rows[number].items():
+            runs = results["+ contrastive + beat weighting (VMAs)" if name == "efficient_hiera (VMAs)" else name]["runs"]
+            summaries[name] = {m: summarise([r.get(m) for r in runs]) for m in METRICS}
+            if number == "6":
+                summaries[name]["seconds_per_step"] = summarise([r["seconds_per_step"] for r in runs])
+                model_block = deep_merge(base["model"], overlay.get("model", {}))
+                summaries[name]["encoder_gflops"] = {"mean": profile(model_block)["encoder"]["gflops"], "ci95": None}
+        columns = METRICS + (("seconds_per_step", "encoder_gflops") if number == "6" else ())
+        report["tables"][f"table{number}"] = {"rows": summaries, "reference": reference}
+        markdown.append(f"### Table {number}\n\n" + table(summaries, reference, columns, PAPER_TABLE5 if number == "5" else None))
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.json").write_text(json.dumps(report, indent=2))
+    (out / "ablation.md").write_text("\n\n".join(markdown) + "\n")
+    print("\n\n".join(markdown), file=sys.stderr)
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
