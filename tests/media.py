@@ -72,6 +72,17 @@ def decoded_seconds(path, stream_index):
 
 
 def video_packets(path):
-    """The encoded video packets: equal lists mean the picture was copied, not re-encoded."""
+    """The encoded video packets as (bytes, pts in seconds, keyframe): equal lists mean the picture
+    was copied packet for packet, with its timing, not re-encoded."""
     with av.open(str(path)) as container:
-        return [bytes(p) for p in container.demux(video=0) if p.size]
+        return [(bytes(p), None if p.pts is None else p.pts * p.time_base, p.is_keyframe)
+                for p in container.demux(video=0) if p.size]
+
+
+def first_frame_time(path) -> float:
+    """Seconds from the video stream's start to its first decodable frame (0 for an intact stream)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frame = next(container.decode(stream), None)
+        assert frame is not None, f"{path}: no decodable video frame"
+        return float((frame.pts - (stream.start_time or 0)) * stream.time_base)
