@@ -13,11 +13,12 @@ import pytest
 from litdata import StreamingDataset
 
 from conftest import TINY_CONFIG
-from media import gradient_frames, sine, truncated_copy, write_audio_only, write_video
+from media import gradient_frames, sine, truncated_copy, write_audio_only, write_surround_video, write_video
 from vmas_lightning.cli.main import main
 from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.data.prepare import collect_inputs, merge_parts, shard_of
-from vmas_lightning.data.shards import DataConfig
+from vmas_lightning.data.shards import DataConfig, decode_sample
+from vmas_lightning.data.video_io import read_audio
 
 FPS, SECONDS = 9.6, 10.6  # one 10-s clip per video and a dropped tail
 FAST = ["--config", str(TINY_CONFIG), "--separator", "none", "--embedder", "pixel_stats"]
@@ -164,3 +165,20 @@ def test_an_input_past_the_time_limit_fails_and_the_rest_continue(videos, tmp_pa
     lines = report(tmp_path)
     assert lines["good_a.mp4"]["status"] == "failed" and lines["good_a.mp4"]["reason"].endswith("timed out after 0.3 s")
     assert lines["empty.mp4"]["reason"].endswith("empty file") and "not a readable media file" in lines["text.mp4"]["reason"]
+
+
+def test_stereo_and_5_1_soundtracks_are_stored_at_their_level_unclipped(tmp_path):
+    tone = sine(SECONDS, 48000, 80.0) / 0.3 * 0.9  # every channel (LFE too: 80 Hz) at 0.9 of full scale, RMS 0.64
+    (tmp_path / "in").mkdir()
+    for channels in (2, 6):
+        write_surround_video(tmp_path / "in" / f"{channels}ch.mp4", varied_frames(channels), FPS, np.tile(tone, (channels, 1)))
+    assert main(["prepare", *FAST, "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]) == 0
+    dataset = StreamingDataset(str(tmp_path / "out" / "train"))
+    assert len(dataset) == 2
+    for index in range(2):
+        sample = decode_sample(dataset[index], load_frames=False)
+        mono = read_audio(sample["source"], 32000)[: len(sample["audio"])]
+        assert np.sqrt(np.mean(mono**2)) == pytest.approx(0.64, abs=0.03)  # down-mix without gain (was +3 dB and more)
+        gain = sample["meta"].get("audio_gain", 1.0)
+        assert (gain < 1.0) == (np.abs(mono).max() > 1.0)  # AAC's 5.1 coding noise peaks past 1.0: scaled, recorded
+        np.testing.assert_allclose(sample["audio"], mono * gain, atol=1.0 / 2**15 + 1e-6)  # scaled, never clipped
