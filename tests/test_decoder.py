@@ -94,3 +94,15 @@ def test_missing_weights_one_line(tmp_path):
     with pytest.raises(MissingWeightsError, match=r"MusicGen decoder \(model.decoder.pretrained\)") as info:
         musicgen(K, V, D, pretrained=str(tmp_path / "musicgen-medium"))
     assert "\n" not in str(info.value)
+
+
+def test_hub_id_without_cache_or_network_names_the_hf_command(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from vmas_lightning.models import pretrained
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(pretrained, "hub_reachable", lambda: False)  # as on an offline machine
+    with pytest.raises(MissingWeightsError, match="hub unreachable") as info:
+        musicgen(K, V, D, pretrained="facebook/musicgen-medium")
+    assert "hf download facebook/musicgen-medium --local-dir DIR" in str(info.value)  # `huggingface-cli` is gone

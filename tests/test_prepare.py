@@ -182,3 +182,22 @@ def test_stereo_and_5_1_soundtracks_are_stored_at_their_level_unclipped(tmp_path
         gain = sample["meta"].get("audio_gain", 1.0)
         assert (gain < 1.0) == (np.abs(mono).max() > 1.0)  # AAC's 5.1 coding noise peaks past 1.0: scaled, recorded
         np.testing.assert_allclose(sample["audio"], mono * gain, atol=1.0 / 2**15 + 1e-6)  # scaled, never clipped
+
+
+def test_same_shards_with_one_or_two_workers_and_plugin_options(videos, tmp_path):
+    """Demucs' time shift came from each worker's global RNG and the torch thread count from the
+    worker count: tokens depended on --workers. Plugins take options on the command line."""
+    from test_curation_plugins import save_tiny_demucs
+
+    save_tiny_demucs(tmp_path / "htdemucs")
+    args = ["prepare", "--config", str(TINY_CONFIG), "--separator", f"{{name: htdemucs, repo: {tmp_path / 'htdemucs'}}}",
+            "--embedder", "{name: pixel_stats, thumbnail: 8}", "--input", str(videos / "good_a.mp4"),
+            str(videos / "nested" / "good_b.mkv")]
+    stored = {}
+    for workers in (1, 2):
+        out = tmp_path / f"workers{workers}"
+        assert main([*args, "--output", str(out), "--workers", str(workers)]) == 0
+        dataset = StreamingDataset(str(out / "train"))
+        stored[workers] = sorted((dataset[i]["id"], dataset[i]["tokens"].tobytes(), bytes(dataset[i]["audio"]))
+                                 for i in range(len(dataset)))
+    assert len(stored[1]) == 2 and stored[1] == stored[2]

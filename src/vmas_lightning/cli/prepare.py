@@ -15,6 +15,7 @@ from vmas_lightning.data.prepare import (
 )
 from vmas_lightning.data.shards import SPLITS, DataConfig
 from vmas_lightning.errors import VMASError
+from vmas_lightning.registry import PluginSpec
 
 HELP = "Curate raw videos (files, folders, globs, manifests) into training shards with a per-file report."
 
@@ -29,8 +30,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="Worker processes on this machine.")
     parser.add_argument("--num-shards", type=int, default=1, help="Array-job size: inputs are split into this many shards.")
     parser.add_argument("--shard-index", type=int, default=0, help="This task's shard (e.g. $SLURM_ARRAY_TASK_ID).")
-    parser.add_argument("--separator", default="htdemucs", help="Vocal removal: htdemucs | none.")
-    parser.add_argument("--embedder", default="pixel_stats", help="Frame embedder of the visual filter: pixel_stats | clip.")
+    parser.add_argument("--separator", type=PluginSpec, default="htdemucs",
+                        help="Vocal removal: htdemucs | none, or with options: '{name: htdemucs, repo: DIR}'.")
+    parser.add_argument("--embedder", type=PluginSpec, default="pixel_stats",
+                        help="Frame embedder of the visual filter: pixel_stats | clip, or '{name: clip, pretrained: FILE}'.")
     parser.add_argument("--similarity-threshold", type=float, default=0.7, help="Reject videos at or above this frame similarity.")
     parser.add_argument("--clip-seconds", type=Optional[float], default=None, help="Clip length (default: the config's duration).")
     parser.add_argument("--hop-seconds", type=Optional[float], default=None, help="Clip hop (default: the clip length).")

@@ -32,7 +32,7 @@ from vmas_lightning.data.frame_embedders import frame_similarity
 from vmas_lightning.data.shards import SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter
 from vmas_lightning.data.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError, VMASError
-from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS
+from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS, PluginSpec
 
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
 REPORT_NAME = "report.jsonl"
@@ -56,8 +56,8 @@ class PrepareOptions:
     clip_s: float = 10.0
     hop_s: Optional[float] = None  # None: clip_s (no overlap)
     similarity_threshold: float = 0.7
-    embedder: str = "pixel_stats"
-    separator: str = "htdemucs"
+    embedder: PluginSpec = "pixel_stats"
+    separator: PluginSpec = "htdemucs"
     require_audio: bool = True
     silence_rms: float = 1e-3  # a clip whose RMS is below this (-60 dBFS) is dropped as silent
     split: str = "train"
@@ -232,13 +232,19 @@ _INIT_ERROR: Optional[VMASError] = None
 _STARTED: Any = None  # shared float array: wall time at which each input's curation began
 
 
-def _init_worker(config: DataConfig, options: PrepareOptions, threads: int, started: Any) -> None:
-    """Build the worker's `Curator`; a user error (missing weights, bad option) is raised by its first task."""
+def _init_worker(config: DataConfig, options: PrepareOptions, started: Any) -> None:
+    """Build the worker's `Curator`; a user error (missing weights, bad option) is raised by its first task.
+
+    One torch and one OpenCV thread per worker, whatever the worker and CPU counts: the thread
+    count changes float rounding in convolutions, and so tokens (scale out with `--workers`).
+    """
+    import cv2
     import torch
 
     global _CURATOR, _INIT_ERROR, _STARTED
     _STARTED = started
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     try:
         _CURATOR = Curator(config, options)
     except VMASError as err:
@@ -260,13 +266,12 @@ def curate_all(items: list[InputItem], config: DataConfig, options: PrepareOptio
     its pool is terminated and the other inputs in flight are started again in a fresh pool.
     """
     workers = max(1, workers)
-    threads = max(1, (os.cpu_count() or 1) // workers)
     # Fresh interpreters: forking a process whose torch / OpenMP threads hold locks can deadlock the child.
     context = multiprocessing.get_context("spawn")
     started = context.Array("d", len(items), lock=False)
     pending = deque(enumerate(items))
     while pending:
-        pool = context.Pool(workers, initializer=_init_worker, initargs=(config, options, threads, started))
+        pool = context.Pool(workers, initializer=_init_worker, initargs=(config, options, started))
         in_flight: dict[Any, tuple[int, InputItem]] = {}
         timed_out = None
         try:

@@ -73,7 +73,7 @@ def from_pretrained(load: Callable[..., T], source: str | Path, what: str, how: 
         return load(str(path))
     if not is_hub_id(source):
         raise MissingWeightsError(what, source, how)
-    hub_how = f"download it on a connected machine (huggingface-cli download {source} --local-dir DIR) and set that key to DIR"
+    hub_how = f"download it on a connected machine (hf download {source} --local-dir DIR) and set that key to DIR"
     with contextlib.suppress(OSError, ValueError):  # not in the local hub cache: try the hub
         return load(source, local_files_only=True)
     if not hub_reachable():
