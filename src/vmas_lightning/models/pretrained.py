@@ -50,9 +50,11 @@ def load_checkpoint_file(source: str | Path, what: str, how: str) -> dict[str, A
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
     """Whether the Hugging Face hub answers at all (one TCP connect), so an offline machine fails
-    at once instead of after the hub client's retries."""
+    at once instead of after the hub client's retries; never with `HF_HUB_OFFLINE=1`."""
     from huggingface_hub import constants
 
+    if constants.HF_HUB_OFFLINE:
+        return False
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=timeout_s).close()
