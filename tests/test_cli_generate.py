@@ -1,6 +1,7 @@
 """`vmas generate` end to end on a tiny untrained checkpoint: lengths, stream copy, rotation, seeds,
 bad files, batch mode, EMA weights."""
 import json
+import os
 
 import av
 import lightning as L
@@ -139,8 +140,9 @@ def test_batch_skips_bad_files_and_reports_them(ckpt, tmp_path, capsys):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [r["video"] for r in report["succeeded"]] == [str(videos / "good.mp4")]
     assert [r["video"] for r in report["failed"]] == [str(videos / "broken.mp4")]
+    assert report["ignored"] == [str(videos / "notes.txt")]  # was: skipped silently
     assert (tmp_path / "out" / "good.wav").is_file() and (tmp_path / "out" / "good.mp4").is_file()
-    assert "1 of 2 videos done, 1 failed" in capsys.readouterr().out
+    assert "1 of 2 videos done, 1 failed, 1 other files ignored" in capsys.readouterr().out
 
 
 def test_plot_and_mv_align(ckpt, tmp_path, capsys):
@@ -167,3 +169,35 @@ def test_wrong_options_are_one_line_errors(ckpt, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert run("--ckpt", ckpt, "--video", tmp_path / "v.mp4", "--out", tmp_path / "o", "--device", "cuda") == 2
         assert "no CUDA device" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("unwritable", ["under_a_file", "read_only"])
+def test_output_mistakes_are_one_line_before_any_generation(ckpt, tmp_path, capsys, unwritable):
+    if unwritable == "read_only" and os.geteuid() == 0:
+        pytest.skip("root may write into a read-only folder")
+    (tmp_path / "in").mkdir()
+    video = make_video(tmp_path / "in" / "clip.mp4", 1, 10)
+    if unwritable == "read_only":
+        (tmp_path / "locked").mkdir(mode=0o555)
+        blocked = tmp_path / "locked"
+    else:
+        (tmp_path / "file.txt").write_text("a file, not a folder")
+        blocked = tmp_path / "file.txt" / "sub"
+    gone = tmp_path / "gone.ckpt"  # loading comes after the output checks: the error names the output
+    assert run("--ckpt", gone, "--video", video, "--out", blocked / "clip") == 2
+    assert f"--out {blocked}: cannot write there" in one_line_error(capsys)
+    assert run("--ckpt", gone, "--video", video, "--out", tmp_path / "out", "--plot", blocked / "plot.png") == 2
+    assert f"--plot {blocked}: cannot write there" in one_line_error(capsys)
+    assert run("--ckpt", gone, "--input-dir", video.parent, "--out-dir", blocked) == 2
+    assert f"--out-dir {blocked}: cannot write there" in one_line_error(capsys)
+
+
+def test_overwriting_the_input_or_a_folder_as_video_is_refused_before_generating(ckpt, tmp_path, capsys):
+    video = make_video(tmp_path / "clip.mp4", 1, 10)
+    assert run("--ckpt", ckpt, "--video", video, "--out", tmp_path / "clip") == 2
+    assert "clip.mp4: the output would overwrite the input video; choose another --out" in one_line_error(capsys)
+    assert run("--ckpt", ckpt, "--input-dir", tmp_path, "--out-dir", tmp_path) == 2
+    assert "would overwrite the input video; choose another --out-dir" in one_line_error(capsys)
+    assert not (tmp_path / "clip.wav").exists()  # was: checked after generating, leaving the wav
+    assert run("--ckpt", ckpt, "--video", tmp_path, "--out", tmp_path / "o") == 2  # was: "no such file"
+    assert f"--video {tmp_path}: a folder; for every video in it use --input-dir {tmp_path}" in one_line_error(capsys)
