@@ -9,7 +9,7 @@ from torch import nn
 from transformers import EncodecConfig, EncodecModel
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.models.pretrained import from_pretrained, seeded_init
+from vmas_lightning.models.pretrained import load_hf_model, seeded_init
 from vmas_lightning.registry import AUDIO_CODECS
 
 # facebook/encodec_32khz's geometry (hop 8 * 5 * 4 * 4 = 640 -> 50 Hz, 4 codebooks of 2048 at 2.2 kbps)
@@ -95,9 +95,9 @@ def encodec(
     """EnCodec; `pretrained`: hub id or local folder (facebook/encodec_32khz). Without it the
     `size` preset (32khz or tiny) is built with weights drawn from `seed`, the same in every process."""
     if pretrained:
-        model = from_pretrained(
-            EncodecModel.from_pretrained, pretrained, "EnCodec (model.codec.pretrained)",
-            "put a Hugging Face folder of facebook/encodec_32khz (config.json + weights) there",
+        model = load_hf_model(
+            {"encodec": EncodecModel}, pretrained, "EnCodec (model.codec.pretrained)",
+            "get facebook/encodec_32khz with `hf download facebook/encodec_32khz --local-dir DIR` and set that key to DIR",
         )
         return EncodecCodec(model, num_codebooks)
     if size not in ENCODEC_SIZES:

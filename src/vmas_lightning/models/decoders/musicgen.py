@@ -9,15 +9,10 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
-from transformers import (
-    AutoConfig,
-    MusicgenDecoderConfig,
-    MusicgenForCausalLM,
-    MusicgenForConditionalGeneration,
-)
+from transformers import MusicgenDecoderConfig, MusicgenForCausalLM, MusicgenForConditionalGeneration
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.models.pretrained import from_pretrained
+from vmas_lightning.models.pretrained import load_hf_model
 from vmas_lightning.registry import MUSIC_DECODERS
 
 # (layers, width, heads, ffn): MusicGen's small/medium/large and a tiny CPU preset.
@@ -62,14 +57,10 @@ class MusicGenDecoder(nn.Module):
 def load_musicgen_lm(source: str) -> MusicgenForCausalLM:
     """MusicGen's decoder from a hub id or local folder holding either the full
     `MusicgenForConditionalGeneration` (e.g. facebook/musicgen-medium) or a `MusicgenForCausalLM`."""
-    how = "put a Hugging Face folder of facebook/musicgen-medium (config.json + weights) there"
-    what = "MusicGen decoder (model.decoder.pretrained)"
-    config = from_pretrained(AutoConfig.from_pretrained, source, what, how)
-    if config.model_type == "musicgen":
-        return from_pretrained(MusicgenForConditionalGeneration.from_pretrained, source, what, how).decoder
-    if config.model_type == "musicgen_decoder":
-        return from_pretrained(MusicgenForCausalLM.from_pretrained, source, what, how)
-    raise VMASError(f"{source}: a '{config.model_type}' model, not MusicGen")
+    how = "get facebook/musicgen-medium with `hf download facebook/musicgen-medium --local-dir DIR` and set that key to DIR"
+    classes = {"musicgen": MusicgenForConditionalGeneration, "musicgen_decoder": MusicgenForCausalLM}
+    model = load_hf_model(classes, source, "MusicGen decoder (model.decoder.pretrained)", how)
+    return model.decoder if isinstance(model, MusicgenForConditionalGeneration) else model
 
 
 @MUSIC_DECODERS.register("musicgen")
