@@ -2,6 +2,8 @@
 bad files, batch mode, EMA weights."""
 import json
 import os
+import shutil
+import sys
 
 import av
 import lightning as L
@@ -71,15 +73,6 @@ def test_loads_the_ema_weights(ckpt):
     assert not torch.equal(model.state_dict()[name], checkpoint["current_model_state"][f"model.{name}"])
     assert sequence == SEQUENCE and generation == GenerationConfig(top_k=50, overlap_s=1.0)
     assert not model.training
-
-
-def test_checkpoint_loads_without_the_pretrained_weights_it_started_from(ckpt, tmp_path):
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    checkpoint["hyper_parameters"]["encoder"] = {**TINY["encoder"], "pretrained": str(tmp_path / "gone" / "hiera.pth")}
-    torch.save(checkpoint, tmp_path / "moved.ckpt")
-    model, _, _ = load_for_inference(tmp_path / "moved.ckpt")
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, checkpoint["state_dict"][f"model.{name}"]), name
 
 
 def test_25_s_silent_video(ckpt, tmp_path):
@@ -201,3 +194,51 @@ def test_overwriting_the_input_or_a_folder_as_video_is_refused_before_generating
     assert not (tmp_path / "clip.wav").exists()  # was: checked after generating, leaving the wav
     assert run("--ckpt", ckpt, "--video", tmp_path, "--out", tmp_path / "o") == 2  # was: "no such file"
     assert f"--video {tmp_path}: a folder; for every video in it use --input-dir {tmp_path}" in one_line_error(capsys)
+
+
+def test_checkpoint_is_read_once_and_nothing_else(tmp_path):
+    """Encoder, decoder and codec fine-tuned from local weights: generation reads none of them (on a
+    connected machine it downloaded the decoder and codec from their hub ids), and the checkpoint once."""
+    from vmas_lightning.models.codecs.encodec import encodec
+    from vmas_lightning.models.decoders.musicgen import musicgen
+    from vmas_lightning.registry import VIDEO_ENCODERS
+
+    encoder = VIDEO_ENCODERS.build(TINY["encoder"], num_frames=SEQUENCE.num_frames, frame_size=SEQUENCE.frame_size)
+    torch.save(encoder.state_dict(), tmp_path / "hiera.pth")
+    musicgen(4, 256, 8, size="tiny").lm.save_pretrained(tmp_path / "musicgen")
+    encodec(size="tiny").model.save_pretrained(tmp_path / "encodec")
+    module = VMASModule(**{**TINY, "encoder": {**TINY["encoder"], "pretrained": str(tmp_path / "hiera.pth")},
+                           "decoder": {"name": "musicgen", "pretrained": str(tmp_path / "musicgen")},
+                           "codec": {"name": "encodec", "pretrained": str(tmp_path / "encodec")}})
+    trainer = L.Trainer(default_root_dir=tmp_path, max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="last")])
+    trainer.fit(module, train_dataloaders=DataLoader(random_batches(1), batch_size=None))
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    opened = []
+    recording = [True]
+    sys.addaudithook(lambda event, args: opened.append(str(args[0])) if recording and event == "open" else None)
+    model, _, _ = load_for_inference(ckpt)
+    recording.clear()
+    mine = [path for path in opened if path.startswith(str(tmp_path))]
+    assert mine == [str(ckpt)]  # was: the checkpoint 2-3 times, hiera.pth and config.json of both folders
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state[f"model.{name}"]), name
+    shutil.rmtree(tmp_path / "musicgen")
+    shutil.rmtree(tmp_path / "encodec")
+    (tmp_path / "hiera.pth").unlink()
+    assert load_for_inference(ckpt)[0].decoder.width == 64  # without the weights it started from
+
+
+def test_checkpoint_with_code_in_it_is_refused_without_running_it(ckpt, tmp_path, capsys):
+    class Payload:
+        def __reduce__(self):
+            return os.mkdir, (str(tmp_path / "ran"),)
+
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint["extra"] = Payload()
+    torch.save(checkpoint, tmp_path / "evil.ckpt")
+    video = make_video(tmp_path / "clip.mp4", 1, 10)
+    assert run("--ckpt", tmp_path / "evil.ckpt", "--video", video, "--out", tmp_path / "out") == 2
+    assert "evil.ckpt: not a readable checkpoint" in one_line_error(capsys)
+    assert not (tmp_path / "ran").exists()  # was: torch.load(weights_only=False) ran it

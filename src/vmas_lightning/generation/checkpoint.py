@@ -4,15 +4,37 @@ Lightning's `EMAWeightAveraging` callback writes the averaged weights to the che
 `state_dict` and the raw training weights to `current_model_state` (see
 `lightning/pytorch/callbacks/weight_averaging.py`, `on_save_checkpoint`), so loading `state_dict`
 gives the EMA model whenever the callback was on.
+
+The file is read once, with `torch.load(weights_only=True)` (no code in it runs), and the network
+is rebuilt without its pretrained sources (the checkpoint's `rebuild_options` give what they
+decided, e.g. the decoder's transformers config): nothing is downloaded or read but the checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from vmas_lightning.errors import MissingWeightsError, VMASError
+from vmas_lightning.errors import VMASError
+
+PARTS = ("encoder", "decoder", "codec")
+
+
+def hparam_classes() -> list[type]:
+    """The dataclasses a `VMASModule` checkpoint's hyper-parameters hold (its config arguments, nested)."""
+    from vmas_lightning.lit_module import VMASModule
+
+    found: list[type] = []
+    todo = [p.default for p in inspect.signature(VMASModule.__init__).parameters.values()]
+    while todo:
+        value = todo.pop()
+        if dataclasses.is_dataclass(value) and type(value) not in found:
+            found.append(type(value))
+            todo += [getattr(value, f.name) for f in dataclasses.fields(value)]
+    return found
 
 
 def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"):
@@ -23,24 +45,22 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
     if not path.is_file():
         raise VMASError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # pickle, zip and torch errors all mean "not a checkpoint"
-        raise VMASError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())})") from None
+        with torch.serialization.safe_globals(hparam_classes()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors, and objects that are not weights, all mean "not a checkpoint"
+        raise VMASError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise VMASError(f"{path}: not a VMASModule checkpoint (no state_dict/hyper_parameters)")
-    hparams = checkpoint["hyper_parameters"]
-    load = dict(checkpoint_path=path, map_location="cpu", weights_only=False)
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI's _class_path
+    rebuild = checkpoint.get("rebuild_options", {})
+    for key in PARTS:
+        spec = dict(hparams[key]) if isinstance(hparams[key], Mapping) else {"name": hparams[key]}
+        if spec.get("pretrained"):
+            spec["pretrained"] = None  # every weight is in the checkpoint
+        hparams[key] = {**spec, **rebuild.get(key, {})}
     try:
-        try:
-            module = VMASModule.load_from_checkpoint(**load)
-        except MissingWeightsError:
-            # Every weight is in the checkpoint: build the networks without their pretrained sources.
-            overrides = {
-                key: {**hparams[key], "pretrained": None}
-                for key in ("encoder", "decoder", "codec")
-                if isinstance(hparams.get(key), Mapping) and hparams[key].get("pretrained")
-            }
-            module = VMASModule.load_from_checkpoint(**load, **overrides)
+        module = VMASModule(**hparams)
+        module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
         raise VMASError(f"{path}: weights do not fit the model of its hyper-parameters ({str(err).splitlines()[0]})") from None
     model = module.model.to(device).eval()

@@ -69,6 +69,10 @@ class EncodecCodec(nn.Module):
         with torch.autocast(tokens.device.type, enabled=False):
             return self.model.decode(tokens[None], [None]).audio_values
 
+    def rebuild_options(self) -> dict:
+        """Options of `encodec` that build this network again, without any weights source (checkpoints record them)."""
+        return {"config": self.model.config.to_dict()}
+
     def codebook_embeddings(self) -> torch.Tensor:
         """[K, V, Dc]: the RVQ codebook vectors (a frozen buffer)."""
         return torch.stack([layer.codebook.embed for layer in self.model.quantizer.layers[: self.num_codebooks]])
@@ -91,9 +95,14 @@ def encodec(
     size: str = "32khz",
     num_codebooks: int = 4,
     seed: int = 0,
+    config: Optional[dict] = None,
 ) -> EncodecCodec:
     """EnCodec; `pretrained`: hub id or local folder (facebook/encodec_32khz). Without it the
-    `size` preset (32khz or tiny) is built with weights drawn from `seed`, the same in every process."""
+    `size` preset (32khz or tiny) is built with weights drawn from `seed`, the same in every process.
+    `config` (an `EncodecConfig` dict, as a checkpoint records it) builds that network untrained,
+    for a checkpoint's weights to fill."""
+    if config is not None:
+        return EncodecCodec(EncodecModel(EncodecConfig.from_dict(config)), num_codebooks)
     if pretrained:
         model = load_hf_model(
             {"encodec": EncodecModel}, pretrained, "EnCodec (model.codec.pretrained)",

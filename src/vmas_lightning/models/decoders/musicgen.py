@@ -53,6 +53,10 @@ class MusicGenDecoder(nn.Module):
         )
         return out.logits.view(batch, codebooks, length, -1), out.past_key_values
 
+    def rebuild_options(self) -> dict:
+        """Options of `musicgen` that build this network again, without any weights source (checkpoints record them)."""
+        return {"config": self.lm.config.to_dict()}
+
 
 def load_musicgen_lm(source: str) -> MusicgenForCausalLM:
     """MusicGen's decoder from a hub id or local folder holding either the full
@@ -76,17 +80,21 @@ def musicgen(
     ffn_dim: Optional[int] = None,
     dropout: float = 0.1,
     max_positions: int = 2048,
+    config: Optional[dict] = None,
 ) -> MusicGenDecoder:
     """MusicGen decoder; `pretrained` (hub id or local folder, e.g. facebook/musicgen-medium) sets
     the size and weights, otherwise `size` (tiny/small/medium/large) and the explicit overrides do.
+    `config` (a `MusicgenDecoderConfig` dict, as a checkpoint records it) builds that network
+    untrained, for a checkpoint's weights to fill.
 
     The cond projection is always new (MusicGen's projects T5 text features)."""
-    if pretrained:
-        lm = load_musicgen_lm(pretrained)
+    if pretrained or config is not None:
+        lm = MusicgenForCausalLM(MusicgenDecoderConfig.from_dict(config)) if config is not None else load_musicgen_lm(pretrained)
         got = (lm.config.num_codebooks, lm.config.vocab_size)
         if got != (num_codebooks, codebook_size):
             raise VMASError(
-                f"{pretrained}: decoder has {got[0]} codebooks of {got[1]}, codec has {num_codebooks} of {codebook_size}"
+                f"{pretrained or 'decoder config'}: decoder has {got[0]} codebooks of {got[1]}, "
+                f"codec has {num_codebooks} of {codebook_size}"
             )
         return MusicGenDecoder(lm, cond_dim)
     if size not in MUSICGEN_SIZES:
