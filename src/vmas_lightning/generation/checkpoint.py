@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from lightning.pytorch.cli import instantiate_module
 
 from vmas_lightning.errors import VMASError
 
@@ -51,7 +52,9 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
         raise VMASError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise VMASError(f"{path}: not a VMASModule checkpoint (no state_dict/hyper_parameters)")
-    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI's _class_path
+    # Plain values (LightningCLI saves dicts, a Trainer the dataclasses) without LightningCLI's _instantiator / _class_path.
+    hparams = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+               for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
     rebuild = checkpoint.get("rebuild_options", {})
     for key in PARTS:
         spec = dict(hparams[key]) if isinstance(hparams[key], Mapping) else {"name": hparams[key]}
@@ -59,7 +62,7 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
             spec["pretrained"] = None  # every weight is in the checkpoint
         hparams[key] = {**spec, **rebuild.get(key, {})}
     try:
-        module = VMASModule(**hparams)
+        module = instantiate_module(VMASModule, hparams)  # as Lightning's load_from_checkpoint does, from the one read
         module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
         raise VMASError(f"{path}: weights do not fit the model of its hyper-parameters ({str(err).splitlines()[0]})") from None
