@@ -78,15 +78,15 @@ def run(cfg) -> int:
     output = shard_dir(cfg.output, cfg.num_shards, cfg.shard_index)
     created = not output.exists()
     writable_folder(output, "--output")
-    try:
-        with output_lock(output):
+    with output_lock(output):
+        try:
             check_settings(output, shard_settings(config, options))
             Curator(config, options)  # the plugins and their weights, checked once before any worker starts
             summary = curate_into(output, items, config, options, cfg.workers, cfg.timeout_s, cfg.retry_failed)
-    except BaseException:
-        if created and not read_report(output):  # nothing curated: leave no folder behind
-            shutil.rmtree(output, ignore_errors=True)
-        raise
+        except BaseException:
+            if created and not read_report(output):  # nothing curated: leave no folder behind
+                shutil.rmtree(output, ignore_errors=True)
+            raise
     print(json.dumps(summary, ensure_ascii=False))
     return 0
 
