@@ -5,9 +5,10 @@ Lightning's `EMAWeightAveraging` callback writes the averaged weights to the che
 `lightning/pytorch/callbacks/weight_averaging.py`, `on_save_checkpoint`), so loading `state_dict`
 gives the EMA model whenever the callback was on.
 
-The file is read once, with `torch.load(weights_only=True)` (no code in it runs), and the network
-is rebuilt without its pretrained sources (the checkpoint's `rebuild_options` give what they
-decided, e.g. the decoder's transformers config): nothing is downloaded or read but the checkpoint.
+The file is read once, with `torch.load(weights_only=True)` (no code in it runs), and each part
+that recorded `rebuild_options` (the built-in encoders, decoder and codec) is rebuilt without its
+pretrained source (e.g. the decoder from its recorded transformers config): nothing is downloaded
+or read but the checkpoint.
 """
 from __future__ import annotations
 
@@ -20,9 +21,6 @@ import torch
 from lightning.pytorch.cli import instantiate_module
 
 from vmas_lightning.errors import VMASError
-
-PARTS = ("encoder", "decoder", "codec")
-
 
 def hparam_classes() -> list[type]:
     """The dataclasses a `VMASModule` checkpoint's hyper-parameters hold (its config arguments, nested)."""
@@ -55,12 +53,8 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
     # Plain values (LightningCLI saves dicts, a Trainer the dataclasses) without LightningCLI's _instantiator / _class_path.
     hparams = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
                for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-    rebuild = checkpoint.get("rebuild_options", {})
-    for key in PARTS:
-        spec = dict(hparams[key]) if isinstance(hparams[key], Mapping) else {"name": hparams[key]}
-        if spec.get("pretrained"):
-            spec["pretrained"] = None  # every weight is in the checkpoint
-        hparams[key] = {**spec, **rebuild.get(key, {})}
+    for key, options in checkpoint.get("rebuild_options", {}).items():  # every weight is in the checkpoint
+        hparams[key] = {**(hparams[key] if isinstance(hparams[key], Mapping) else {"name": hparams[key]}), **options}
     try:
         module = instantiate_module(VMASModule, hparams)  # as Lightning's load_from_checkpoint does, from the one read
         module.load_state_dict(checkpoint["state_dict"])

@@ -70,8 +70,8 @@ class EncodecCodec(nn.Module):
             return self.model.decode(tokens[None], [None]).audio_values
 
     def rebuild_options(self) -> dict:
-        """Options of `encodec` that build this network again, without any weights source (checkpoints record them)."""
-        return {"config": self.model.config.to_dict()}
+        """Options of `encodec` that build this network again without its weights source (checkpoints record them)."""
+        return {"pretrained": None, "config": self.model.config.to_dict()}
 
     def codebook_embeddings(self) -> torch.Tensor:
         """[K, V, Dc]: the RVQ codebook vectors (a frozen buffer)."""

@@ -54,8 +54,8 @@ class MusicGenDecoder(nn.Module):
         return out.logits.view(batch, codebooks, length, -1), out.past_key_values
 
     def rebuild_options(self) -> dict:
-        """Options of `musicgen` that build this network again, without any weights source (checkpoints record them)."""
-        return {"config": self.lm.config.to_dict()}
+        """Options of `musicgen` that build this network again without its weights source (checkpoints record them)."""
+        return {"pretrained": None, "config": self.lm.config.to_dict()}
 
 
 def load_musicgen_lm(source: str) -> MusicgenForCausalLM:

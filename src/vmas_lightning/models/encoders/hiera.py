@@ -133,6 +133,11 @@ class HieraVideoEncoder(Hiera):
             )
         return window
 
+    def rebuild_options(self) -> dict:
+        """Options of `hiera` / `efficient_hiera` that build this network again without its weights
+        source (checkpoints record them)."""
+        return {"pretrained": None}
+
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, F, H, W] in [0, 1] -> [B, F / frames_per_feature, out_dim]."""
         x = self.forward_features((video - self.mean) / self.std)  # [B, t * h * w, D], spatial order
