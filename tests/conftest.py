@@ -1,6 +1,7 @@
 import sys
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401  (its logger binds sys.stderr on import: before any test captures it)
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/media.py and friends

@@ -23,6 +23,25 @@ def write_audio_only(path: str | Path, audio: np.ndarray, sample_rate: int = 320
     return path
 
 
+def write_surround_video(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarray,
+                         sample_rate: int = 48000) -> Path:
+    """H.264 video with an AAC track of `audio [C, N]`: 2 channels as stereo, 6 as 5.1."""
+    path = Path(path)
+    layout = {2: "stereo", 6: "5.1"}[len(audio)]
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        sound = container.add_stream("aac", rate=sample_rate, layout=layout)
+        for image in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
+        container.mux(video.encode())
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, dtype=np.float32), format="fltp", layout=layout)
+        frame.sample_rate, frame.pts, frame.time_base = sample_rate, 0, Fraction(1, sample_rate)
+        container.mux(sound.encode(frame))
+        container.mux(sound.encode())
+    return path
+
+
 def gradient_frames(num_frames: int, height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:
     """uint8 `[F, H, W, 3]`: a textured image whose brightness changes frame by frame."""
     rng = np.random.default_rng(seed)
@@ -72,6 +91,17 @@ def decoded_seconds(path, stream_index):
 
 
 def video_packets(path):
-    """The encoded video packets: equal lists mean the picture was copied, not re-encoded."""
+    """The encoded video packets as (bytes, pts in seconds, keyframe): equal lists mean the picture
+    was copied packet for packet, with its timing, not re-encoded."""
     with av.open(str(path)) as container:
-        return [bytes(p) for p in container.demux(video=0) if p.size]
+        return [(bytes(p), None if p.pts is None else p.pts * p.time_base, p.is_keyframe)
+                for p in container.demux(video=0) if p.size]
+
+
+def first_frame_time(path) -> float:
+    """Seconds from the video stream's start to its first decodable frame (0 for an intact stream)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frame = next(container.decode(stream), None)
+        assert frame is not None, f"{path}: no decodable video frame"
+        return float((frame.pts - (stream.start_time or 0)) * stream.time_base)

@@ -56,3 +56,13 @@ def test_paper_config_without_weights_names_what_to_download(capsys, tmp_path):
     assert code == 2
     err = one_line_error(capsys)
     assert "missing pretrained weights" in err
+
+
+def test_fit_without_config_and_evaluation_without_checkpoint_stop_before_building(capsys, tmp_path):
+    """`vmas fit` without --config built the 1.9 B-parameter model with random weights (8.6 GB) before
+    failing on the data; `vmas test` without --ckpt_path scored an untrained model next to the paper."""
+    assert main(["fit", "--data.root", str(tmp_path)]) == 2
+    assert "vmas fit needs --config (configs/tiny.yaml" in one_line_error(capsys)
+    for command in ("validate", "test", "predict"):
+        assert main([command, "--config", TINY, "--data.root", str(tmp_path)]) == 2
+        assert f"vmas {command} needs --ckpt_path CKPT" in one_line_error(capsys)

@@ -73,3 +73,10 @@ def test_bad_inputs_are_one_line_errors(media, tmp_path, capsys):
     assert "data.beats" in err and "'peak_windw'" in err
     assert main(["beats", "--video", str(tmp_path / "missing.mp4")]) == 2
     assert "missing.mp4" in one_line_error(capsys)
+
+
+def test_unwritable_plot_is_one_line_before_the_analysis(media, tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    plot = tmp_path / "file.txt" / "beats.png"
+    assert main(["beats", "--video", str(tmp_path / "missing.mp4"), "--plot", str(plot)]) == 2  # was: a traceback
+    assert f"--plot {plot.parent}: cannot write there" in one_line_error(capsys)

@@ -1,6 +1,9 @@
 """`vmas generate` end to end on a tiny untrained checkpoint: lengths, stream copy, rotation, seeds,
 bad files, batch mode, EMA weights."""
 import json
+import os
+import shutil
+import sys
 
 import av
 import lightning as L
@@ -72,15 +75,6 @@ def test_loads_the_ema_weights(ckpt):
     assert not model.training
 
 
-def test_checkpoint_loads_without_the_pretrained_weights_it_started_from(ckpt, tmp_path):
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    checkpoint["hyper_parameters"]["encoder"] = {**TINY["encoder"], "pretrained": str(tmp_path / "gone" / "hiera.pth")}
-    torch.save(checkpoint, tmp_path / "moved.ckpt")
-    model, _, _ = load_for_inference(tmp_path / "moved.ckpt")
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, checkpoint["state_dict"][f"model.{name}"]), name
-
-
 def test_25_s_silent_video(ckpt, tmp_path):
     video = make_video(tmp_path / "long.mp4", 25, 4)
     assert run("--ckpt", ckpt, "--video", video, "--out", tmp_path / "out" / "long", "--seed", 0) == 0
@@ -139,8 +133,9 @@ def test_batch_skips_bad_files_and_reports_them(ckpt, tmp_path, capsys):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [r["video"] for r in report["succeeded"]] == [str(videos / "good.mp4")]
     assert [r["video"] for r in report["failed"]] == [str(videos / "broken.mp4")]
+    assert report["ignored"] == [str(videos / "notes.txt")]  # was: skipped silently
     assert (tmp_path / "out" / "good.wav").is_file() and (tmp_path / "out" / "good.mp4").is_file()
-    assert "1 of 2 videos done, 1 failed" in capsys.readouterr().out
+    assert "1 of 2 videos done, 1 failed, 1 other files ignored" in capsys.readouterr().out
 
 
 def test_plot_and_mv_align(ckpt, tmp_path, capsys):
@@ -167,3 +162,83 @@ def test_wrong_options_are_one_line_errors(ckpt, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert run("--ckpt", ckpt, "--video", tmp_path / "v.mp4", "--out", tmp_path / "o", "--device", "cuda") == 2
         assert "no CUDA device" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("unwritable", ["under_a_file", "read_only"])
+def test_output_mistakes_are_one_line_before_any_generation(ckpt, tmp_path, capsys, unwritable):
+    if unwritable == "read_only" and os.geteuid() == 0:
+        pytest.skip("root may write into a read-only folder")
+    (tmp_path / "in").mkdir()
+    video = make_video(tmp_path / "in" / "clip.mp4", 1, 10)
+    if unwritable == "read_only":
+        (tmp_path / "locked").mkdir(mode=0o555)
+        blocked = tmp_path / "locked"
+    else:
+        (tmp_path / "file.txt").write_text("a file, not a folder")
+        blocked = tmp_path / "file.txt" / "sub"
+    gone = tmp_path / "gone.ckpt"  # loading comes after the output checks: the error names the output
+    assert run("--ckpt", gone, "--video", video, "--out", blocked / "clip") == 2
+    assert f"--out {blocked}: cannot write there" in one_line_error(capsys)
+    assert run("--ckpt", gone, "--video", video, "--out", tmp_path / "out", "--plot", blocked / "plot.png") == 2
+    assert f"--plot {blocked}: cannot write there" in one_line_error(capsys)
+    assert run("--ckpt", gone, "--input-dir", video.parent, "--out-dir", blocked) == 2
+    assert f"--out-dir {blocked}: cannot write there" in one_line_error(capsys)
+
+
+def test_overwriting_the_input_or_a_folder_as_video_is_refused_before_generating(ckpt, tmp_path, capsys):
+    video = make_video(tmp_path / "clip.mp4", 1, 10)
+    assert run("--ckpt", ckpt, "--video", video, "--out", tmp_path / "clip") == 2
+    assert "clip.mp4: the output would overwrite the input video; choose another --out" in one_line_error(capsys)
+    assert run("--ckpt", ckpt, "--input-dir", tmp_path, "--out-dir", tmp_path) == 2
+    assert "would overwrite the input video; choose another --out-dir" in one_line_error(capsys)
+    assert not (tmp_path / "clip.wav").exists()  # was: checked after generating, leaving the wav
+    assert run("--ckpt", ckpt, "--video", tmp_path, "--out", tmp_path / "o") == 2  # was: "no such file"
+    assert f"--video {tmp_path}: a folder; for every video in it use --input-dir {tmp_path}" in one_line_error(capsys)
+
+
+def test_checkpoint_is_read_once_and_nothing_else(tmp_path):
+    """Encoder, decoder and codec fine-tuned from local weights: generation reads none of them (on a
+    connected machine it downloaded the decoder and codec from their hub ids), and the checkpoint once."""
+    from vmas_lightning.models.codecs.encodec import encodec
+    from vmas_lightning.models.decoders.musicgen import musicgen
+    from vmas_lightning.registry import VIDEO_ENCODERS
+
+    encoder = VIDEO_ENCODERS.build(TINY["encoder"], num_frames=SEQUENCE.num_frames, frame_size=SEQUENCE.frame_size)
+    torch.save(encoder.state_dict(), tmp_path / "hiera.pth")
+    musicgen(4, 256, 8, size="tiny").lm.save_pretrained(tmp_path / "musicgen")
+    encodec(size="tiny").model.save_pretrained(tmp_path / "encodec")
+    module = VMASModule(**{**TINY, "encoder": {**TINY["encoder"], "pretrained": str(tmp_path / "hiera.pth")},
+                           "decoder": {"name": "musicgen", "pretrained": str(tmp_path / "musicgen")},
+                           "codec": {"name": "encodec", "pretrained": str(tmp_path / "encodec")}})
+    trainer = L.Trainer(default_root_dir=tmp_path, max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="last")])
+    trainer.fit(module, train_dataloaders=DataLoader(random_batches(1), batch_size=None))
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    opened = []
+    recording = [True]
+    sys.addaudithook(lambda event, args: opened.append(str(args[0])) if recording and event == "open" else None)
+    model, _, _ = load_for_inference(ckpt)
+    recording.clear()
+    mine = [path for path in opened if path.startswith(str(tmp_path))]
+    assert mine == [str(ckpt)]  # was: the checkpoint 2-3 times, hiera.pth and config.json of both folders
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state[f"model.{name}"]), name
+    shutil.rmtree(tmp_path / "musicgen")
+    shutil.rmtree(tmp_path / "encodec")
+    (tmp_path / "hiera.pth").unlink()
+    assert load_for_inference(ckpt)[0].decoder.width == 64  # without the weights it started from
+
+
+def test_checkpoint_with_code_in_it_is_refused_without_running_it(ckpt, tmp_path, capsys):
+    class Payload:
+        def __reduce__(self):
+            return os.mkdir, (str(tmp_path / "ran"),)
+
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint["extra"] = Payload()
+    torch.save(checkpoint, tmp_path / "evil.ckpt")
+    video = make_video(tmp_path / "clip.mp4", 1, 10)
+    assert run("--ckpt", tmp_path / "evil.ckpt", "--video", video, "--out", tmp_path / "out") == 2
+    assert "evil.ckpt: not a readable checkpoint" in one_line_error(capsys)
+    assert not (tmp_path / "ran").exists()  # was: torch.load(weights_only=False) ran it

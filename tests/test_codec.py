@@ -2,7 +2,10 @@
 import pytest
 import torch
 
-from vmas_lightning.errors import MissingWeightsError
+from safetensors.torch import load_file, save_file
+
+from media import truncated_copy
+from vmas_lightning.errors import InputFileError, MissingWeightsError, VMASError
 from vmas_lightning.models.codecs.encodec import encodec
 
 
@@ -58,3 +61,36 @@ def test_missing_weights_one_line(tmp_path):
     with pytest.raises(MissingWeightsError, match=r"EnCodec \(model.codec.pretrained\)") as info:
         encodec(pretrained=str(tmp_path / "encodec_32khz"))
     assert str(tmp_path / "encodec_32khz") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_musicgen_folder_is_refused_as_the_codec(tmp_path):
+    """It holds an EnCodec inside: 112 of 116 tensors stayed random and training went on."""
+    from test_decoder import _tiny_musicgen
+
+    _tiny_musicgen().save_pretrained(tmp_path / "musicgen")
+    with pytest.raises(VMASError, match=r"holds a 'musicgen' model, not EnCodec \(model.codec.pretrained\); "
+                                        r"get facebook/encodec_32khz with `hf download"):
+        encodec(pretrained=str(tmp_path / "musicgen"))
+
+
+def test_weights_missing_tensors_are_refused(codec, tmp_path):
+    codec.model.save_pretrained(tmp_path / "encodec")
+    weights = tmp_path / "encodec" / "model.safetensors"
+    state = load_file(weights)
+    save_file({k: v for k, v in state.items() if not k.startswith("quantizer.")}, weights)  # codebooks left out
+    with pytest.raises(VMASError, match=r"tensors of EnCodec .* are not in its weights \(e.g. quantizer\."):
+        encodec(pretrained=str(tmp_path / "encodec"))
+
+
+@pytest.mark.parametrize("broken", ["truncated", "no_weights"])
+def test_broken_folder_is_one_line(codec, tmp_path, broken):
+    folder = tmp_path / "encodec"
+    codec.model.save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    if broken == "truncated":  # a download cut short
+        truncated_copy(weights, tmp_path / "part", keep=0.6).replace(weights)
+    else:
+        weights.unlink()
+    with pytest.raises(InputFileError, match="not a readable folder of EnCodec") as info:
+        encodec(pretrained=str(folder))
+    assert str(folder) in str(info.value) and "\n" not in str(info.value)

@@ -90,6 +90,7 @@ def test_htdemucs_without_weights_is_a_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError, match="adefossez/HTDemucs") as err:
         SOURCE_SEPARATORS.build("htdemucs")
     assert "\n" not in str(err.value) and "--separator none" in str(err.value)
+    assert "hf download adefossez/HTDemucs --local-dir DIR" in str(err.value)  # the pinned huggingface_hub's CLI
     with pytest.raises(MissingWeightsError, match="no such folder"):
         SOURCE_SEPARATORS.build({"name": "htdemucs", "repo": str(tmp_path / "nowhere")})
 

@@ -9,7 +9,8 @@ from transformers import (
     T5Config,
 )
 
-from vmas_lightning.errors import MissingWeightsError, VMASError
+from media import truncated_copy
+from vmas_lightning.errors import InputFileError, MissingWeightsError, VMASError
 from vmas_lightning.models.decoders.musicgen import musicgen, sinusoids
 
 K, V, D = 4, 32, 24
@@ -110,3 +111,37 @@ def test_missing_weights_one_line(tmp_path):
     with pytest.raises(MissingWeightsError, match=r"MusicGen decoder \(model.decoder.pretrained\)") as info:
         musicgen(K, V, D, pretrained=str(tmp_path / "musicgen-medium"))
     assert "\n" not in str(info.value)
+
+
+def test_hub_id_without_cache_or_network_names_the_hf_command(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from vmas_lightning.models import pretrained
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(pretrained, "hub_reachable", lambda: False)  # as on an offline machine
+    with pytest.raises(MissingWeightsError, match="hub unreachable") as info:
+        musicgen(K, V, D, pretrained="facebook/musicgen-medium")
+    assert "hf download facebook/musicgen-medium --local-dir DIR" in str(info.value)  # `huggingface-cli` is gone
+
+
+def test_an_encodec_folder_is_refused_as_the_decoder(tmp_path):
+    from vmas_lightning.models.codecs.encodec import encodec
+
+    encodec(size="tiny").model.save_pretrained(tmp_path / "encodec")
+    with pytest.raises(VMASError, match=r"holds a 'encodec' model, not MusicGen decoder \(model.decoder.pretrained\)"):
+        musicgen(K, V, D, pretrained=str(tmp_path / "encodec"))
+
+
+def test_truncated_pytorch_model_bin_is_one_line(tmp_path):
+    """The older MusicGen layout: config.json and pytorch_model.bin."""
+    folder = tmp_path / "musicgen"
+    source = _tiny_musicgen()
+    source.save_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    torch.save(source.state_dict(), folder / "pytorch_model.bin")
+    assert musicgen(K, V, D, pretrained=str(folder)).width == 32  # the layout loads
+    truncated_copy(folder / "pytorch_model.bin", tmp_path / "part", keep=0.5).replace(folder / "pytorch_model.bin")
+    with pytest.raises(InputFileError, match="not a readable folder of MusicGen decoder") as info:
+        musicgen(K, V, D, pretrained=str(folder))
+    assert "\n" not in str(info.value) and "hf download facebook/musicgen-medium" in str(info.value)

@@ -24,10 +24,10 @@ def test_visual_cuts_land_on_musical_onsets(demo_data):
     for i in range(len(dataset)):
         clip = decode_sample(dataset[i])
         events = np.array(clip["meta"]["events_s"])
-        event_steps = np.floor(events * 50).astype(int)
         music = np.flatnonzero(clip["music_beats"])
-        # every note the synthesiser placed is detected as a music beat within one token step
-        assert all(np.min(np.abs(music - s)) <= 1 for s in event_steps)
+        # every note the synthesiser placed is detected as a music beat within 1.5 token steps
+        # (30 ms): the note starts anywhere inside a step, the detector reports its frame
+        assert all(np.min(np.abs(music / 50 - t)) <= 1.5 / 50 for t in events)
         assert np.isin(np.flatnonzero(clip["overlap"]), music).all()
         num_events, num_overlaps = num_events + len(events), num_overlaps + clip["overlap"].sum()
     # most cuts are found as video beats next to their note (a few drown in the drift's own flow)

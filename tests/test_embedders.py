@@ -68,7 +68,7 @@ def test_vggish_rejects_missing_and_foreign_weights(tmp_path):
     with pytest.raises(MissingWeightsError, match="VGGish"):
         vggish(pretrained=str(tmp_path / "nope.pth"))
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
-    with pytest.raises(VMASError, match="not a VGGish state dict"):
+    with pytest.raises(VMASError, match="not a torchvggish VGGish state dict"):
         vggish(pretrained=str(tmp_path / "other.pth"))
 
 
@@ -131,3 +131,31 @@ def test_ast_loads_a_saved_folder(tmp_path):
 def test_passt_slot_explains_why_it_is_unavailable():
     with pytest.raises(VMASError, match="torchaudio"):
         AUDIO_CLASSIFIERS.build("passt")
+
+
+def test_a_folder_of_another_model_is_refused(tmp_path):
+    """CLAP given an AST folder loaded 0 of its tensors and said it was calibrated; AST given a CLAP
+    folder said "AST has 2 labels"; the encodec embedder took a MusicGen folder."""
+    from transformers import ClapFeatureExtractor
+    from test_decoder import _tiny_musicgen
+
+    ast = AUDIO_CLASSIFIERS.build({"name": "ast", "pretrained": None})
+    ast.model.save_pretrained(tmp_path / "ast")
+    ast.feature_extractor.save_pretrained(tmp_path / "ast")
+    tiny_clap().save_pretrained(tmp_path / "clap")
+    ClapFeatureExtractor().save_pretrained(tmp_path / "clap")
+    _tiny_musicgen().save_pretrained(tmp_path / "musicgen")
+    with pytest.raises(VMASError, match="holds a 'audio-spectrogram-transformer' model, not CLAP; get laion/larger_clap_music"):
+        AUDIO_EMBEDDERS.build({"name": "clap", "pretrained": str(tmp_path / "ast")})
+    with pytest.raises(VMASError, match="holds a 'clap' model, not AST; get MIT/ast-finetuned-audioset"):
+        AUDIO_CLASSIFIERS.build({"name": "ast", "pretrained": str(tmp_path / "clap")})
+    with pytest.raises(VMASError, match="holds a 'musicgen' model, not EnCodec"):
+        AUDIO_EMBEDDERS.build({"name": "encodec", "pretrained": str(tmp_path / "musicgen")})
+
+
+def test_vggish_of_another_shape_is_one_line(tmp_path):
+    state = VGGish().state_dict()
+    state["embeddings.4.weight"] = torch.zeros(256, 4096)  # a 256-d head: not VGGish's 128
+    torch.save(state, tmp_path / "wide.pth")
+    with pytest.raises(VMASError, match=r"1 of another shape \(e.g. embeddings.4.weight \[256, 4096\], expected \[128, 4096\]\)"):
+        vggish(pretrained=str(tmp_path / "wide.pth"))

@@ -9,6 +9,7 @@ from timm.models.hiera import Unroll
 
 from vmas_lightning.errors import MissingWeightsError, VMASError
 from vmas_lightning.models.encoders import clip, efficient_hiera, hiera
+from vmas_lightning.models.encoders.hiera import HIERA_B_16X224_URL, HIERA_MASK_UNITS, HIERA_Q_STRIDES, HieraVideoEncoder
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +149,20 @@ def test_hiera_unreadable_checkpoint(tmp_path):
     (tmp_path / "hiera.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(VMASError, match="not a readable PyTorch checkpoint"):
         hiera(size="tiny", num_frames=8, frame_size=64, pretrained=str(tmp_path / "hiera.pth"))
+
+
+def test_hiera_checkpoint_of_another_size_or_an_image_hiera_is_one_line(tmp_path):
+    """Hiera-B+ (wider) gave a 372-line size-mismatch traceback, the image Hiera a KeyError."""
+    from timm.models.hiera import Hiera
+
+    wider = HieraVideoEncoder(16, 64, embed_dim=24, num_heads=2, stages=(1, 1, 1, 1), q_strides=HIERA_Q_STRIDES,
+                              mask_units=HIERA_MASK_UNITS)  # tiny's layout, B+'s extra width
+    _save_official(wider, tmp_path / "hiera_plus.pth")
+    image = Hiera(img_size=(64, 64), embed_dim=16, num_heads=1, stages=(1, 1, 1, 1), num_classes=400)
+    torch.save({"model_state": image.state_dict()}, tmp_path / "hiera_image.pth")
+    for name, expected in (("hiera_plus.pth", "of another shape (e.g. blocks.0.attn.proj.bias [24], expected [16])"),
+                           ("hiera_image.pth", "missing (e.g. pos_embed_spatial)")):
+        with pytest.raises(VMASError, match="not a Hiera video checkpoint") as info:
+            hiera(size="tiny", num_frames=16, frame_size=64, pretrained=str(tmp_path / name))
+        message = str(info.value)
+        assert expected in message and "\n" not in message and HIERA_B_16X224_URL in message

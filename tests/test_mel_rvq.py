@@ -64,6 +64,20 @@ def test_save_load_round_trip_and_wrong_files(small_codec, tmp_path):
         mel_rvq(str(tmp_path / "other.pt"))
     with pytest.raises(VMASError, match="num_codebooks"):
         load_mel_rvq(path, num_codebooks=5)
+    with pytest.raises(VMASError, match="needs model.codec.pretrained"):
+        mel_rvq()
+
+
+def test_rebuilds_from_its_rebuild_options_and_state_dict_alone(small_codec):
+    """What a checkpoint records (`rebuild_options` + buffers) gives the same codec without its file."""
+    options = small_codec.rebuild_options()
+    assert options["pretrained"] is None
+    rebuilt = AUDIO_CODECS.build({"name": "mel_rvq", **options})
+    assert not torch.equal(rebuilt.codebooks, small_codec.codebooks)  # unfitted until the state dict fills it
+    rebuilt.load_state_dict(small_codec.state_dict())
+    tokens = small_codec.encode(torch.from_numpy(tone(0.5, 330))[None, None])
+    assert torch.equal(rebuilt.encode(torch.from_numpy(tone(0.5, 330))[None, None]), tokens)
+    assert torch.equal(rebuilt.decode(tokens), small_codec.decode(tokens))
 
 
 def test_committed_demo_codec_keeps_pitch_and_onsets_of_held_out_clips():

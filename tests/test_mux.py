@@ -4,7 +4,7 @@ import av
 import pytest
 import soundfile
 
-from media import decoded_seconds, make_video, sine, video_packets
+from media import decoded_seconds, first_frame_time, make_video, sine, video_packets
 from vmas_lightning.errors import InputFileError
 from vmas_lightning.generation.mux import mux_audio, video_duration, write_wav
 
@@ -55,6 +55,29 @@ def test_container_that_rejects_the_codec_falls_back_to_matroska(tmp_path):
     out = mux_audio(source, sine(1), SR, tmp_path / "out.webm")
     assert out == tmp_path / "out.mkv" and not (tmp_path / "out.webm").exists()
     assert video_packets(out) == video_packets(source)
+
+
+ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+CONTAINERS = (".mp4", ".mkv", ".webm", ".mov")
+
+
+@pytest.mark.parametrize("source_container", CONTAINERS)
+@pytest.mark.parametrize("codec", ENCODERS)
+def test_picture_is_copied_packet_for_packet_in_every_container(tmp_path, codec, source_container):
+    """H.264 in Matroska starts with packets that carry no dts: they must be kept (the first keyframe)."""
+    encoder = ENCODERS[codec]
+    if encoder not in av.codecs_available:
+        pytest.skip(f"this PyAV has no {encoder} encoder to make a {codec} source")
+    try:
+        source = make_video(tmp_path / f"in{source_container}", 2, 10, width=64, height=48, codec=encoder)
+    except (ValueError, av.FFmpegError) as err:  # e.g. H.264 in .webm, VP9 in .mov
+        pytest.skip(f"PyAV cannot write {codec} in {source_container}: {err}")
+    for container in CONTAINERS:
+        out = mux_audio(source, sine(2), SR, tmp_path / f"out{container}")
+        assert out.suffix in (container, ".mkv")  # .mkv: the container refuses the codec
+        assert video_packets(out) == video_packets(source), (codec, source_container, container)
+        assert first_frame_time(out) == 0.0
+        assert decoded_seconds(out, 1) == pytest.approx(2.0, abs=0.1)
 
 
 def test_webm_source_stays_webm_with_opus(tmp_path):

@@ -3,8 +3,11 @@ import numpy as np
 import pytest
 
 from media import gradient_frames, sine
-from vmas_lightning.data.shards import (DataConfig, decode_flac, encode_flac, pack_jpegs, packed_frame_count,
-                                        unpack_jpegs)
+from dataclasses import replace
+
+from conftest import TINY_CONFIG
+from vmas_lightning.data.shards import (ClipAnnotator, DataConfig, decode_flac, decode_sample, encode_flac, encode_sample,
+                                        pack_jpegs, packed_frame_count, unpack_jpegs)
 from vmas_lightning.errors import VMASError
 
 
@@ -30,9 +33,22 @@ def test_flac_round_trip_is_16_bit_exact():
     assert np.abs(restored - wav).max() < 1.0 / 2**15 + 1e-6
 
 
-def test_data_config_reads_the_training_config(tmp_path):
-    from conftest import TINY_CONFIG
+def test_audio_beyond_full_scale_is_scaled_not_clipped_and_the_gain_recorded():
+    config = DataConfig.from_yaml(TINY_CONFIG)
+    config = replace(config, sequence=config.sequence.with_duration(1.0))
+    annotate = ClipAnnotator(config)
+    frames = gradient_frames(config.sequence.num_frames, 64, 64)
+    loud = sine(1.0) * 5.0  # peak 1.5
+    stored = decode_sample(encode_sample(annotate("loud", "src.mp4", 0.0, frames, loud, {"genre": "x"}), 32000))
+    assert stored["meta"] == {"genre": "x", "audio_gain": pytest.approx(1 / 1.5, abs=1e-6)}
+    np.testing.assert_allclose(stored["audio"], loud / 1.5, atol=1.0 / 2**15 + 1e-6)  # the same waveform, quieter
+    quiet = decode_sample(encode_sample(annotate("quiet", "src.mp4", 0.0, frames, sine(1.0), {}), 32000))
+    assert quiet["meta"] == {} and np.abs(quiet["audio"] - sine(1.0)).max() < 1.0 / 2**15 + 1e-6
+    with pytest.raises(ValueError, match="clip"):
+        encode_flac(loud, 32000)
 
+
+def test_data_config_reads_the_training_config(tmp_path):
     config = DataConfig.from_yaml(TINY_CONFIG)
     assert config.sequence.num_frames == 96 and config.sequence.frame_size == 64
     assert config.beats.match_window == 5

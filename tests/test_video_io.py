@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from media import gradient_frames, sine, truncated_copy, write_audio_only, write_video
+from media import gradient_frames, sine, truncated_copy, write_audio_only, write_surround_video, write_video
 from vmas_lightning.data.video_io import probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError
 
@@ -102,6 +102,16 @@ def test_bad_files_are_one_line_errors(tmp_path, kind, problem):
         read_video(path)
     message = str(err.value)
     assert str(path) in message and problem in message and "\n" not in message
+
+
+@pytest.mark.parametrize("channels", [2, 6])
+def test_stereo_and_5_1_are_down_mixed_without_gain(tmp_path, channels):
+    """Every channel at 0.9 of full scale: the mono mix stays at 0.9 (FFmpeg's down-mix gave 1.27 / 2.8)."""
+    tone = sine(2.0, 48000, 440.0) / 0.3 * 0.9
+    path = write_surround_video(tmp_path / f"{channels}ch.mp4", gradient_frames(20), 10, np.tile(tone, (channels, 1)))
+    wav = read_audio(path, 32000)
+    assert wav.ndim == 1 and np.abs(wav).max() == pytest.approx(0.9, abs=0.03)
+    assert read_audio(path, 32000, mono=False).shape[0] == channels
 
 
 def test_video_without_audio_track(tmp_path):

@@ -10,6 +10,12 @@ class VMASError(Exception):
     exit_code = 2
 
 
+class Interrupted(VMASError):
+    """Ctrl-C: one line saying what was kept, exit code 130 (128 + SIGINT)."""
+
+    exit_code = 130
+
+
 class MissingWeightsError(VMASError):
     """Pretrained weights that are neither in a local folder nor reachable on the hub."""
 

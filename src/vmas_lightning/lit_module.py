@@ -122,11 +122,17 @@ class VMASModule(L.LightningModule):
     # ------------------------------------------------------------------ resume
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the RNG states so a resumed run draws the same dropout and null-condition masks
-        (numpy's state as a tensor, so the checkpoint still loads with `weights_only=True`)."""
+        (numpy's state as a tensor, so the checkpoint still loads with `weights_only=True`), and
+        what rebuilds each part without its pretrained source (the parts' `rebuild_options()`, e.g.
+        the decoder's transformers config), so that inference needs nothing but the checkpoint."""
         states = _collect_rng_states()
         kind, keys, *rest = states["numpy"]
         states["numpy"] = (kind, torch.from_numpy(keys.astype("int64")), *rest)
         checkpoint["rng_states"] = states
+        checkpoint["rebuild_options"] = {
+            key: getattr(self.model, key).rebuild_options()
+            for key in ("encoder", "decoder", "codec") if hasattr(getattr(self.model, key), "rebuild_options")
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("rng_states")

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import numpy as np
 from jsonargparse import ArgumentParser
 
+from vmas_lightning.cli import writable_folder
 from vmas_lightning.errors import InputFileError
 from vmas_lightning.objectives.beats import BeatConfig, beats_at_token_rate, build_plugin, flow_curve
 from vmas_lightning.registry import ONSET_DETECTORS, OPTICAL_FLOWS
@@ -132,6 +133,8 @@ def plot_beats(path: str | Path, report: dict[str, Any], flow: np.ndarray, seque
 
 
 def run(cfg) -> int:
+    if cfg.plot:
+        writable_folder(Path(cfg.plot).parent, "--plot")
     sequence, config = load_config(cfg.config)
     report, flow, clip = analyse(cfg.video, cfg.audio, sequence, config)
     if cfg.plot:

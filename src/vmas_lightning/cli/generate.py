@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 from jsonargparse import ArgumentParser
 
+from vmas_lightning.cli import writable_folder
 from vmas_lightning.data.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
 
@@ -72,6 +73,15 @@ def muxed_suffix(video: Path) -> str:
     return video.suffix.lower() if video.suffix.lower() in KEPT_SUFFIXES else ".mp4"
 
 
+def check_outputs(video: Path, stem: Path, no_video: bool, flag: str) -> None:
+    """One line, before any generation, when the muxed copy would replace its own input."""
+    from vmas_lightning.generation.mux import add_extension
+
+    target = add_extension(stem, muxed_suffix(video))
+    if not no_video and target.resolve() == video.resolve():
+        raise VMASError(f"{target}: the output would overwrite the input video; choose another {flag}")
+
+
 class Generation:
     """A loaded checkpoint that turns video files into music files."""
 
@@ -105,8 +115,6 @@ class Generation:
         result["wav"] = str(write_wav(add_extension(stem, ".wav"), audio[: seq.samples_for(clip.duration_s)], seq.sample_rate))
         if not self.cfg.no_video:
             target = add_extension(stem, muxed_suffix(video_path))
-            if target.resolve() == video_path.resolve():
-                raise VMASError(f"{target}: the output would overwrite the input video; choose another --out")
             result["video_out"] = str(mux_audio(video_path, audio, seq.sample_rate, target, self.cfg.keep_original_audio))
         if plot is not None:
             from vmas_lightning.generation.plot import plot_alignment
@@ -127,9 +135,16 @@ def run(cfg) -> int:
         raise VMASError("--input-dir needs --out-dir")
     if single:
         video = Path(cfg.video)
+        if video.is_dir():
+            raise VMASError(f"--video {video}: a folder; for every video in it use --input-dir {video} --out-dir OUT")
         if not video.is_file():
             raise InputFileError(video, "no such file")
-        result = Generation(cfg)(video, output_stem(cfg.out, video), Path(cfg.plot) if cfg.plot else None)
+        stem = output_stem(cfg.out, video)
+        writable_folder(stem.parent, "--out")
+        check_outputs(video, stem, cfg.no_video, "--out")
+        if cfg.plot:
+            writable_folder(Path(cfg.plot).parent, "--plot")
+        result = Generation(cfg)(video, stem, Path(cfg.plot) if cfg.plot else None)
         _print_result(result)
         return 0
     return _run_batch(cfg)
@@ -139,11 +154,18 @@ def _run_batch(cfg) -> int:
     input_dir, out_dir = Path(cfg.input_dir), Path(cfg.out_dir)
     if not input_dir.is_dir():
         raise VMASError(f"--input-dir {input_dir}: not a folder")
-    videos = sorted(p for p in input_dir.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    files = sorted(p for p in input_dir.iterdir() if p.is_file())
+    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
     if not videos:
         raise VMASError(f"--input-dir {input_dir}: no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+    writable_folder(out_dir, "--out-dir")
+    for video in videos:
+        check_outputs(video, out_dir / video.stem, cfg.no_video, "--out-dir")
+    if cfg.plot:
+        writable_folder(cfg.plot, "--plot")
     generate = Generation(cfg)
-    report = {"succeeded": [], "failed": []}
+    # Files without a video suffix are listed, not tried (give one with --video to try it).
+    report = {"succeeded": [], "failed": [], "ignored": [str(p) for p in files if p not in videos]}
     for index, video in enumerate(videos, 1):
         print(f"[{index}/{len(videos)}] {video.name}", file=sys.stderr)
         plot = Path(cfg.plot) / f"{video.stem}.png" if cfg.plot else None
@@ -153,10 +175,9 @@ def _run_batch(cfg) -> int:
         except VMASError as err:
             print(f"vmas generate: skipped: {err}", file=sys.stderr)
             report["failed"].append({"video": str(video), "error": str(err)})
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{len(report['succeeded'])} of {len(videos)} videos done, {len(report['failed'])} failed; "
-          f"report: {out_dir / 'report.json'}")
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{len(report['succeeded'])} of {len(videos)} videos done, {len(report['failed'])} failed, "
+          f"{len(report['ignored'])} other files ignored; report: {out_dir / 'report.json'}")
     return 0 if report["succeeded"] else 2
 
 

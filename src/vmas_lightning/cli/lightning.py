@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from vmas_lightning.data.datamodule import VMASDataModule
+from vmas_lightning.errors import VMASError
 from vmas_lightning.lit_module import VMASModule
 from vmas_lightning.sequence import SequenceConfig
 
@@ -30,6 +31,18 @@ class VMASCLI(LightningCLI):
         LightningCLI would replace the whole `model` block by the checkpoint's hyper-parameters,
         discarding test-time settings such as `--model.generation.*` and `--model.evaluation.*`.
         """
+
+    def before_instantiate_classes(self) -> None:
+        """Stop in one line before any network is built: without `--config` the defaults are the
+        paper's 1.9 B-parameter model with random weights; evaluating or predicting without
+        `--ckpt_path` would use untrained weights."""
+        config = self.config[self.subcommand]
+        if not config.get("config"):
+            raise VMASError(f"vmas {self.subcommand} needs --config (configs/tiny.yaml for a CPU run, "
+                            "configs/vmas.yaml for the paper's model)")
+        if self.subcommand != "fit" and not config.get("ckpt_path"):
+            raise VMASError(f"vmas {self.subcommand} needs --ckpt_path CKPT, the trained checkpoint "
+                            "(without it the model has untrained weights)")
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for field in fields(SequenceConfig):

@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from vmas_lightning.errors import VMASError
+from vmas_lightning.errors import Interrupted, VMASError
 
 LIGHTNING_COMMANDS = {
     "fit": "Train a model (configs/*.yaml).",
@@ -67,12 +67,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args[0] in LIGHTNING_COMMANDS or args[0].startswith("-"):
             return _run_lightning(lightning_args)
         raise VMASError(f"unknown command '{args[0]}'; commands: {', '.join([*LIGHTNING_COMMANDS, *PROJECT_COMMANDS])}")
+    except KeyboardInterrupt:
+        return _report(Interrupted("interrupted"))
     except VMASError as err:
-        print(f"vmas: error: {err}", file=sys.stderr)
-        return err.exit_code
+        return _report(err)
     except _argument_errors() as err:
         print(f"vmas: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+
+
+def _report(err: VMASError) -> int:
+    print(f"vmas: error: {err}", file=sys.stderr)
+    return err.exit_code
 
 
 def _argument_errors() -> tuple[type[BaseException], ...]:

@@ -1,7 +1,9 @@
 """`vmas prepare`: curate raw videos into DISCO-MV shards; `vmas prepare merge` joins array-job shards."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -9,12 +11,14 @@ from typing import Optional
 from jsonargparse import ArgumentParser
 from tqdm.auto import tqdm
 
+from vmas_lightning.cli import writable_folder
 from vmas_lightning.data.prepare import (
-    REPORT_NAME, Outcome, PrepareOptions, collect_inputs, commit_outcome, curate_all, merge_output, merge_shards,
-    read_report, shard_dir, shard_of,
+    REPORT_NAME, Curator, InputItem, Outcome, PrepareOptions, check_settings, collect_inputs, commit_outcome, curate_all,
+    merge_output, merge_shards, output_lock, read_report, shard_dir, shard_of, write_report,
 )
 from vmas_lightning.data.shards import SPLITS, DataConfig
-from vmas_lightning.errors import VMASError
+from vmas_lightning.errors import Interrupted, VMASError
+from vmas_lightning.registry import PluginSpec
 
 HELP = "Curate raw videos (files, folders, globs, manifests) into training shards with a per-file report."
 
@@ -29,8 +33,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="Worker processes on this machine.")
     parser.add_argument("--num-shards", type=int, default=1, help="Array-job size: inputs are split into this many shards.")
     parser.add_argument("--shard-index", type=int, default=0, help="This task's shard (e.g. $SLURM_ARRAY_TASK_ID).")
-    parser.add_argument("--separator", default="htdemucs", help="Vocal removal: htdemucs | none.")
-    parser.add_argument("--embedder", default="pixel_stats", help="Frame embedder of the visual filter: pixel_stats | clip.")
+    parser.add_argument("--separator", type=PluginSpec, default="htdemucs",
+                        help="Vocal removal: htdemucs | none, or with options: '{name: htdemucs, repo: DIR}'.")
+    parser.add_argument("--embedder", type=PluginSpec, default="pixel_stats",
+                        help="Frame embedder of the visual filter: pixel_stats | clip, or '{name: clip, pretrained: FILE}'.")
     parser.add_argument("--similarity-threshold", type=float, default=0.7, help="Reject videos at or above this frame similarity.")
     parser.add_argument("--clip-seconds", type=Optional[float], default=None, help="Clip length (default: the config's duration).")
     parser.add_argument("--hop-seconds", type=Optional[float], default=None, help="Clip hop (default: the clip length).")
@@ -38,13 +44,25 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--timeout-s", type=float, default=600.0, help="Per-input time limit.")
     parser.add_argument("--split", default="train", choices=list(SPLITS), help="Split of inputs (a manifest's split column wins).")
     parser.add_argument("--require-audio", type=bool, default=True, help="Fail inputs without an audio track.")
+    parser.add_argument("--retry-failed", action="store_true", help="Curate again the inputs the report lists as failed.")
     return parser
+
+
+def shard_settings(config: DataConfig, options: PrepareOptions) -> dict:
+    """What decides the clips, by config key and flag (not --split, --workers or --timeout-s)."""
+    sequence = {k: v for k, v in dataclasses.asdict(config.sequence).items() if k != "duration_s"}
+    return json.loads(json.dumps({
+        "model.sequence": sequence, "model.codec": config.codec, "data.beats": dataclasses.asdict(config.beats),
+        "--clip-seconds": options.clip_s, "--hop-seconds": options.hop_s,
+        "--similarity-threshold": options.similarity_threshold, "--embedder": options.embedder,
+        "--separator": options.separator, "--require-audio": options.require_audio, "--silence-rms": options.silence_rms,
+    }))
 
 
 def run(cfg) -> int:
     if cfg.action == "merge":
         counts = merge_shards(cfg.output)
-        print(json.dumps({"output": str(Path(cfg.output)), "clips": counts}))
+        print(json.dumps({"output": str(Path(cfg.output)), "clips": counts}, ensure_ascii=False))
         return 0
     if not cfg.input:
         raise VMASError("--input is required (files, folders, globs or manifests)")
@@ -56,12 +74,30 @@ def run(cfg) -> int:
         clip_s=clip_s, hop_s=cfg.hop_seconds, similarity_threshold=cfg.similarity_threshold, embedder=cfg.embedder,
         separator=cfg.separator, require_audio=cfg.require_audio, silence_rms=cfg.silence_rms, split=cfg.split,
     )
-    output = shard_dir(cfg.output, cfg.num_shards, cfg.shard_index)
-    output.mkdir(parents=True, exist_ok=True)
     items = shard_of(collect_inputs(cfg.input), cfg.num_shards, cfg.shard_index)
+    output = shard_dir(cfg.output, cfg.num_shards, cfg.shard_index)
+    created = not output.exists()
+    writable_folder(output, "--output")
+    with output_lock(output):
+        try:
+            check_settings(output, shard_settings(config, options))
+            Curator(config, options)  # the plugins and their weights, checked once before any worker starts
+            summary = curate_into(output, items, config, options, cfg.workers, cfg.timeout_s, cfg.retry_failed)
+        except BaseException:
+            if created and not read_report(output):  # nothing curated: leave no folder behind
+                shutil.rmtree(output, ignore_errors=True)
+            raise
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+def curate_into(output: Path, items: list[InputItem], config: DataConfig, options: PrepareOptions, workers: int,
+                timeout_s: float, retry_failed: bool) -> dict:
+    """Curate the inputs not yet in the report (and the failed ones with `retry_failed`), join the
+    parts, rewrite the report with one line per input; returns the run's summary."""
     done = read_report(output)
-    todo = [item for item in items if item.path not in done]
-    totals = {"kept": 0, "rejected": 0, "failed": 0, "clips": 0}
+    todo = [item for item in items if item.path not in done or (retry_failed and done[item.path]["status"] == "failed")]
+    totals = {"kept": 0, "rejected": 0, "failed": 0, "ignored": 0, "clips": 0}
     started = time.monotonic()
     with tqdm(total=len(todo), unit="file", desc="prepare", dynamic_ncols=True) as bar:
 
@@ -74,8 +110,14 @@ def run(cfg) -> int:
                             rejected=totals["rejected"], failed=totals["failed"])
             bar.update(1)
 
-        curate_all(todo, config, options, cfg.workers, cfg.timeout_s, on_outcome)
-    counts = merge_output(output)
-    print(json.dumps({"output": str(output), "skipped": len(items) - len(todo), **totals, "dataset": counts,
-                      "report": str(output / REPORT_NAME)}))
-    return 0
+        try:
+            for item in todo:
+                if item.ignored:
+                    on_outcome(Outcome(item.path, item.split or options.split, "ignored", item.ignored))
+            curate_all([item for item in todo if not item.ignored], config, options, workers, timeout_s, on_outcome)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; every input finished so far is saved in {output / REPORT_NAME}: "
+                              "run the same command again to go on") from None
+    write_report(output, read_report(output).values())  # one line per input, also for inputs tried again
+    return {"output": str(output), "skipped": len(items) - len(todo), **totals, "dataset": merge_output(output),
+            "report": str(output / REPORT_NAME)}

@@ -8,7 +8,6 @@ delayed steps at batch 1, divided by the number of steps.
 """
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,7 +19,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from vmas_lightning.config_file import dataclass_from, read_config
 from vmas_lightning.errors import InputFileError
 from vmas_lightning.models.vmas import VMASModel
-from vmas_lightning.registry import AUDIO_CODECS, MUSIC_DECODERS, VIDEO_ENCODERS, Registry
 from vmas_lightning.sequence import SequenceConfig
 
 HELP = "Parameters, encoder output shape and GFLOPs of the model in a config (no weights needed)."
@@ -33,13 +31,12 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _without_weights(registry: Registry, spec: Any) -> Any:
-    """The spec with `pretrained` dropped, unless the plugin cannot be built without it (a fitted
-    file such as the demo's `mel_rvq` codec, which is small and defines the geometry)."""
-    if not isinstance(spec, Mapping) or "pretrained" not in spec:
+def _without_weights(spec: Any) -> Any:
+    """The spec with `pretrained` dropped, unless it is one small local file that defines the
+    geometry (the demo's fitted `mel_rvq` codec); hub ids and weight folders are never read."""
+    if not isinstance(spec, Mapping) or not spec.get("pretrained"):
         return spec
-    factory = registry.get(spec.get("name", ""))
-    if inspect.signature(factory).parameters["pretrained"].default is inspect.Parameter.empty:
+    if isinstance(spec["pretrained"], str) and Path(spec["pretrained"]).is_file():
         return dict(spec)
     return {**spec, "pretrained": None}
 
@@ -66,9 +63,8 @@ def _count_flops(fn, *args) -> tuple[float, dict[str, float], Any]:
 def profile(model_block: Mapping[str, Any], where: str = "model") -> dict[str, Any]:
     """Build `VMASModel` from a `model:` block (named `where` in errors) on the meta device and measure it."""
     sequence = dataclass_from(SequenceConfig, model_block.get("sequence"), f"{where}.sequence")
-    specs = {part: _without_weights(registry, model_block.get(part, default)) for part, registry, default in
-             (("encoder", VIDEO_ENCODERS, "efficient_hiera"), ("decoder", MUSIC_DECODERS, "musicgen"),
-              ("codec", AUDIO_CODECS, "encodec"))}
+    specs = {part: _without_weights(model_block.get(part, default)) for part, default in
+             (("encoder", "efficient_hiera"), ("decoder", "musicgen"), ("codec", "encodec"))}
     with torch.device("meta"):
         model = VMASModel(specs["encoder"], specs["decoder"], specs["codec"], sequence).eval()
         video = torch.empty(1, 3, sequence.num_frames, sequence.frame_size, sequence.frame_size)

@@ -9,17 +9,22 @@ tokens and beats. The main process writes each input's clips as one small litdat
 
 Crash safety: a part is written before its report line, and a part without a report line is
 written again from scratch by the next run, so killing a run at any moment and rerunning gives the
-same clips as one uninterrupted run. Inputs already in the report are skipped.
+same clips as one uninterrupted run. Inputs already in the report are skipped (failed ones are
+tried again on request). The folder records the settings its clips were made with
+(`DIR/settings.json`) and refuses a run with other ones; `DIR/.lock` keeps a second run out.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import glob
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
@@ -32,21 +37,25 @@ from vmas_lightning.data.frame_embedders import frame_similarity
 from vmas_lightning.data.shards import SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter
 from vmas_lightning.data.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError, VMASError
-from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS
+from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS, PluginSpec
 
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
 REPORT_NAME = "report.jsonl"
+SETTINGS_NAME = "settings.json"
+LOCK_NAME = ".lock"
 PARTS_DIR = "parts"
 NUM_SAMPLED_FRAMES = 16
 
 
 @dataclass(frozen=True)
 class InputItem:
-    """One video to curate: its path, its split (None: the run's default) and manifest metadata."""
+    """One video to curate: its path, its split (None: the run's default) and manifest metadata;
+    `ignored`: why a file found in a folder is not curated (reported, not tried)."""
 
     path: str
     split: Optional[str] = None
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    ignored: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,8 +65,8 @@ class PrepareOptions:
     clip_s: float = 10.0
     hop_s: Optional[float] = None  # None: clip_s (no overlap)
     similarity_threshold: float = 0.7
-    embedder: str = "pixel_stats"
-    separator: str = "htdemucs"
+    embedder: PluginSpec = "pixel_stats"
+    separator: PluginSpec = "htdemucs"
     require_audio: bool = True
     silence_rms: float = 1e-3  # a clip whose RMS is below this (-60 dBFS) is dropped as silent
     split: str = "train"
@@ -69,7 +78,7 @@ class Outcome:
 
     path: str
     split: str
-    status: str  # kept | rejected | failed
+    status: str  # kept | rejected | failed | ignored
     reason: str = ""
     similarity: Optional[float] = None
     duration_s: Optional[float] = None
@@ -88,15 +97,15 @@ class Outcome:
 
 
 def collect_inputs(paths: Iterable[str | Path]) -> list[InputItem]:
-    """Files, folders (recursive, video extensions), globs and manifests (.csv / .jsonl with a
-    `path` column; `split` and any other column go to the clip's meta) -> unique items, in order."""
+    """Files, folders (recursive), globs and manifests (.csv / .jsonl with a `path` column; `split`
+    and any other column go to the clip's meta) -> unique items, in order. A folder's files without
+    a video suffix come back `ignored`, so that the report names them."""
     items: dict[str, InputItem] = {}
     for raw in paths:
         raw = str(raw)
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-            new = [InputItem(str(p.resolve())) for p in found]
+            new = [InputItem(str(p.resolve()), ignored=_not_a_video_name(p)) for p in sorted(path.rglob("*")) if p.is_file()]
         elif path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
             new = list(read_manifest(path))
         elif path.exists():
@@ -108,8 +117,17 @@ def collect_inputs(paths: Iterable[str | Path]) -> list[InputItem]:
         else:
             raise VMASError(f"--input {raw}: no such file, folder or pattern")
         for item in new:
-            items.setdefault(item.path, item)
+            if item.path not in items or items[item.path].ignored:  # named explicitly: curated after all
+                items[item.path] = item
     return list(items.values())
+
+
+def _not_a_video_name(path: Path) -> str:
+    """Why a file found in a folder is not curated ("" when its suffix is a video one)."""
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return ""
+    return (f"{path}: not a video file name (suffix '{path.suffix}'); to curate it anyway, give it as "
+            "--input FILE or in a manifest")
 
 
 def read_manifest(path: Path) -> Iterator[InputItem]:
@@ -178,6 +196,9 @@ class Curator:
             raise InputFileError(item.path, NO_AUDIO_TRACK)
         video = read_video(item.path, fps=seq.fps, size=seq.frame_size)
         outcome.duration_s = round(video.duration_s, 3)
+        if video.duration_s + 1e-6 < opts.clip_s:
+            outcome.status, outcome.reason = "rejected", _shorter_than_a_clip(video.duration_s, opts.clip_s)
+            return
         picks = np.linspace(0, len(video.frames) - 1, min(NUM_SAMPLED_FRAMES, len(video.frames))).round().astype(int)
         similarity = frame_similarity(self.embed(video.frames[picks]))
         outcome.similarity = round(similarity, 4)
@@ -207,7 +228,11 @@ class Curator:
         if not outcome.records:
             outcome.status = "rejected"
             outcome.reason = (f"all {len(starts)} clips silent (RMS < {opts.silence_rms})" if starts else
-                              f"shorter than one clip ({usable_s:.1f} s < {opts.clip_s} s)")
+                              _shorter_than_a_clip(usable_s, opts.clip_s))
+
+
+def _shorter_than_a_clip(seconds: float, clip_s: float) -> str:
+    return f"shorter than one clip ({seconds:.1f} s < {clip_s:g} s)"
 
 
 def clip_starts(usable_s: float, clip_s: float, hop_s: float, num_frames: int, seq) -> list[float]:
@@ -232,13 +257,19 @@ _INIT_ERROR: Optional[VMASError] = None
 _STARTED: Any = None  # shared float array: wall time at which each input's curation began
 
 
-def _init_worker(config: DataConfig, options: PrepareOptions, threads: int, started: Any) -> None:
-    """Build the worker's `Curator`; a user error (missing weights, bad option) is raised by its first task."""
+def _init_worker(config: DataConfig, options: PrepareOptions, started: Any) -> None:
+    """Build the worker's `Curator`; a user error (missing weights, bad option) is raised by its first task.
+
+    One torch and one OpenCV thread per worker, whatever the worker and CPU counts: the thread
+    count changes float rounding in convolutions, and so tokens (scale out with `--workers`).
+    """
+    import cv2
     import torch
 
     global _CURATOR, _INIT_ERROR, _STARTED
     _STARTED = started
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     try:
         _CURATOR = Curator(config, options)
     except VMASError as err:
@@ -260,13 +291,17 @@ def curate_all(items: list[InputItem], config: DataConfig, options: PrepareOptio
     its pool is terminated and the other inputs in flight are started again in a fresh pool.
     """
     workers = max(1, workers)
-    threads = max(1, (os.cpu_count() or 1) // workers)
     # Fresh interpreters: forking a process whose torch / OpenMP threads hold locks can deadlock the child.
     context = multiprocessing.get_context("spawn")
     started = context.Array("d", len(items), lock=False)
     pending = deque(enumerate(items))
     while pending:
-        pool = context.Pool(workers, initializer=_init_worker, initargs=(config, options, threads, started))
+        # Workers start with Ctrl-C ignored (inherited): the main process reports it, in one line.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            pool = context.Pool(workers, initializer=_init_worker, initargs=(config, options, started))
+        finally:
+            signal.signal(signal.SIGINT, previous)
         in_flight: dict[Any, tuple[int, InputItem]] = {}
         timed_out = None
         try:
@@ -296,18 +331,78 @@ def curate_all(items: list[InputItem], config: DataConfig, options: PrepareOptio
 # ------------------------------------------------------------------------------------ output folder
 
 
+@contextlib.contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold `output/.lock` (an flock, released even when the process is killed); one line when
+    another process holds it."""
+    with open(output / LOCK_NAME, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise VMASError(f"--output {output}: another vmas prepare ({lock.read().strip() or 'unknown pid'}) is "
+                            "writing there; wait for it to end or choose another --output") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        yield
+
+
+def check_settings(output: Path, settings: dict[str, Any]) -> None:
+    """Record `settings` (what decides the clips) in a new output folder; refuse one whose clips were
+    made with other settings, in one line naming each difference."""
+    path = output / SETTINGS_NAME
+    if not path.exists():
+        if read_report(output):
+            raise VMASError(f"--output {output}: holds curated inputs but no {SETTINGS_NAME} (written by an older "
+                            "vmas); prepare into a new --output")
+        _write_atomically(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+        return
+    recorded = _flatten(json.loads(path.read_text()))
+    wanted = _flatten(settings)
+    changed = [f"{key} {recorded.get(key)!r} there, {wanted.get(key)!r} now"
+               for key in sorted(set(recorded) | set(wanted)) if recorded.get(key) != wanted.get(key)]
+    if changed:
+        raise VMASError(f"--output {output} holds clips made with other settings ({'; '.join(changed)}); "
+                        "add inputs with the same settings, or prepare into a new --output")
+
+
+def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
 def read_report(output: str | Path) -> dict[str, dict[str, Any]]:
-    """path -> report line of every input already curated into `output` (a torn last line is ignored)."""
+    """path -> report line of every input already curated into `output`, the latest for an input tried
+    again (a torn last line is ignored)."""
     report = Path(output) / REPORT_NAME
     lines: dict[str, dict[str, Any]] = {}
     if report.exists():
-        for text in report.read_text().splitlines():
+        for text in report.read_text(encoding="utf-8").splitlines():
             try:
                 line = json.loads(text)
             except ValueError:
                 continue
             lines[line["path"]] = line
     return lines
+
+
+def write_report(output: Path, lines: Iterable[dict[str, Any]]) -> None:
+    """Replace `output/report.jsonl` by `lines` (one per input), atomically."""
+    _write_atomically(output / REPORT_NAME, "".join(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n"
+                                                    for line in lines))
 
 
 def commit_outcome(output: Path, outcome: Outcome, sample_rate: int) -> None:
@@ -320,10 +415,10 @@ def commit_outcome(output: Path, outcome: Outcome, sample_rate: int) -> None:
                 writer.write(record)
     report = output / REPORT_NAME
     torn = report.exists() and report.stat().st_size > 0 and _last_byte(report) != b"\n"
-    with report.open("a") as f:
+    with report.open("a", encoding="utf-8") as f:
         if torn:
             f.write("\n")  # a killed run left half a line
-        f.write(json.dumps(outcome.report_line(), sort_keys=True) + "\n")
+        f.write(json.dumps(outcome.report_line(), sort_keys=True, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -381,13 +476,20 @@ def merge_output(output: str | Path, sources: Optional[list[Path]] = None) -> di
 
 
 def merge_shards(output: str | Path) -> dict[str, int]:
-    """`vmas prepare merge`: join `output/shard-*-of-*/` (parts and reports) into `output/`."""
+    """`vmas prepare merge`: join `output/shard-*-of-*/` (parts and reports) into `output/`; every
+    shard must have been made with the same settings and none may still be written."""
     output = Path(output)
     shards = sorted(p for p in output.glob("shard-*-of-*") if p.is_dir())
     if not shards:
         raise VMASError(f"--output {output}: no shard-*-of-* folders to merge")
-    lines = {}
-    for shard in shards:
-        lines.update(read_report(shard))
-    (output / REPORT_NAME).write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in lines.values()))
-    return merge_output(output, shards)
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(output_lock(output))
+        lines = {}
+        for shard in shards:
+            locks.enter_context(output_lock(shard))
+            if not (shard / SETTINGS_NAME).exists():
+                raise VMASError(f"{shard}: no {SETTINGS_NAME}; prepare the shard again with this vmas")
+            check_settings(output, json.loads((shard / SETTINGS_NAME).read_text()))
+            lines.update(read_report(shard))
+        write_report(output, lines.values())
+        return merge_output(output, shards)

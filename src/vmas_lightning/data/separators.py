@@ -1,8 +1,10 @@
 """Vocal removal for curation (SPEC section 1, filter 2): keep every stem but the vocals."""
 from __future__ import annotations
 
+import contextlib
+import random
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import librosa
 import numpy as np
@@ -16,8 +18,9 @@ from vmas_lightning.registry import SOURCE_SEPARATORS
 
 Separator = Callable[[np.ndarray, int], np.ndarray]
 DEMUCS_HOW = (
-    "on a connected machine run `huggingface-cli download adefossez/HTDemucs --local-dir DIR` (or any demucs "
-    "command once, which fills the Hugging Face cache) and pass repo=DIR or copy the cache; or use --separator none"
+    "on a connected machine run `hf download adefossez/HTDemucs --local-dir DIR` (or any demucs command once, "
+    "which fills the Hugging Face cache) and pass --separator '{name: htdemucs, repo: DIR}' or copy the cache; "
+    "or use --separator none"
 )
 
 
@@ -27,14 +30,29 @@ def no_separation() -> Separator:
     return lambda wav, sample_rate: wav
 
 
+@contextlib.contextmanager
+def seeded_random(seed: int) -> Iterator[None]:
+    """Python's global `random` seeded inside (demucs draws its time shifts from it), restored after."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
 def accompaniment(model: torch.nn.Module, wav: np.ndarray, sample_rate: int, shifts: int = 1) -> np.ndarray:
-    """float32 mono `[N]` at `sample_rate` -> the sum of every non-vocal stem, mono, same rate and length."""
+    """float32 mono `[N]` at `sample_rate` -> the sum of every non-vocal stem, mono, same rate and length.
+
+    The random time shifts of demucs' shift trick are drawn from a fixed seed: the same input gives
+    the same output whatever the process did before (in a curation worker: the inputs before it).
+    """
     from demucs.apply import apply_model
 
     mix = librosa.resample(wav, orig_sr=sample_rate, target_sr=model.samplerate) if sample_rate != model.samplerate else wav
     stereo = torch.from_numpy(np.ascontiguousarray(mix, dtype=np.float32))[None].expand(model.audio_channels, -1)
     scale = stereo.std().clamp_min(1e-8)
-    with torch.no_grad():
+    with torch.no_grad(), seeded_random(0):
         stems = apply_model(model, (stereo / scale)[None], shifts=shifts, split=True, progress=False)[0] * scale
     keep = [i for i, name in enumerate(model.sources) if name != "vocals"]
     music = stems[keep].sum(0).mean(0).numpy()

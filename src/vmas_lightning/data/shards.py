@@ -28,7 +28,7 @@ import torch
 from litdata.streaming.serializers import StringSerializer
 
 from vmas_lightning.config_file import config_section, dataclass_from, read_config
-from vmas_lightning.data.video_io import fit_length
+from vmas_lightning.data.video_io import fit_length, limit_peak
 from vmas_lightning.errors import VMASError
 from vmas_lightning.objectives.beats import BeatConfig, compute_beats
 from vmas_lightning.registry import AUDIO_CODECS
@@ -106,8 +106,11 @@ def unpack_jpegs(blob: bytes | memoryview, frames: slice = slice(None)) -> np.nd
 
 
 def encode_flac(audio: np.ndarray, sample_rate: int) -> bytes:
+    """float `[N]` within [-1, 1] (see `limit_peak`) -> 16-bit FLAC; refuses audio it would clip."""
+    if np.max(np.abs(audio), initial=0.0) > 1.0:
+        raise ValueError("audio beyond full scale: FLAC would clip it (scale it with limit_peak first)")
     buffer = io.BytesIO()
-    soundfile.write(buffer, np.clip(audio, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+    soundfile.write(buffer, audio, sample_rate, format="FLAC", subtype="PCM_16")
     return buffer.getvalue()
 
 
@@ -171,15 +174,20 @@ class ClipAnnotator:
     @torch.no_grad()
     def __call__(self, clip_id: str, source: str, start_s: float, frames: np.ndarray, audio: np.ndarray,
                  meta: dict[str, Any] | None = None) -> ClipRecord:
-        """frames uint8 `[F, H, W, 3]` at the config's fps, audio float32 `[N]` at its rate -> `ClipRecord`."""
+        """frames uint8 `[F, H, W, 3]` at the config's fps, audio float32 `[N]` at its rate -> `ClipRecord`.
+
+        Audio beyond full scale is scaled down, not clipped; `meta["audio_gain"]` records the factor.
+        """
         seq = self.config.sequence
-        audio = fit_length(np.asarray(audio, dtype=np.float32), seq.num_samples)
+        audio, gain = limit_peak(fit_length(np.asarray(audio, dtype=np.float32), seq.num_samples))
+        meta = dict(meta or {})
+        if gain < 1.0:
+            meta["audio_gain"] = round(gain, 6)
         tokens = self.codec.encode(torch.from_numpy(audio)[None, None])[0, :, : seq.num_tokens].cpu().numpy()
         beats = compute_beats(audio, seq.sample_rate, frames, seq, self.config.beats)
         return ClipRecord(
             id=clip_id, source=source, start_s=start_s, frames=frames, audio=audio, tokens=tokens,
-            music_beats=beats["music_beats"], video_beats=beats["video_beats"], overlap=beats["overlap"],
-            meta=dict(meta or {}),
+            music_beats=beats["music_beats"], video_beats=beats["video_beats"], overlap=beats["overlap"], meta=meta,
         )
 
 

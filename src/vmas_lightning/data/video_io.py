@@ -68,6 +68,15 @@ def fit_length(audio: np.ndarray, num_samples: int) -> np.ndarray:
     return np.pad(audio, (0, num_samples - audio.shape[0]))
 
 
+def limit_peak(audio: np.ndarray) -> tuple[np.ndarray, float]:
+    """Audio scaled down so that no sample exceeds full scale (1.0), never clipped, and the gain
+    applied (1.0: left as it is)."""
+    peak = float(np.max(np.abs(audio), initial=0.0))
+    if peak <= 1.0:
+        return audio, 1.0
+    return (audio / peak).astype(audio.dtype), 1.0 / peak
+
+
 def _message(err: Exception) -> str:
     return " ".join(str(getattr(err, "strerror", None) or err).split())
 
@@ -202,13 +211,17 @@ def read_video(
 
 
 def read_audio(path: str | Path, sample_rate: int, mono: bool = True, max_seconds: Optional[float] = None) -> np.ndarray:
-    """First audio stream of `path` resampled to `sample_rate`: float32 `[N]` (mono) or `[C, N]`."""
+    """First audio stream of `path` resampled to `sample_rate`: float32 `[N]` (mono) or `[C, N]`.
+
+    Mono is the mean of the channels: a down-mix that never lifts the level (FFmpeg's default
+    stereo and 5.1 down-mixes add +3 dB and more, beyond full scale).
+    """
     path = Path(path)
     with open_media(path) as container:
         if not container.streams.audio:
             raise InputFileError(path, NO_AUDIO_TRACK)
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", layout="mono" if mono else None, rate=sample_rate)
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # the source's channels
         chunks: list[np.ndarray] = []
         limit = None if max_seconds is None else int(max_seconds * sample_rate)
         count = 0
@@ -228,7 +241,7 @@ def read_audio(path: str | Path, sample_rate: int, mono: bool = True, max_second
         wav = np.concatenate(chunks, axis=-1).astype(np.float32)
         if limit is not None:
             wav = wav[..., :limit]
-        return wav[0] if mono else wav
+        return wav.mean(axis=0) if mono else wav
 
 
 def write_video(

@@ -4,15 +4,36 @@ Lightning's `EMAWeightAveraging` callback writes the averaged weights to the che
 `state_dict` and the raw training weights to `current_model_state` (see
 `lightning/pytorch/callbacks/weight_averaging.py`, `on_save_checkpoint`), so loading `state_dict`
 gives the EMA model whenever the callback was on.
+
+The file is read once, with `torch.load(weights_only=True)` (no code in it runs), and each part
+that recorded `rebuild_options` (the built-in encoders, decoder and codec) is rebuilt without its
+pretrained source (e.g. the decoder from its recorded transformers config): nothing is downloaded
+or read but the checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from lightning.pytorch.cli import instantiate_module
 
-from vmas_lightning.errors import MissingWeightsError, VMASError
+from vmas_lightning.errors import VMASError
+
+def hparam_classes() -> list[type]:
+    """The dataclasses a `VMASModule` checkpoint's hyper-parameters hold (its config arguments, nested)."""
+    from vmas_lightning.lit_module import VMASModule
+
+    found: list[type] = []
+    todo = [p.default for p in inspect.signature(VMASModule.__init__).parameters.values()]
+    while todo:
+        value = todo.pop()
+        if dataclasses.is_dataclass(value) and type(value) not in found:
+            found.append(type(value))
+            todo += [getattr(value, f.name) for f in dataclasses.fields(value)]
+    return found
 
 
 def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"):
@@ -23,24 +44,20 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
     if not path.is_file():
         raise VMASError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # pickle, zip and torch errors all mean "not a checkpoint"
-        raise VMASError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())})") from None
+        with torch.serialization.safe_globals(hparam_classes()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors, and objects that are not weights, all mean "not a checkpoint"
+        raise VMASError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise VMASError(f"{path}: not a VMASModule checkpoint (no state_dict/hyper_parameters)")
-    hparams = checkpoint["hyper_parameters"]
-    load = dict(checkpoint_path=path, map_location="cpu", weights_only=False)
+    # Plain values (LightningCLI saves dicts, a Trainer the dataclasses) without LightningCLI's _instantiator / _class_path.
+    hparams = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+               for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    for key, options in checkpoint.get("rebuild_options", {}).items():  # every weight is in the checkpoint
+        hparams[key] = {**(hparams[key] if isinstance(hparams[key], Mapping) else {"name": hparams[key]}), **options}
     try:
-        try:
-            module = VMASModule.load_from_checkpoint(**load)
-        except MissingWeightsError:
-            # Every weight is in the checkpoint: build the networks without their pretrained sources.
-            overrides = {
-                key: {**hparams[key], "pretrained": None}
-                for key in ("encoder", "decoder", "codec")
-                if isinstance(hparams.get(key), Mapping) and hparams[key].get("pretrained")
-            }
-            module = VMASModule.load_from_checkpoint(**load, **overrides)
+        module = instantiate_module(VMASModule, hparams)  # as Lightning's load_from_checkpoint does, from the one read
+        module.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
         raise VMASError(f"{path}: weights do not fit the model of its hyper-parameters ({str(err).splitlines()[0]})") from None
     model = module.model.to(device).eval()

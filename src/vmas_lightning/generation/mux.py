@@ -115,8 +115,8 @@ def _encode_audio(stream, audio: np.ndarray, sample_rate: int) -> list:
 def _remux(video_path, audio: np.ndarray, sample_rate: int, out_path: Path, keep_original_audio: bool) -> None:
     with _open_input(video_path) as source, av.open(str(out_path), "w") as target:
         video_in = source.streams.video[0]
-        try:
-            video_out = target.add_stream_from_template(video_in)
+        try:  # opaque: copy the codec parameters as they are (no encoder needed, e.g. AV1 read by libdav1d)
+            video_out = target.add_stream_from_template(video_in, opaque=True)
         except ValueError as err:  # the container does not take this codec
             raise _UnsupportedCodec(str(err)) from None
         codec = AUDIO_CODECS.get(out_path.suffix.lower(), "aac")
@@ -127,17 +127,21 @@ def _remux(video_path, audio: np.ndarray, sample_rate: int, out_path: Path, keep
         if keep_original_audio:
             for stream in source.streams.audio:
                 try:
-                    copies[stream.index] = target.add_stream_from_template(stream)
+                    copies[stream.index] = target.add_stream_from_template(stream, opaque=True)
                 except ValueError:  # this container cannot hold the original audio codec
                     continue
                 copies[stream.index].disposition = 0
+        try:
+            target.start_encoding()  # the header: some containers refuse a codec only here (VP9 in .mov)
+        except av.FFmpegError as err:
+            raise _UnsupportedCodec(str(err)) from None
         pending = deque(_encode_audio(music_out, audio, sample_rate))
         for packet in source.demux([video_in, *(source.streams[i] for i in copies)]):
-            if packet.dts is None:  # demuxer flush packet
+            if packet.size == 0:  # demuxer flush packet (a real packet may lack a dts: H.264 in Matroska)
                 continue
             if packet.stream.index == video_in.index:
-                now = packet.dts * packet.time_base
-                while pending and pending[0].dts * pending[0].time_base <= now:
+                stamp = packet.dts if packet.dts is not None else packet.pts
+                while stamp is not None and pending and pending[0].dts * pending[0].time_base <= stamp * packet.time_base:
                     target.mux(pending.popleft())
                 packet.stream = video_out
             else:

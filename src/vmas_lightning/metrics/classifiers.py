@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.models.pretrained import from_pretrained, seeded_init
+from vmas_lightning.models.pretrained import from_pretrained, load_hf_model, seeded_init
 from vmas_lightning.registry import AUDIO_CLASSIFIERS
 
 AST_AUDIOSET = "MIT/ast-finetuned-audioset-10-10-0.4593"
@@ -61,8 +61,8 @@ def ast(pretrained: Optional[str] = AST_AUDIOSET, seed: int = 0) -> ASTClassifie
     # AST's 128 mel bands over 257 FFT bins leave a few empty filters by design; transformers warns.
     warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
     if pretrained:
-        how = f"put the HF folder of {AST_AUDIOSET} (config.json, weights, preprocessor_config.json) there"
-        model = from_pretrained(ASTForAudioClassification.from_pretrained, pretrained, "AST", how)
+        how = f"get {AST_AUDIOSET} with `hf download {AST_AUDIOSET} --local-dir DIR` and pass DIR as the classifier's pretrained"
+        model = load_hf_model({"audio-spectrogram-transformer": ASTForAudioClassification}, pretrained, "AST", how)
         extractor = from_pretrained(ASTFeatureExtractor.from_pretrained, pretrained, "AST feature extractor", how)
         if model.config.num_labels != AUDIOSET_LABELS:
             raise VMASError(f"{pretrained}: AST has {model.config.num_labels} labels, not the {AUDIOSET_LABELS} of AudioSet")

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vmas_lightning.errors import VMASError
 from vmas_lightning.metrics.audio import mono_at
-from vmas_lightning.models.pretrained import from_pretrained, load_checkpoint_file, seeded_init
+from vmas_lightning.models.pretrained import (
+    check_state_dict, from_pretrained, load_checkpoint_file, load_hf_model, seeded_init,
+)
 from vmas_lightning.registry import AUDIO_CODECS, AUDIO_EMBEDDERS
 
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
@@ -130,12 +131,8 @@ def vggish(pretrained: Optional[str] = VGGISH_URL, seed: int = 0) -> VGGishEmbed
     if pretrained:
         network = VGGish()
         state = load_checkpoint_file(pretrained, "VGGish", VGGISH_HOW)
-        missing, unexpected = network.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise VMASError(
-                f"{pretrained}: not a VGGish state dict (missing {missing[:3]}, unexpected {unexpected[:3]}); "
-                "expected torchvggish keys features.N.* and embeddings.N.*"
-            )
+        check_state_dict(network, state, pretrained, "a torchvggish VGGish state dict", VGGISH_HOW)
+        network.load_state_dict(state)
         return VGGishEmbedder(network, calibrated=True, source=str(pretrained))
     with seeded_init(seed):
         network = VGGish()
@@ -182,8 +179,8 @@ def clap(pretrained: str = CLAP_MUSIC) -> ClapEmbedder:
     """CLAP; `pretrained`: hub id or local folder holding the `ClapModel` and its feature extractor."""
     from transformers import ClapFeatureExtractor, ClapModel
 
-    how = f"put the HF folder of {CLAP_MUSIC} (config.json, weights, preprocessor_config.json) there"
-    model = from_pretrained(ClapModel.from_pretrained, pretrained, "CLAP", how)
+    how = f"get {CLAP_MUSIC} with `hf download {CLAP_MUSIC} --local-dir DIR` and pass DIR as the embedder's pretrained"
+    model = load_hf_model({"clap": ClapModel}, pretrained, "CLAP", how)
     extractor = from_pretrained(ClapFeatureExtractor.from_pretrained, pretrained, "CLAP feature extractor", how)
     return ClapEmbedder(model, extractor, source=str(pretrained))
 

@@ -9,7 +9,7 @@ from torch import nn
 from transformers import EncodecConfig, EncodecModel
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.models.pretrained import from_pretrained, seeded_init
+from vmas_lightning.models.pretrained import load_hf_model, seeded_init
 from vmas_lightning.registry import AUDIO_CODECS
 
 # facebook/encodec_32khz's geometry (hop 8 * 5 * 4 * 4 = 640 -> 50 Hz, 4 codebooks of 2048 at 2.2 kbps)
@@ -69,6 +69,10 @@ class EncodecCodec(nn.Module):
         with torch.autocast(tokens.device.type, enabled=False):
             return self.model.decode(tokens[None], [None]).audio_values
 
+    def rebuild_options(self) -> dict:
+        """Options of `encodec` that build this network again without its weights source (checkpoints record them)."""
+        return {"pretrained": None, "config": self.model.config.to_dict()}
+
     def codebook_embeddings(self) -> torch.Tensor:
         """[K, V, Dc]: the RVQ codebook vectors (a frozen buffer)."""
         return torch.stack([layer.codebook.embed for layer in self.model.quantizer.layers[: self.num_codebooks]])
@@ -91,13 +95,18 @@ def encodec(
     size: str = "32khz",
     num_codebooks: int = 4,
     seed: int = 0,
+    config: Optional[dict] = None,
 ) -> EncodecCodec:
     """EnCodec; `pretrained`: hub id or local folder (facebook/encodec_32khz). Without it the
-    `size` preset (32khz or tiny) is built with weights drawn from `seed`, the same in every process."""
+    `size` preset (32khz or tiny) is built with weights drawn from `seed`, the same in every process.
+    `config` (an `EncodecConfig` dict, as a checkpoint records it) builds that network untrained,
+    for a checkpoint's weights to fill."""
+    if config is not None:
+        return EncodecCodec(EncodecModel(EncodecConfig.from_dict(config)), num_codebooks)
     if pretrained:
-        model = from_pretrained(
-            EncodecModel.from_pretrained, pretrained, "EnCodec (model.codec.pretrained)",
-            "put a Hugging Face folder of facebook/encodec_32khz (config.json + weights) there",
+        model = load_hf_model(
+            {"encodec": EncodecModel}, pretrained, "EnCodec (model.codec.pretrained)",
+            "get facebook/encodec_32khz with `hf download facebook/encodec_32khz --local-dir DIR` and set that key to DIR",
         )
         return EncodecCodec(model, num_codebooks)
     if size not in ENCODEC_SIZES:

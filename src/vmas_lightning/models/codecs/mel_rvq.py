@@ -162,6 +162,11 @@ class MelRVQCodec(nn.Module):
             previous = rebuilt
         return torch.istft(magnitude * angles, length=length, **stft)
 
+    def rebuild_options(self) -> dict:
+        """Options of `mel_rvq` that build this codec again without its file (checkpoints record them;
+        the statistics and centroids are buffers in the checkpoint's state dict)."""
+        return {"pretrained": None, "config": asdict(self.config)}
+
     def codebook_embeddings(self) -> torch.Tensor:
         """`[K, V, n_mels]`: the centroids (standardised log-mel); their sum over K is a frame's latent."""
         return self.codebooks[: self.num_codebooks]
@@ -239,6 +244,17 @@ def load_mel_rvq(source: str | Path, num_codebooks: Optional[int] = None, griffi
 
 
 @AUDIO_CODECS.register("mel_rvq")
-def mel_rvq(pretrained: str, num_codebooks: int = 4, griffin_lim_iters: int = 32) -> MelRVQCodec:
-    """The demo's mel residual-VQ codec; `pretrained`: the file written by `vmas demo-assets`."""
+def mel_rvq(
+    pretrained: Optional[str] = None,
+    num_codebooks: int = 4,
+    griffin_lim_iters: int = 32,
+    config: Optional[dict] = None,
+) -> MelRVQCodec:
+    """The demo's mel residual-VQ codec; `pretrained`: the file written by `vmas demo-assets`.
+    `config` (a `MelRVQConfig` dict, as a checkpoint records it) builds it unfitted, for a
+    checkpoint's buffers to fill."""
+    if config is not None:
+        return MelRVQCodec(MelRVQConfig(**config), num_codebooks, griffin_lim_iters)
+    if not pretrained:
+        raise VMASError(f"mel_rvq needs model.codec.pretrained (a fitted codec file); {FIT_HOW}")
     return load_mel_rvq(pretrained, num_codebooks, griffin_lim_iters)

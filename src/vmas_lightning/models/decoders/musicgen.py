@@ -15,15 +15,10 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
-from transformers import (
-    AutoConfig,
-    MusicgenDecoderConfig,
-    MusicgenForCausalLM,
-    MusicgenForConditionalGeneration,
-)
+from transformers import MusicgenDecoderConfig, MusicgenForCausalLM, MusicgenForConditionalGeneration
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.models.pretrained import from_pretrained
+from vmas_lightning.models.pretrained import load_hf_model
 from vmas_lightning.registry import MUSIC_DECODERS
 
 # (layers, width, heads, ffn): MusicGen's small/medium/large and a tiny CPU preset.
@@ -91,18 +86,18 @@ class MusicGenDecoder(nn.Module):
         )
         return out.logits.view(batch, codebooks, length, -1), out.past_key_values
 
+    def rebuild_options(self) -> dict:
+        """Options of `musicgen` that build this network again without its weights source (checkpoints record them)."""
+        return {"pretrained": None, "config": self.lm.config.to_dict()}
+
 
 def load_musicgen_lm(source: str) -> MusicgenForCausalLM:
     """MusicGen's decoder from a hub id or local folder holding either the full
     `MusicgenForConditionalGeneration` (e.g. facebook/musicgen-medium) or a `MusicgenForCausalLM`."""
-    how = "put a Hugging Face folder of facebook/musicgen-medium (config.json + weights) there"
-    what = "MusicGen decoder (model.decoder.pretrained)"
-    config = from_pretrained(AutoConfig.from_pretrained, source, what, how)
-    if config.model_type == "musicgen":
-        return from_pretrained(MusicgenForConditionalGeneration.from_pretrained, source, what, how).decoder
-    if config.model_type == "musicgen_decoder":
-        return from_pretrained(MusicgenForCausalLM.from_pretrained, source, what, how)
-    raise VMASError(f"{source}: a '{config.model_type}' model, not MusicGen")
+    how = "get facebook/musicgen-medium with `hf download facebook/musicgen-medium --local-dir DIR` and set that key to DIR"
+    classes = {"musicgen": MusicgenForConditionalGeneration, "musicgen_decoder": MusicgenForCausalLM}
+    model = load_hf_model(classes, source, "MusicGen decoder (model.decoder.pretrained)", how)
+    return model.decoder if isinstance(model, MusicgenForConditionalGeneration) else model
 
 
 @MUSIC_DECODERS.register("musicgen")
@@ -120,18 +115,22 @@ def musicgen(
     dropout: float = 0.1,
     max_positions: int = 2048,
     time_embedding: bool = False,
+    config: Optional[dict] = None,
 ) -> MusicGenDecoder:
     """MusicGen decoder; `pretrained` (hub id or local folder, e.g. facebook/musicgen-medium) sets
     the size and weights, otherwise `size` (tiny/small/medium/large) and the explicit overrides do.
+    `config` (a `MusicgenDecoderConfig` dict, as a checkpoint records it) builds that network
+    untrained, for a checkpoint's weights to fill.
 
     The cond projection is always new (MusicGen's projects T5 text features). `time_embedding`: add
     each video feature's time as the decoder's sinusoidal position (see `MusicGenDecoder`)."""
-    if pretrained:
-        lm = load_musicgen_lm(pretrained)
+    if pretrained or config is not None:
+        lm = MusicgenForCausalLM(MusicgenDecoderConfig.from_dict(config)) if config is not None else load_musicgen_lm(pretrained)
         got = (lm.config.num_codebooks, lm.config.vocab_size)
         if got != (num_codebooks, codebook_size):
             raise VMASError(
-                f"{pretrained}: decoder has {got[0]} codebooks of {got[1]}, codec has {num_codebooks} of {codebook_size}"
+                f"{pretrained or 'decoder config'}: decoder has {got[0]} codebooks of {got[1]}, "
+                f"codec has {num_codebooks} of {codebook_size}"
             )
         return MusicGenDecoder(lm, cond_dim, tokens_per_cond_step, time_embedding)
     if size not in MUSICGEN_SIZES:

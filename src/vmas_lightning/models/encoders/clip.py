@@ -36,6 +36,10 @@ class ClipFrameEncoder(nn.Module):
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
 
+    def rebuild_options(self) -> dict:
+        """Options of `clip` that build this network again without its weights source (checkpoints record them)."""
+        return {"pretrained": None}
+
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         batch, _, num_frames = video.shape[:3]
         steps = num_frames // self.frames_per_feature

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from timm.models.hiera import Hiera, Reroll, Unroll, checkpoint_filter_fn
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.models.pretrained import load_checkpoint_file
+from vmas_lightning.models.pretrained import check_state_dict, load_checkpoint_file
 from vmas_lightning.registry import VIDEO_ENCODERS
 
 Stride = tuple[int, int, int]
@@ -133,6 +133,11 @@ class HieraVideoEncoder(Hiera):
             )
         return window
 
+    def rebuild_options(self) -> dict:
+        """Options of `hiera` / `efficient_hiera` that build this network again without its weights
+        source (checkpoints record them)."""
+        return {"pretrained": None}
+
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, F, H, W] in [0, 1] -> [B, F / frames_per_feature, out_dim]."""
         x = self.forward_features((video - self.mean) / self.std)  # [B, t * h * w, D], spatial order
@@ -146,13 +151,13 @@ def resize_pos_embed(state_dict: dict[str, torch.Tensor], model: HieraVideoEncod
     (temporal: linear, e.g. 8 -> 48 steps for 96 frames; spatial: bicubic)."""
     t, h, w = model.tokens_spatial_shape
     out = dict(state_dict)
-    temporal = state_dict["pos_embed_temporal"]  # [1, T0, D]
-    if temporal.shape[1] != t:
+    temporal = state_dict.get("pos_embed_temporal")  # [1, T0, D]; absent from image checkpoints
+    if temporal is not None and temporal.shape[1] != t:
         out["pos_embed_temporal"] = F.interpolate(
             temporal.transpose(1, 2), size=t, mode="linear", align_corners=False
         ).transpose(1, 2)
-    spatial = state_dict["pos_embed_spatial"]  # [1, H0 * W0, D]
-    if spatial.shape[1] != h * w:
+    spatial = state_dict.get("pos_embed_spatial")  # [1, H0 * W0, D]
+    if spatial is not None and spatial.shape[1] != h * w:
         side = math.isqrt(spatial.shape[1])
         grid = spatial.transpose(1, 2).reshape(1, -1, side, side)
         grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
@@ -162,16 +167,13 @@ def resize_pos_embed(state_dict: dict[str, torch.Tensor], model: HieraVideoEncod
 
 def load_hiera_checkpoint(model: HieraVideoEncoder, source: str) -> None:
     """Load an official Hiera video checkpoint (`{"model_state": ...}`, official key names) or a
-    timm-format state dict from a local path or URL; the classifier head is dropped."""
+    timm-format state dict from a local path or URL; the classifier head is dropped. Another size
+    (e.g. Hiera-B+) or an image Hiera is refused in one line."""
     how = f"download {HIERA_B_16X224_URL} and set model.encoder.pretrained to its local path"
     state = checkpoint_filter_fn(load_checkpoint_file(source, "Hiera video encoder (model.encoder.pretrained)", how))
-    state = {k: v for k, v in state.items() if not k.startswith("head.fc.")}
-    state = resize_pos_embed(state, model)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise VMASError(
-            f"{source}: not a Hiera checkpoint of this size (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    state = resize_pos_embed({k: v for k, v in state.items() if not k.startswith("head.fc.")}, model)
+    check_state_dict(model, state, source, f"a Hiera video checkpoint for {type(model).__name__}", how)
+    model.load_state_dict(state)
 
 
 def _build(
