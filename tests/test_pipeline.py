@@ -32,6 +32,11 @@ def test_fit_test_generate(demo_data, tmp_path):
     for key in ("fad", "kl", "mv_align", "recall@1", "recall@10"):
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), (key, metrics[key])
     assert metrics["num_clips"] == 4 and metrics["embedder"] == "encodec"
+    rows = metrics["reference_rows"]
+    assert list(rows) == ["ground_truth", "codec_round_trip", "another_clip", "generated_for_another_video"]
+    assert rows["ground_truth"]["onset_f1"] >= 0.9 and rows["another_clip"]["onset_f1"] < 0.6  # own cuts vs another's
+    # the shuffled-video control is the same generated audio, each scored against another clip
+    assert rows["generated_for_another_video"]["onsets_per_clip"] == pytest.approx(metrics["onsets_per_clip"])
     assert len(list((out / "audio").glob("*.wav"))) == 4
     assert len((out / "clips.csv").read_text().splitlines()) == 5
 

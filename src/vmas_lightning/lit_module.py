@@ -273,8 +273,9 @@ class VMASModule(L.LightningModule):
         if self.reference_evaluations is not None:
             rows = {"ground_truth": reference,
                     "codec_round_trip": self.model.codec.decode(self.model.codec.encode(reference))[..., : reference.shape[-1]]}
-            if reference.shape[0] > 1:  # another clip's music: the batch rolled by one
+            if reference.shape[0] > 1:  # another clip's music / what the model made for another video: rolled by one
                 rows["another_clip"] = reference.roll(1, dims=0)
+                rows["generated_for_another_video"] = generated.roll(1, dims=0)
             for row, audio in rows.items():
                 self.reference_evaluations[row].update(audio.float(), reference, video_features=None, music_features=None, **common)
         if self.evaluation_config.save_audio:

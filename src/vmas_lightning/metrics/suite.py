@@ -32,7 +32,9 @@ CLIP_COLUMNS = ("id", "kl", "kl_gen_ref", "mv_align", "style", "predicted_style"
 CROSS_ENTROPY_KEYS = ("ce", "ce_shuffled_video", "ce_null")
 SYNTHETIC_KEYS = ("style_accuracy", "onset_precision", "onset_recall", "onset_f1", "onsets_per_clip", "true_onsets_per_clip")
 # Reference rows of `vmas test` (`evaluation.reference_rows`), scored with the same metrics as the model.
-REFERENCE_ROWS = ("ground_truth", "codec_round_trip", "another_clip")
+# `generated_for_another_video` is the model's own control: what it generated for the previous
+# clip's video, scored against this clip (the shuffled-video value of every per-clip metric).
+REFERENCE_ROWS = ("ground_truth", "codec_round_trip", "another_clip", "generated_for_another_video")
 # Embedders and classifiers whose numbers follow the paper's protocol (VGGish FAD; AudioSet KL).
 PAPER_EMBEDDERS, PAPER_CLASSIFIERS = ("vggish",), ("passt", "ast")
 
