@@ -25,11 +25,12 @@ def test_results_prints_runs_side_by_side_under_the_reference_rows(tmp_path, cap
 
 def test_export_keeps_weights_and_hyper_parameters_only(tmp_path, capsys):
     full = {"state_dict": {"w": torch.ones(3)}, "hyper_parameters": {"cond_dropout": 0.1}, "global_step": 7,
+            "rebuild_options": {"codec": {"pretrained": None}},
             "optimizer_states": [{"state": {0: torch.zeros(3)}}], "loops": {"fit": 1}, "current_model_state": {"w": torch.zeros(3)}}
     torch.save(full, tmp_path / "last.ckpt")
     assert main(["export", "--ckpt", str(tmp_path / "last.ckpt"), "--out", str(tmp_path / "model.ckpt")]) == 0
     slim = torch.load(tmp_path / "model.ckpt", weights_only=True)
-    assert set(slim) == {"state_dict", "hyper_parameters", "global_step"} and torch.equal(slim["state_dict"]["w"], torch.ones(3))
+    assert set(slim) == {"state_dict", "hyper_parameters", "rebuild_options", "global_step"} and torch.equal(slim["state_dict"]["w"], torch.ones(3))
     capsys.readouterr()
     torch.save({"weights": 1}, tmp_path / "other.ckpt")
     assert main(["export", "--ckpt", str(tmp_path / "other.ckpt"), "--out", str(tmp_path / "x.ckpt")]) == 2

@@ -58,7 +58,26 @@ def test_time_embedding_is_the_decoders_position_code_at_each_features_time():
     assert (code - table[14]).norm() < (code - table[20]).norm() and (code - table[15]).norm() < (code - table[9]).norm()
 
 
-def test_kv_cache_gives_full_forward_logits(decoder):
+def test_aligned_condition_adds_each_steps_own_time_feature_to_its_input():
+    torch.manual_seed(0)
+    aligned = musicgen(K, V, D, tokens_per_cond_step=2.5, size="tiny", aligned_condition=True).eval()
+    ids, cond = torch.randint(0, V + 1, (2, K, 9)), torch.randn(2, 4, D)
+    seen = []
+    aligned.lm.model.decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    aligned(ids, cond)
+    with torch.no_grad():
+        own = aligned.aligned_proj(cond)
+        aligned.aligned_proj.weight.zero_(), aligned.aligned_proj.bias.zero_()
+    aligned(ids, cond)
+    # step j gets feature floor(j / 2.5): 0 0 0 1 1 2 2 2 3
+    torch.testing.assert_close(seen[0] - seen[1], own[:, [0, 0, 0, 1, 1, 2, 2, 2, 3]])
+    assert aligned._aligned is None  # nothing kept between calls
+
+
+@pytest.mark.parametrize("aligned_condition", [False, True])
+def test_kv_cache_gives_full_forward_logits(aligned_condition):
+    torch.manual_seed(0)
+    decoder = musicgen(K, V, D, tokens_per_cond_step=2.0, size="tiny", aligned_condition=aligned_condition).eval()
     ids, cond = torch.randint(0, V + 1, (2, K, 9)), torch.randn(2, 5, D)
     full, _ = decoder(ids, cond)
     step, past = decoder(ids[:, :, :6], cond, use_cache=True)

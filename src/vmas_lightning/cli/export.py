@@ -12,7 +12,7 @@ from vmas_lightning.errors import InputFileError
 
 HELP = "Write an inference-only copy of a checkpoint: EMA weights and hyper-parameters, no optimizer or loader state."
 # What `vmas test/generate/predict` read; with EMA on, `state_dict` already holds the averaged weights.
-KEPT_KEYS = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step")
+KEPT_KEYS = ("state_dict", "hyper_parameters", "rebuild_options", "pytorch-lightning_version", "epoch", "global_step")
 
 
 def build_parser() -> ArgumentParser:

@@ -5,7 +5,10 @@ every layer cross-attends to them (MusicGen's text conditioning path, with video
 With `time_embedding`, each projected feature also gets the decoder's own sinusoidal position
 embedding of the token step at its centre time, so a music step and the video feature of the same
 moment share a position code that cross-attention can match (the paper leaves positions to the
-encoder; docs/ARCHITECTURE.md).
+encoder; docs/ARCHITECTURE.md). With `aligned_condition`, each decoder step's input also gets
+(a second projection of) the video feature of its own time, added next to the position embedding:
+the moment's video reaches the step directly instead of through attention that must first learn
+to find it (in-attention conditioning, as in e.g. MMAudio's aligned features).
 """
 from __future__ import annotations
 
@@ -47,10 +50,12 @@ class MusicGenDecoder(nn.Module):
         tokens_per_cond_step: token steps per conditioning step (50 Hz / 4.8 Hz for efficient Hiera).
         time_embedding: add the sinusoidal embedding of decoder position (s + 0.5) * tokens_per_cond_step - 0.5
             (the step whose token is centred on feature s) to projected feature s.
+        aligned_condition: add `aligned_proj(cond[s])` to the input of decoder step j, with
+            s = floor(j / tokens_per_cond_step) (step j predicts the first codebook's time step j).
     """
 
     def __init__(self, lm: MusicgenForCausalLM, cond_dim: int, tokens_per_cond_step: float = 1.0,
-                 time_embedding: bool = False):
+                 time_embedding: bool = False, aligned_condition: bool = False):
         super().__init__()
         self.lm = lm
         config = lm.config
@@ -60,6 +65,17 @@ class MusicGenDecoder(nn.Module):
         self.cond_proj = nn.Linear(cond_dim, self.width)
         self.tokens_per_cond_step = tokens_per_cond_step
         self.time_embedding = time_embedding
+        self.aligned_proj = nn.Linear(cond_dim, self.width) if aligned_condition else None
+        self._aligned: Optional[torch.Tensor] = None  # [B, S, width] during a forward call
+        if aligned_condition:  # its output is added to the token embeddings: [L, D] -> [B, L, D]
+            lm.model.decoder.embed_positions.register_forward_hook(self._add_aligned_condition)
+
+    def _add_aligned_condition(self, module: nn.Module, args: tuple, positions: torch.Tensor) -> torch.Tensor:
+        """Forward hook of the position embedding (`args`: ids `[B, K, L]`, past length)."""
+        length, past = args[0].shape[-1], (args[1] if len(args) > 1 else 0)
+        steps = torch.arange(length, device=positions.device) + past
+        index = (steps / self.tokens_per_cond_step).floor().long().clamp(max=self._aligned.shape[1] - 1)
+        return positions + self._aligned[:, index]
 
     def project_condition(self, cond: torch.Tensor) -> torch.Tensor:
         """`[B, S, cond_dim]` -> `[B, S, width]`: the projection, plus the time embedding when on."""
@@ -78,12 +94,16 @@ class MusicGenDecoder(nn.Module):
         use_cache: bool = False,
     ) -> tuple[torch.Tensor, Optional[Any]]:
         batch, codebooks, length = input_ids.shape
-        out = self.lm(
-            input_ids=input_ids.reshape(batch * codebooks, length),
-            encoder_hidden_states=self.project_condition(cond),
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-        )
+        self._aligned = None if self.aligned_proj is None else self.aligned_proj(cond)
+        try:
+            out = self.lm(
+                input_ids=input_ids.reshape(batch * codebooks, length),
+                encoder_hidden_states=self.project_condition(cond),
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+            )
+        finally:
+            self._aligned = None
         return out.logits.view(batch, codebooks, length, -1), out.past_key_values
 
     def rebuild_options(self) -> dict:
@@ -115,6 +135,7 @@ def musicgen(
     dropout: float = 0.1,
     max_positions: int = 2048,
     time_embedding: bool = False,
+    aligned_condition: bool = False,
     config: Optional[dict] = None,
 ) -> MusicGenDecoder:
     """MusicGen decoder; `pretrained` (hub id or local folder, e.g. facebook/musicgen-medium) sets
@@ -123,7 +144,8 @@ def musicgen(
     untrained, for a checkpoint's weights to fill.
 
     The cond projection is always new (MusicGen's projects T5 text features). `time_embedding`: add
-    each video feature's time as the decoder's sinusoidal position (see `MusicGenDecoder`)."""
+    each video feature's time as the decoder's sinusoidal position; `aligned_condition`: add each
+    step's own-time video feature to its input (see `MusicGenDecoder`)."""
     if pretrained or config is not None:
         lm = MusicgenForCausalLM(MusicgenDecoderConfig.from_dict(config)) if config is not None else load_musicgen_lm(pretrained)
         got = (lm.config.num_codebooks, lm.config.vocab_size)
@@ -132,7 +154,7 @@ def musicgen(
                 f"{pretrained or 'decoder config'}: decoder has {got[0]} codebooks of {got[1]}, "
                 f"codec has {num_codebooks} of {codebook_size}"
             )
-        return MusicGenDecoder(lm, cond_dim, tokens_per_cond_step, time_embedding)
+        return MusicGenDecoder(lm, cond_dim, tokens_per_cond_step, time_embedding, aligned_condition)
     if size not in MUSICGEN_SIZES:
         raise VMASError(f"musicgen: unknown size '{size}'; known: {', '.join(MUSICGEN_SIZES)}")
     dims = dict(MUSICGEN_SIZES[size])
@@ -147,4 +169,4 @@ def musicgen(
         dropout=dropout,
         **dims,
     )
-    return MusicGenDecoder(MusicgenForCausalLM(config), cond_dim, tokens_per_cond_step, time_embedding)
+    return MusicGenDecoder(MusicgenForCausalLM(config), cond_dim, tokens_per_cond_step, time_embedding, aligned_condition)

@@ -1,0 +1,34 @@
+"""The committed demo model (checkpoints/demo/model.ckpt) on demo clips of a seed it was never trained
+or tuned on: the music it generates follows the video (issue thresholds: style accuracy >= 0.8, onset
+F1 against the cuts >= 0.5 and above the shuffled-video control, onsets per clip within 30% of the
+truth, cross-entropy with the true video below that with another clip's video)."""
+import json
+
+import pytest
+
+from conftest import DEMO_CONFIG, ROOT
+from vmas_lightning.cli.main import main
+
+pytestmark = pytest.mark.slow
+DEMO_MODEL = ROOT / "checkpoints" / "demo" / "model.ckpt"
+SEED, NUM_CLIPS = 1, 8
+
+
+def test_committed_demo_model_follows_the_video(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # configs/demo.yaml names the committed demo assets relative to the checkout
+    data = tmp_path / "data"
+    assert main(["demo-data", "--config", str(DEMO_CONFIG), "--seed", str(SEED), "--out", str(data),
+                 "--num-train", "1", "--num-val", "1", "--num-test", str(NUM_CLIPS)]) == 0
+    out = tmp_path / "test"
+    assert main(["test", "--config", str(DEMO_CONFIG), "--data.root", str(data), "--data.num_workers", "0",
+                 "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+                 "--model.evaluation.output_dir", str(out), "--model.evaluation.save_audio", "false",
+                 "--ckpt_path", str(DEMO_MODEL)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    control = metrics["reference_rows"]["generated_for_another_video"]
+    assert metrics["num_clips"] == NUM_CLIPS
+    assert metrics["style_accuracy"] >= 0.8
+    assert metrics["onset_f1"] >= 0.5 and metrics["onset_f1"] >= control["onset_f1"] + 0.2
+    assert abs(metrics["onsets_per_clip"] / metrics["true_onsets_per_clip"] - 1) <= 0.3
+    assert metrics["ce"] < metrics["ce_shuffled_video"] - 0.05
+    assert metrics["recall@1"] > 1 / NUM_CLIPS
