@@ -39,6 +39,7 @@ def build_parser() -> ArgumentParser:
 def check_port_free(host: str, port: int) -> None:
     """One line, before the model is loaded, when another program listens on `host:port`."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a just-closed server's port is free
         try:
             probe.bind((host, port))
         except OSError as err:
