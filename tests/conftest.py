@@ -31,3 +31,20 @@ def demo_data(tmp_path_factory) -> Path:
     write_demo_dataset(root / "data", DataConfig.from_yaml(TINY_CONFIG), {"train": 8, "val": 4, "test": 4},
                        seed=0, videos_dir=root / "videos", num_videos=1)
     return root / "data"
+
+
+def fit_tiny(demo_data, root, *extra) -> Path:
+    """`vmas fit` of the tiny config for 2 steps on the demo data; returns its last.ckpt."""
+    from vmas_lightning.cli.main import main
+
+    args = ["fit", "--config", str(TINY_CONFIG), *extra, "--data.root", str(demo_data),
+            "--trainer.default_root_dir", str(root), "--trainer.max_steps", "2", "--data.num_workers", "0",
+            "--model.num_audio_samples", "1", "--trainer.limit_val_batches", "1"]
+    assert main(args) == 0
+    return next(Path(root).glob("lightning_logs/version_*/checkpoints/last.ckpt"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(demo_data, tmp_path_factory) -> Path:
+    """A checkpoint of the tiny config trained for 2 steps on the demo data, written once."""
+    return fit_tiny(demo_data, tmp_path_factory.mktemp("tiny_fit"))

@@ -6,20 +6,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from conftest import ROOT, TINY_CONFIG
+from conftest import ROOT, TINY_CONFIG, fit_tiny
 from vmas_lightning.cli.main import main
 
 
-def _fit(demo_data, root, *extra):
-    args = ["fit", "--config", str(TINY_CONFIG), *extra, "--data.root", str(demo_data),
-            "--trainer.default_root_dir", str(root), "--trainer.max_steps", "2", "--data.num_workers", "0",
-            "--model.num_audio_samples", "1", "--trainer.limit_val_batches", "1"]
-    assert main(args) == 0
-    return next(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
-
-
 def test_fit_test_generate(demo_data, tmp_path):
-    ckpt = _fit(demo_data, tmp_path / "train")
+    ckpt = fit_tiny(demo_data, tmp_path / "train")
     events = list((tmp_path / "train").glob("lightning_logs/version_*/events.out.tfevents.*"))
     assert events, "TensorBoard logs"
 
@@ -60,5 +52,5 @@ def test_fit_test_generate(demo_data, tmp_path):
     "overlay", ["ablations/ar_baseline.yaml", "ablations/contrastive.yaml", "encoders/clip_tiny.yaml", "encoders/hiera_tiny.yaml"]
 )
 def test_ablation_configs_train_on_the_demo_data(demo_data, tmp_path, overlay):
-    ckpt = _fit(demo_data, tmp_path, "--config", str(ROOT / "configs" / overlay))
+    ckpt = fit_tiny(demo_data, tmp_path, "--config", str(ROOT / "configs" / overlay))
     assert ckpt.exists()

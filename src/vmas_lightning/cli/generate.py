@@ -13,7 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from jsonargparse import ArgumentParser
@@ -21,6 +21,7 @@ from jsonargparse import ArgumentParser
 from vmas_lightning.cli import writable_folder
 from vmas_lightning.data.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.generation.config import GenerationConfig
 
 HELP = "Generate music for a video (or a folder of videos): a 32 kHz wav and the video with it muxed in."
 
@@ -83,11 +84,10 @@ def check_outputs(video: Path, stem: Path, no_video: bool, flag: str) -> None:
 
 
 class Generation:
-    """A loaded checkpoint that turns video files into music files."""
+    """A loaded checkpoint that turns video files into music files (`vmas generate`, `vmas serve`)."""
 
     def __init__(self, cfg):
         from vmas_lightning.generation.checkpoint import load_for_inference
-        from vmas_lightning.generation.generator import MusicGenerator
 
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -96,26 +96,31 @@ class Generation:
         if cfg.no_cache:
             overrides["use_cache"] = False
         self.config = dataclasses.replace(config, **overrides)
-        self.generator = MusicGenerator(self.model, self.config, progress=True)
 
-    def __call__(self, video_path: Path, stem: Path, plot: Optional[Path] = None) -> dict:
-        """Generate for one file; returns what was written (raises `InputFileError` for a bad file)."""
+    def __call__(self, video_path: Path, stem: Path, plot: Optional[Path] = None, config: Optional[GenerationConfig] = None,
+                 keep_original_audio: Optional[bool] = None, on_step: Optional[Callable[[int, int], None]] = None) -> dict:
+        """Generate for one file; returns what was written (raises `InputFileError` for a bad file).
+        `config` and `keep_original_audio` replace the command's settings for this file;
+        `on_step` is `MusicGenerator`'s progress callback."""
         from vmas_lightning.data.video_io import read_video
+        from vmas_lightning.generation.generator import MusicGenerator
         from vmas_lightning.generation.mux import add_extension, mux_audio, write_wav
 
         seq = self.sequence
+        keep_original_audio = self.cfg.keep_original_audio if keep_original_audio is None else keep_original_audio
         clip = read_video(video_path, fps=seq.fps, size=seq.frame_size)  # at least one frame, or InputFileError
         video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None]  # uint8 [1, 3, F, H, W]
         started = time.perf_counter()
+        generator = MusicGenerator(self.model, config or self.config, progress=True, on_step=on_step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            tokens = self.generator.generate(video.to(self.device), duration_s=clip.duration_s)
+            tokens = generator.generate(video.to(self.device), duration_s=clip.duration_s)
         audio = self.model.codec.decode(tokens)[0, 0].float().cpu().numpy()
         result = {"video": str(video_path), "seconds": round(clip.duration_s, 3),
                   "generation_s": round(time.perf_counter() - started, 2)}
         result["wav"] = str(write_wav(add_extension(stem, ".wav"), audio[: seq.samples_for(clip.duration_s)], seq.sample_rate))
         if not self.cfg.no_video:
             target = add_extension(stem, muxed_suffix(video_path))
-            result["video_out"] = str(mux_audio(video_path, audio, seq.sample_rate, target, self.cfg.keep_original_audio))
+            result["video_out"] = str(mux_audio(video_path, audio, seq.sample_rate, target, keep_original_audio))
         if plot is not None:
             from vmas_lightning.generation.plot import plot_alignment
             from vmas_lightning.metrics import mv_align

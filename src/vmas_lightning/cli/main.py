@@ -29,6 +29,7 @@ PROJECT_COMMANDS = {
     "beats": "vmas_lightning.cli.beats",
     "results": "vmas_lightning.cli.results",
     "export": "vmas_lightning.cli.export",
+    "serve": "vmas_lightning.cli.serve",
 }
 
 

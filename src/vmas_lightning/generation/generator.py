@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -38,12 +38,15 @@ class MusicGenerator:
         model: the network (`encode_video`, `null_features`, `decoder`, `sequence`).
         config: sampling and windowing settings.
         progress: show a tqdm bar over windows and token steps.
+        on_step: called after every decoder step with (steps done, steps in all), e.g. for a web page's progress bar.
     """
 
-    def __init__(self, model, config: GenerationConfig | None = None, progress: bool = False):
+    def __init__(self, model, config: GenerationConfig | None = None, progress: bool = False,
+                 on_step: Optional[Callable[[int, int], None]] = None):
         self.model = model
         self.config = config or GenerationConfig()
         self.progress = progress
+        self.on_step = on_step
 
     @property
     def sequence(self):
@@ -92,12 +95,21 @@ class MusicGenerator:
         steps = sum(w.end - w.start - w.prompt + seq.num_codebooks - 1 for w in windows)
         tokens = torch.zeros(video.shape[0], seq.num_codebooks, num_tokens, dtype=torch.long, device=device)
         with tqdm(total=steps, unit="step", disable=not self.progress, leave=False) as bar:
+            done = 0
+
+            def tick() -> None:
+                nonlocal done
+                done += 1
+                bar.update(1)
+                if self.on_step is not None:
+                    self.on_step(done, steps)
+
             for index, window in enumerate(windows):
                 bar.set_description(f"window {index + 1}/{len(windows)}")
                 features = self.window_features(video, window)
                 prompt = tokens[:, :, window.start : window.start + window.prompt]
                 tokens[:, :, window.start : window.end] = self.generate_window(
-                    features, prompt, window.end - window.start, rng, bar
+                    features, prompt, window.end - window.start, rng, tick
                 )
         return tokens
 
@@ -126,10 +138,10 @@ class MusicGenerator:
         prompt: torch.Tensor,
         num_tokens: int,
         rng: Generators = None,
-        bar: Optional[tqdm] = None,
+        tick: Optional[Callable[[], None]] = None,
     ) -> torch.Tensor:
         """Continue `prompt [B, K, P]` to `num_tokens` tokens conditioned on `features [B, S, D]`
-        -> `[B, K, num_tokens]` (the prompt included)."""
+        -> `[B, K, num_tokens]` (the prompt included); `tick()` is called after each decoder step."""
         cfg = self.config
         decoder = self.model.decoder
         batch, num_codebooks, prompt_len = prompt.shape
@@ -161,6 +173,6 @@ class MusicGenerator:
             sequence[:, :, step + 1] = torch.where(known[:, step], sequence[:, :, step + 1], sampled)
             if cfg.use_cache:  # the next call feeds only the new step
                 past, fed = cache, step + 1
-            if bar is not None:
-                bar.update(1)
+            if tick is not None:
+                tick()
         return revert_delay(sequence[:, :, 1:])
