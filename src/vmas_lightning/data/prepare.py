@@ -260,16 +260,19 @@ _STARTED: Any = None  # shared float array: wall time at which each input's cura
 def _init_worker(config: DataConfig, options: PrepareOptions, started: Any) -> None:
     """Build the worker's `Curator`; a user error (missing weights, bad option) is raised by its first task.
 
-    One torch and one OpenCV thread per worker, whatever the worker and CPU counts: the thread
-    count changes float rounding in convolutions, and so tokens (scale out with `--workers`).
+    One torch, one OpenCV and one BLAS (numpy: librosa's onsets and mels) thread per worker, whatever
+    the worker and CPU counts: the thread count changes float rounding in convolutions, and so
+    tokens (scale out with `--workers`); and BLAS threads of several workers oversubscribe the cores.
     """
     import cv2
     import torch
+    from threadpoolctl import threadpool_limits
 
     global _CURATOR, _INIT_ERROR, _STARTED
     _STARTED = started
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    threadpool_limits(1)
     try:
         _CURATOR = Curator(config, options)
     except VMASError as err:
