@@ -19,6 +19,12 @@ def test_results_prints_runs_side_by_side_under_the_reference_rows(tmp_path, cap
     assert lines[4] == "| **long** | 2.000 | 0.90 |" and lines[5] == "| **short** | 2.000 | 0.50 |"
     assert main(["results", str(tmp_path / "missing")]) == 2
     assert "missing" in one_line_error(capsys)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert main(["results", str(tmp_path / "list.json")]) == 2
+    assert "list.json: metrics.json of vmas test must be a mapping" in one_line_error(capsys)
+    (tmp_path / "empty.json").write_text("")
+    assert main(["results", str(tmp_path / "empty.json")]) == 2
+    assert "empty.json: empty" in one_line_error(capsys)
     assert main(["results", str(tmp_path / "a"), "--names", "x,y"]) == 2
     assert "2 names for 1 runs" in one_line_error(capsys)
 

@@ -11,19 +11,20 @@ import yaml
 from vmas_lightning.errors import InputFileError, VMASError
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    """A YAML config file as a dict (empty file: {}); one-line `InputFileError` when unreadable or not a mapping."""
+def read_config(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A YAML (or JSON) file as a dict (empty file: {}); one-line `InputFileError` naming it as `what`
+    when unreadable or not a mapping."""
     path = Path(path)
     try:
         config = yaml.safe_load(path.read_text())
     except OSError as err:
-        raise InputFileError(path, f"cannot read config ({err.strerror or err})") from None
+        raise InputFileError(path, f"cannot read {what} ({err.strerror or err})") from None
     except yaml.YAMLError as err:
         raise InputFileError(path, f"not valid YAML ({' '.join(str(err).split())})") from None
     if config is None:
         return {}
     if not isinstance(config, dict):
-        raise InputFileError(path, f"config must be a mapping of sections, got a {type(config).__name__}")
+        raise InputFileError(path, f"{what} must be a mapping, got a {type(config).__name__}")
     return config
 
 

@@ -1,11 +1,11 @@
 """`vmas results`: the metrics of one or more `vmas test` runs side by side, under their reference rows."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
+from vmas_lightning.config_file import read_config
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.metrics.suite import METRICS_FILE, results_table
 
@@ -20,16 +20,12 @@ def build_parser() -> ArgumentParser:
 
 
 def read_metrics(path: str | Path) -> dict:
+    """A run's `metrics.json` (the file or its folder); one line when unreadable or not one."""
     path = Path(path)
     file = path / METRICS_FILE if path.is_dir() else path
-    try:
-        metrics = json.loads(file.read_text())
-    except OSError as err:
-        raise InputFileError(file, f"cannot read ({err.strerror or err})") from None
-    except json.JSONDecodeError as err:
-        raise InputFileError(file, f"not JSON ({err})") from None
-    if not isinstance(metrics, dict):
-        raise InputFileError(file, "not a metrics.json of vmas test")
+    metrics = read_config(file, f"{METRICS_FILE} of vmas test")  # YAML reads JSON
+    if not metrics:
+        raise InputFileError(file, f"empty, not a {METRICS_FILE} of vmas test")
     return metrics
 
 
