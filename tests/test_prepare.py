@@ -106,34 +106,75 @@ def test_rerun_skips_reported_inputs(prepared, videos, capsys):
 
 PREPARE_COMMAND = [sys.executable, "-c", "from vmas_lightning.cli.main import main; raise SystemExit(main())", "prepare"]
 
+GATED_EMBEDDER = """
+import time
+from pathlib import Path
+
+from vmas_lightning.data.frame_embedders import pixel_stats
+from vmas_lightning.registry import FRAME_EMBEDDERS
+
+
+@FRAME_EMBEDDERS.register("gated_pixel_stats")
+def gated_pixel_stats(gate: str):
+    \"\"\"pixel_stats; after its first input in a process, each call waits until the file `gate` exists.\"\"\"
+    embed, calls = pixel_stats(), []
+
+    def gated(frames):
+        calls.append(1)
+        while len(calls) > 1 and not Path(gate).exists():
+            time.sleep(0.02)
+        return embed(frames)
+
+    return gated
+"""
+
+
+def install_plugin(folder: Path, module: str, source: str) -> dict[str, str]:
+    """Write `module` as an installed distribution with a `vmas_lightning.plugins` entry point in
+    `folder`; returns an environment whose Python finds it."""
+    folder.mkdir()
+    (folder / f"{module}.py").write_text(source)
+    dist = folder / f"{module}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[vmas_lightning.plugins]\n{module} = {module}\n")
+    path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
 def test_killed_or_interrupted_run_then_rerun_gives_the_same_clips(prepared, videos, tmp_path, sig):
-    command = [*PREPARE_COMMAND, *FAST, "--input", str(videos), "--output", str(tmp_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The run cannot finish before the signal: after its first embedded input the embedder waits for
+    # the gate (the same frame features as the reference run's pixel_stats, so the same clips).
+    gate = tmp_path / "gate"
+    env = install_plugin(tmp_path / "plugin", "gated_embedder", GATED_EMBEDDER)
+    embedder = json.dumps({"name": "gated_pixel_stats", "gate": str(gate)})
+    out = tmp_path / "out"
+    command = [*PREPARE_COMMAND, *FAST, "--embedder", embedder, "--input", str(videos), "--output", str(out)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            if any(line["status"] == "kept" for line in (report(tmp_path).values() if (tmp_path / "report.jsonl").exists() else ())):
+            if any(line["status"] in ("kept", "rejected") for line in (report(out).values() if (out / "report.jsonl").exists() else ())):
                 break
             time.sleep(0.05)
-        assert process.poll() is None, "the run ended before it could be stopped"
+        assert process.poll() is None, f"the run ended before it could be stopped: {process.stderr.read()}"
     finally:
         os.killpg(process.pid, sig)  # the whole process group, as Ctrl-C in a terminal
         stderr = process.communicate(timeout=60)[1]
     if sig == signal.SIGINT:  # was: a traceback from the main process and one from the worker
         assert process.returncode == 130 and "Traceback" not in stderr, stderr
         errors = [line for line in stderr.replace("\r", "\n").splitlines() if line.startswith("vmas: error:")]
-        assert errors == [f"vmas: error: interrupted; every input finished so far is saved in {tmp_path / 'report.jsonl'}: "
+        assert errors == [f"vmas: error: interrupted; every input finished so far is saved in {out / 'report.jsonl'}: "
                           "run the same command again to go on"]
-    assert 0 < len(report(tmp_path)) < NUM_INPUTS
+    assert 0 < len(report(out)) < NUM_INPUTS
+    gate.touch()
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert "Traceback" not in rerun.stderr  # the rerun curates bad files too: reported, not raised
-    assert clip_ids(tmp_path / "train") == clip_ids(prepared / "train")
-    assert len(report(tmp_path)) == NUM_INPUTS
+    assert clip_ids(out / "train") == clip_ids(prepared / "train")
+    assert len(report(out)) == NUM_INPUTS
 
 
 def test_manifest_split_and_metadata(videos, tmp_path):
