@@ -74,10 +74,33 @@ def test_aligned_condition_adds_each_steps_own_time_feature_to_its_input():
     assert aligned._aligned is None  # nothing kept between calls
 
 
-@pytest.mark.parametrize("aligned_condition", [False, True])
-def test_kv_cache_gives_full_forward_logits(aligned_condition):
+def test_aligned_upsample_gives_each_step_its_own_sub_step_feature():
     torch.manual_seed(0)
-    decoder = musicgen(K, V, D, tokens_per_cond_step=2.0, size="tiny", aligned_condition=aligned_condition).eval()
+    aligned = musicgen(K, V, D, tokens_per_cond_step=2.5, size="tiny", aligned_condition=True, aligned_upsample=2).eval()
+    ids, cond = torch.randint(0, V + 1, (2, K, 9)), torch.randn(2, 4, D)
+    seen = []
+    aligned.lm.model.decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    aligned(ids, cond)
+    with torch.no_grad():
+        # feature s gives sub-steps 2s and 2s + 1: the first and the second half of its projection
+        own = aligned.aligned_proj(cond).view(2, 4, 2, -1).flatten(1, 2)
+        aligned.aligned_proj.weight.zero_(), aligned.aligned_proj.bias.zero_()
+    aligned(ids, cond)
+    # sub-steps of 1.25 token steps: step j gets floor(j / 1.25): 0 0 1 2 3 4 4 5 6
+    torch.testing.assert_close(seen[0] - seen[1], own[:, [0, 0, 1, 2, 3, 4, 4, 5, 6]])
+    assert not torch.allclose(own[:, 0], own[:, 1])  # the two halves of one feature differ
+
+
+def test_aligned_upsample_without_aligned_condition_is_rejected():
+    with pytest.raises(VMASError, match="aligned_upsample 2 needs aligned_condition"):
+        musicgen(K, V, D, size="tiny", aligned_upsample=2)
+
+
+@pytest.mark.parametrize("aligned_condition, aligned_upsample", [(False, 1), (True, 1), (True, 2)])
+def test_kv_cache_gives_full_forward_logits(aligned_condition, aligned_upsample):
+    torch.manual_seed(0)
+    decoder = musicgen(K, V, D, tokens_per_cond_step=2.0, size="tiny", aligned_condition=aligned_condition,
+                       aligned_upsample=aligned_upsample).eval()
     ids, cond = torch.randint(0, V + 1, (2, K, 9)), torch.randn(2, 5, D)
     full, _ = decoder(ids, cond)
     step, past = decoder(ids[:, :, :6], cond, use_cache=True)

@@ -8,7 +8,10 @@ moment share a position code that cross-attention can match (the paper leaves po
 encoder; docs/ARCHITECTURE.md). With `aligned_condition`, each decoder step's input also gets
 (a second projection of) the video feature of its own time, added next to the position embedding:
 the moment's video reaches the step directly instead of through attention that must first learn
-to find it (in-attention conditioning, as in e.g. MMAudio's aligned features).
+to find it (in-attention conditioning, as in e.g. MMAudio's aligned features). `aligned_upsample`
+r > 1 lets that projection give r sub-step features per video feature (a learned temporal upsampling,
+as a sub-pixel convolution does in space), so a cue can sit at a finer time than the encoder's
+feature rate (efficient Hiera: one feature per 2 frames; r = 2 reaches the frame rate).
 """
 from __future__ import annotations
 
@@ -50,12 +53,15 @@ class MusicGenDecoder(nn.Module):
         tokens_per_cond_step: token steps per conditioning step (50 Hz / 4.8 Hz for efficient Hiera).
         time_embedding: add the sinusoidal embedding of decoder position (s + 0.5) * tokens_per_cond_step - 0.5
             (the step whose token is centred on feature s) to projected feature s.
-        aligned_condition: add `aligned_proj(cond[s])` to the input of decoder step j, with
-            s = floor(j / tokens_per_cond_step) (step j predicts the first codebook's time step j).
+        aligned_condition: add `aligned_proj(cond)` `[B, S * r, width]` at sub-step
+            u = floor(j * r / tokens_per_cond_step) to the input of decoder step j (step j predicts
+            the first codebook's time step j).
+        aligned_upsample: r, sub-step features per video feature in the aligned path (1: each step
+            gets its feature's projection).
     """
 
     def __init__(self, lm: MusicgenForCausalLM, cond_dim: int, tokens_per_cond_step: float = 1.0,
-                 time_embedding: bool = False, aligned_condition: bool = False):
+                 time_embedding: bool = False, aligned_condition: bool = False, aligned_upsample: int = 1):
         super().__init__()
         self.lm = lm
         config = lm.config
@@ -65,8 +71,11 @@ class MusicGenDecoder(nn.Module):
         self.cond_proj = nn.Linear(cond_dim, self.width)
         self.tokens_per_cond_step = tokens_per_cond_step
         self.time_embedding = time_embedding
-        self.aligned_proj = nn.Linear(cond_dim, self.width) if aligned_condition else None
-        self._aligned: Optional[torch.Tensor] = None  # [B, S, width] during a forward call
+        if aligned_upsample < 1 or (aligned_upsample > 1 and not aligned_condition):
+            raise VMASError(f"musicgen: aligned_upsample {aligned_upsample} needs aligned_condition: true and must be >= 1")
+        self.aligned_upsample = aligned_upsample
+        self.aligned_proj = nn.Linear(cond_dim, self.width * aligned_upsample) if aligned_condition else None
+        self._aligned: Optional[torch.Tensor] = None  # [B, S * r, width] during a forward call
         if aligned_condition:  # its output is added to the token embeddings: [L, D] -> [B, L, D]
             lm.model.decoder.embed_positions.register_forward_hook(self._add_aligned_condition)
 
@@ -74,7 +83,8 @@ class MusicGenDecoder(nn.Module):
         """Forward hook of the position embedding (`args`: ids `[B, K, L]`, past length)."""
         length, past = args[0].shape[-1], (args[1] if len(args) > 1 else 0)
         steps = torch.arange(length, device=positions.device) + past
-        index = (steps / self.tokens_per_cond_step).floor().long().clamp(max=self._aligned.shape[1] - 1)
+        index = (steps * self.aligned_upsample / self.tokens_per_cond_step).floor().long()
+        index = index.clamp(max=self._aligned.shape[1] - 1)
         return positions + self._aligned[:, index]
 
     def project_condition(self, cond: torch.Tensor) -> torch.Tensor:
@@ -94,7 +104,8 @@ class MusicGenDecoder(nn.Module):
         use_cache: bool = False,
     ) -> tuple[torch.Tensor, Optional[Any]]:
         batch, codebooks, length = input_ids.shape
-        self._aligned = None if self.aligned_proj is None else self.aligned_proj(cond)
+        if self.aligned_proj is not None:
+            self._aligned = self.aligned_proj(cond).view(batch, cond.shape[1] * self.aligned_upsample, self.width)
         try:
             out = self.lm(
                 input_ids=input_ids.reshape(batch * codebooks, length),
@@ -136,6 +147,7 @@ def musicgen(
     max_positions: int = 2048,
     time_embedding: bool = False,
     aligned_condition: bool = False,
+    aligned_upsample: int = 1,
     config: Optional[dict] = None,
 ) -> MusicGenDecoder:
     """MusicGen decoder; `pretrained` (hub id or local folder, e.g. facebook/musicgen-medium) sets
@@ -145,7 +157,8 @@ def musicgen(
 
     The cond projection is always new (MusicGen's projects T5 text features). `time_embedding`: add
     each video feature's time as the decoder's sinusoidal position; `aligned_condition`: add each
-    step's own-time video feature to its input (see `MusicGenDecoder`)."""
+    step's own-time video feature to its input, `aligned_upsample` of them per video feature (see
+    `MusicGenDecoder`)."""
     if pretrained or config is not None:
         lm = MusicgenForCausalLM(MusicgenDecoderConfig.from_dict(config)) if config is not None else load_musicgen_lm(pretrained)
         got = (lm.config.num_codebooks, lm.config.vocab_size)
@@ -154,7 +167,7 @@ def musicgen(
                 f"{pretrained or 'decoder config'}: decoder has {got[0]} codebooks of {got[1]}, "
                 f"codec has {num_codebooks} of {codebook_size}"
             )
-        return MusicGenDecoder(lm, cond_dim, tokens_per_cond_step, time_embedding, aligned_condition)
+        return MusicGenDecoder(lm, cond_dim, tokens_per_cond_step, time_embedding, aligned_condition, aligned_upsample)
     if size not in MUSICGEN_SIZES:
         raise VMASError(f"musicgen: unknown size '{size}'; known: {', '.join(MUSICGEN_SIZES)}")
     dims = dict(MUSICGEN_SIZES[size])
@@ -169,4 +182,5 @@ def musicgen(
         dropout=dropout,
         **dims,
     )
-    return MusicGenDecoder(MusicgenForCausalLM(config), cond_dim, tokens_per_cond_step, time_embedding, aligned_condition)
+    return MusicGenDecoder(MusicgenForCausalLM(config), cond_dim, tokens_per_cond_step, time_embedding, aligned_condition,
+                           aligned_upsample)
