@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 
+from vmas_lightning.errors import VMASError
 from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
 from vmas_lightning.generation.mux import write_wav
@@ -233,6 +234,9 @@ class VMASModule(L.LightningModule):
 
     # ------------------------------------------------------------------ test
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer.gradient_clip_val is not None:
+            raise VMASError(f"trainer.gradient_clip_val {self.trainer.gradient_clip_val} is not used: gradient clipping is "
+                            "set by model.optim.grad_clip (0 turns it off)")
         if stage == "test" and self.evaluation is None:
             cfg = self.evaluation_config
             self.evaluation = EvaluationSuite(cfg.embedder, cfg.classifier, cfg.reference_stats_cache, cfg.reference_set)
