@@ -106,3 +106,6 @@ def test_strategies_ema_and_verdict(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"trainer": {"precision": "64-true"}, "model": {}}))
     assert main(["profile", "--memory", "--config", str(tmp_path / "bad.yaml")]) == 2
     assert "64-true" in one_line_error(capsys)
+    (tmp_path / "ckpt.yaml").write_text(yaml.safe_dump({"model": {"activation_checkpointing": True}}))
+    assert main(["profile", "--memory", "--config", str(tmp_path / "ckpt.yaml")]) == 2
+    assert "activation_checkpointing" in one_line_error(capsys)

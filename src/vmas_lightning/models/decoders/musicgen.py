@@ -117,6 +117,10 @@ class MusicGenDecoder(nn.Module):
             self._aligned = None
         return out.logits.view(batch, codebooks, length, -1), out.past_key_values
 
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each decoder layer in backward (transformers' non-reentrant activation checkpointing)."""
+        self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
     def rebuild_options(self) -> dict:
         """Options of `musicgen` that build this network again without its weights source (checkpoints record them)."""
         return {"pretrained": None, "config": self.lm.config.to_dict()}
