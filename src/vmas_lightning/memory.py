@@ -69,14 +69,48 @@ class SavedTensors:
         return tensor
 
 
-def saved_for_backward(module: nn.Module, step: Callable[[], Any], precision: str) -> SavedTensors:
+def saved_for_backward(module: nn.Module, step: Callable[[], Any], precision: str,
+                       saved: SavedTensors | None = None) -> SavedTensors:
     """Run `step()` (a forward of `module`) under `precision`'s autocast (CPU) and count what it
-    saves for backward; the module's parameters are never counted."""
-    saved = SavedTensors(_seen={_storage_key(p) for p in module.parameters()})
+    saves for backward into `saved` (default: a new one); the module's parameters are never counted."""
+    saved = saved or SavedTensors()
+    saved._seen.update(_storage_key(p) for p in module.parameters())
     dtype = MIXED_PRECISION.get(precision)
     with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda tensor: tensor):
             step()
+    return saved
+
+
+def checkpointed_saved(module: nn.Module, step: Callable[[], Any], precision: str, units: list[nn.Module],
+                       enable: Callable[[], None]) -> SavedTensors:
+    """`saved_for_backward` of `step()` with activation checkpointing of `units`, which `enable()`
+    turns on. Two forwards: without checkpointing, each unit's own saved bytes (backward recomputes
+    one unit at a time, so the largest counts once); with it, what is saved outside the units plus
+    the inputs each checkpoint keeps."""
+    plain, own = SavedTensors(), []
+
+    def total() -> int:
+        return plain.activations + plain.weight_casts
+
+    handles = [u.register_forward_pre_hook(lambda m, a: own.append(-total())) for u in units]
+    handles += [u.register_forward_hook(lambda m, a, o: own.append(own.pop() + total())) for u in units]
+    saved_for_backward(module, step, precision, plain)
+    for handle in handles:
+        handle.remove()
+    enable()
+    saved = SavedTensors()
+
+    def keep_inputs(unit: nn.Module, args: tuple, kwargs: dict) -> None:
+        for value in (*args, *kwargs.values()):
+            if torch.is_tensor(value):
+                saved.pack(value)
+
+    handles = [u.register_forward_pre_hook(keep_inputs, with_kwargs=True) for u in units]
+    saved_for_backward(module, step, precision, saved)
+    for handle in handles:
+        handle.remove()
+    saved.activations += max(own, default=0)
     return saved
 
 

@@ -4,7 +4,8 @@ The `trainer:` block gives the precision, the strategy (DDP and its `gradient_as
 FSDP and its `auto_wrap_policy`), the devices and whether a `WeightAveraging` (EMA) callback is on;
 `data.batch_size` the clips per GPU; `model.optim` the optimizer. The model is built on the meta
 device without pretrained weights (as `vmas profile` does) and given fake CPU tensors; one
-`compute_losses` at the configured batch and clip length is run on them (`vmas_lightning.memory`).
+`compute_losses` at the configured batch and clip length is run on them (`vmas_lightning.memory`;
+with `model.activation_checkpointing`, two: see `memory.checkpointed_saved`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from vmas_lightning.cli.profile import _without_weights, read_model_block
 from vmas_lightning.config_file import config_section, dataclass_from, read_config
 from vmas_lightning.errors import VMASError
 from vmas_lightning.memory import (
-    GiB, PRECISIONS, TrainingSetup, fake_copy, largest_batch, memory_rows, saved_for_backward, tensor_bytes,
+    GiB, PRECISIONS, TrainingSetup, checkpointed_saved, fake_copy, largest_batch, memory_rows, saved_for_backward, tensor_bytes,
 )
 from vmas_lightning.objectives.optim import OptimConfig
 
@@ -109,19 +110,36 @@ def memory_report(config_path: str, cfg) -> dict[str, Any]:
     config = read_config(config_path)
     setup = training_setup(config, cfg, str(config_path))
     model_block = read_model_block(config_path)
-    if model_block.get("activation_checkpointing"):
-        raise VMASError(f"{config_path}: model.activation_checkpointing is not estimated by --memory yet "
-                        "(its saved tensors live inside the checkpoints); profile without it for an upper bound")
-    module, mode = fake_copy(build_module(model_block))
+    checkpointing = bool(model_block.get("activation_checkpointing"))
+    module, mode = fake_copy(build_module({**model_block, "activation_checkpointing": False}))
     with mode:
         batch = fake_batch(module.model.sequence, setup.batch_size)
         module.train()
-        saved = saved_for_backward(module, lambda: module.compute_losses(batch), setup.precision)
+
+        def step() -> dict[str, torch.Tensor]:
+            return module.compute_losses(batch)
+
+        if checkpointing:
+            parts = (module.model.encoder, module.model.decoder)
+            for part in parts:
+                if not hasattr(part, "checkpoint_units"):
+                    raise VMASError(f"model.activation_checkpointing: {type(part).__name__} does not support it")
+            units = [unit for part in parts for unit in part.checkpoint_units()]
+            saved = checkpointed_saved(module, step, setup.precision, units,
+                                       lambda: [part.enable_activation_checkpointing() for part in parts])
+        else:
+            saved = saved_for_backward(module, step, setup.precision)
     rows = memory_rows(module, tensor_bytes(batch.values()), saved, setup)
+    if checkpointing:
+        for row in rows:
+            if row["part"] == "activations":
+                row["note"] += ("; activation checkpointing: saved outside the decoder layers and encoder blocks, their "
+                                "inputs, and the largest one's activations, recomputed in backward")
     total, budget = sum(r["bytes"] for r in rows), parse_gpu_memory(cfg.gpu_memory)
     return {
         "config": str(config_path),
-        "setup": {k: v for k, v in vars(setup).items() if k != "optim"} | {"optimizer": setup.optim.optimizer},
+        "setup": {k: v for k, v in vars(setup).items() if k != "optim"} | {"optimizer": setup.optim.optimizer,
+                                                                          "activation_checkpointing": checkpointing},
         "rows": rows,
         "total_bytes": total,
         "gpu_memory_bytes": budget,
