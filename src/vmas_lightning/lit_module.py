@@ -81,6 +81,8 @@ class VMASModule(L.LightningModule):
         encoder, decoder, codec: plugin specs (`vmas plugins` lists the names).
         cond_dropout: fraction of training samples whose video is replaced by the learned null
             condition, for classifier-free guidance.
+        activation_checkpointing: recompute each decoder layer and encoder block in backward
+            (less activation memory, about one more forward of compute; see `VMASModel`).
         loss, optim, generation, evaluation: see the dataclasses.
         num_audio_samples: validation clips generated and logged to TensorBoard each validation.
     """
@@ -92,6 +94,7 @@ class VMASModule(L.LightningModule):
         decoder: PluginSpec = "musicgen",
         codec: PluginSpec = "encodec",
         cond_dropout: float = 0.1,
+        activation_checkpointing: bool = False,
         loss: LossConfig = LossConfig(),
         optim: OptimConfig = OptimConfig(),
         generation: GenerationConfig = GenerationConfig(),
@@ -100,7 +103,7 @@ class VMASModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.model = VMASModel(encoder, decoder, codec, sequence, cond_dropout)
+        self.model = VMASModel(encoder, decoder, codec, sequence, cond_dropout, activation_checkpointing)
         self.loss_config = loss
         self.optim_config = optim
         self.generation_config = generation
