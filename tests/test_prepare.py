@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from litdata import StreamingDataset
 
-from conftest import TINY_CONFIG, one_line_error
+from conftest import TINY_CONFIG, install_plugin, one_line_error
 from media import gradient_frames, sine, truncated_copy, write_audio_only, write_surround_video, write_video
 from vmas_lightning.cli.main import main
 from vmas_lightning.data.datamodule import VMASDataModule
@@ -132,15 +132,8 @@ def gated_pixel_stats(gate: str):
 """
 
 
-def install_plugin(folder: Path, module: str, source: str) -> dict[str, str]:
-    """Write `module` as an installed distribution with a `vmas_lightning.plugins` entry point in
-    `folder`; returns an environment whose Python finds it."""
-    folder.mkdir()
-    (folder / f"{module}.py").write_text(source)
-    dist = folder / f"{module}-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(f"[vmas_lightning.plugins]\n{module} = {module}\n")
+def plugin_env(folder: Path) -> dict[str, str]:
+    """An environment whose Python finds the distributions installed in `folder` (`install_plugin`)."""
     path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
@@ -150,7 +143,7 @@ def test_killed_or_interrupted_run_then_rerun_gives_the_same_clips(prepared, vid
     # The run cannot finish before the signal: after its first embedded input the embedder waits for
     # the gate (the same frame features as the reference run's pixel_stats, so the same clips).
     gate = tmp_path / "gate"
-    env = install_plugin(tmp_path / "plugin", "gated_embedder", GATED_EMBEDDER)
+    env = plugin_env(install_plugin(tmp_path / "plugin", "gated_embedder", GATED_EMBEDDER))
     embedder = json.dumps({"name": "gated_pixel_stats", "gate": str(gate)})
     out = tmp_path / "out"
     command = [*PREPARE_COMMAND, *FAST, "--embedder", embedder, "--input", str(videos), "--output", str(out)]

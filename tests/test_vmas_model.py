@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from vmas_lightning.errors import VMASError
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.sequence import SequenceConfig
 
@@ -32,6 +33,9 @@ def test_clip_encoder_sets_frames_per_feature():
     seq = SequenceConfig(duration_s=1.0, fps=12.0, frame_size=64)
     model = VMASModel({"name": "clip", "size": "tiny"}, {"name": "musicgen", "size": "tiny"}, CODEC, seq)
     assert model.sequence.frames_per_feature == 6 and model.sequence.num_features == 2
+    with pytest.raises(VMASError, match="activation_checkpointing: ClipFrameEncoder does not support it"):
+        VMASModel({"name": "clip", "size": "tiny"}, {"name": "musicgen", "size": "tiny"}, CODEC, seq,
+                  activation_checkpointing=True)
 
 
 def test_condition_dropped_per_sample(model):

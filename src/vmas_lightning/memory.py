@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensorMode  # private module: torch has no public FakeTensorMode
 
 from vmas_lightning.objectives.optim import OptimConfig, build_optimizer
 
@@ -35,6 +35,8 @@ def tensor_bytes(tensors) -> int:
 
 
 def _storage_key(tensor: torch.Tensor) -> int:
+    # `_cdata` (the storage's C pointer) is private; fake tensors have no data_ptr, and torch offers no
+    # public identity of a storage, so it is the one key that tells views of one storage apart from copies.
     return tensor.untyped_storage()._cdata
 
 

@@ -19,10 +19,11 @@ from jsonargparse import ArgumentParser
 from torch.utils.flop_counter import FlopCounterMode
 
 from vmas_lightning.config_file import dataclass_from, read_config
-from vmas_lightning.errors import InputFileError
+from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.sequence import SequenceConfig
 
+MEMORY_OPTIONS = ("devices", "strategy", "batch_size", "gpu_memory")  # read only by --memory
 HELP = "Parameters, encoder output shape, GFLOPs and per-GPU training memory of the model in a config (no weights needed)."
 
 
@@ -36,9 +37,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--strategy", type=Optional[Literal["ddp", "fsdp"]], default=None,
                         help="Override trainer.strategy (fsdp: one unit per MusicGen layer and Hiera block).")
     parser.add_argument("--batch-size", type=Optional[int], default=None, help="Clips per GPU; default: data.batch_size.")
-    parser.add_argument("--gpu-memory", type=str, default="78GiB",
+    parser.add_argument("--gpu-memory", type=Optional[str], default=None,
                         help="Usable memory of one GPU for the verdict: GiB, or with a unit (78GiB, 85.9GB); "
-                             "default: an H100 80GB less its CUDA context.")
+                             "default: 78GiB, an H100 80GB less its CUDA context.")
     return parser
 
 
@@ -125,6 +126,9 @@ def run(cfg) -> int:
         from vmas_lightning.cli.profile_memory import run_memory
 
         return run_memory(cfg)
+    memory_only = [f"--{name.replace('_', '-')}" for name in MEMORY_OPTIONS if getattr(cfg, name) is not None]
+    if memory_only:
+        raise VMASError(f"{', '.join(memory_only)}: only with --memory")
     report = profile(read_model_block(cfg.config), where=f"{cfg.config}: model")
     if cfg.json:
         print(json.dumps(report, indent=2))

@@ -26,6 +26,7 @@ from vmas_lightning.objectives.optim import OptimConfig
 
 # configs/cluster/fsdp.yaml's units, used when --strategy fsdp overrides a DDP config.
 DEFAULT_FSDP_WRAP = ["MusicgenDecoderLayer", "HieraBlock"]
+DEFAULT_GPU_MEMORY = "78GiB"  # an H100 80GB less its CUDA context
 DDP_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_find_unused_parameters_true", "auto")
 
 
@@ -120,10 +121,7 @@ def memory_report(config_path: str, cfg) -> dict[str, Any]:
             return module.compute_losses(batch)
 
         if checkpointing:
-            parts = (module.model.encoder, module.model.decoder)
-            for part in parts:
-                if not hasattr(part, "checkpoint_units"):
-                    raise VMASError(f"model.activation_checkpointing: {type(part).__name__} does not support it")
+            parts = module.model.checkpointed_parts()
             units = [unit for part in parts for unit in part.checkpoint_units()]
             saved = checkpointed_saved(module, step, setup.precision, units,
                                        lambda: [part.enable_activation_checkpointing() for part in parts])
@@ -135,7 +133,7 @@ def memory_report(config_path: str, cfg) -> dict[str, Any]:
             if row["part"] == "activations":
                 row["note"] += ("; activation checkpointing: saved outside the decoder layers and encoder blocks, their "
                                 "inputs, and the largest one's activations, recomputed in backward")
-    total, budget = sum(r["bytes"] for r in rows), parse_gpu_memory(cfg.gpu_memory)
+    total, budget = sum(r["bytes"] for r in rows), parse_gpu_memory(cfg.gpu_memory or DEFAULT_GPU_MEMORY)
     return {
         "config": str(config_path),
         "setup": {k: v for k, v in vars(setup).items() if k != "optim"} | {"optimizer": setup.optim.optimizer,

@@ -50,11 +50,16 @@ class VMASModel(nn.Module):
         )
         self.cond_dropout = cond_dropout
         if activation_checkpointing:
-            for part in (self.encoder, self.decoder):
-                if not hasattr(part, "enable_activation_checkpointing"):
-                    raise VMASError(f"model.activation_checkpointing: {type(part).__name__} does not support it")
+            for part in self.checkpointed_parts():
                 part.enable_activation_checkpointing()
         self.null_condition = nn.Parameter(torch.zeros(self.encoder.out_dim))
+
+    def checkpointed_parts(self) -> tuple[nn.Module, nn.Module]:
+        """Encoder and decoder, checked to have `checkpoint_units()` and `enable_activation_checkpointing()`."""
+        for part in (self.encoder, self.decoder):
+            if not (hasattr(part, "checkpoint_units") and hasattr(part, "enable_activation_checkpointing")):
+                raise VMASError(f"model.activation_checkpointing: {type(part).__name__} does not support it")
+        return self.encoder, self.decoder
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, F, H, W] in [0, 1] -> features [B, S, D]."""
