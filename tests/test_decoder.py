@@ -91,16 +91,59 @@ def test_aligned_upsample_gives_each_step_its_own_sub_step_feature():
     assert not torch.allclose(own[:, 0], own[:, 1])  # the two halves of one feature differ
 
 
-def test_aligned_upsample_without_aligned_condition_is_rejected():
-    with pytest.raises(VMASError, match="aligned_upsample 2 needs aligned_condition"):
-        musicgen(K, V, D, size="tiny", aligned_upsample=2)
+def test_aligned_linear_interpolation_mixes_the_two_sub_steps_around_each_step():
+    torch.manual_seed(0)
+    aligned = musicgen(K, V, D, tokens_per_cond_step=2.5, size="tiny", aligned_condition=True, aligned_upsample=2,
+                       aligned_interpolation="linear").eval()
+    ids, cond = torch.randint(0, V + 1, (2, K, 9)), torch.randn(2, 4, D)
+    seen = []
+    aligned.lm.model.decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    aligned(ids, cond)
+    with torch.no_grad():
+        own = aligned.aligned_proj(cond).view(2, 4, 2, -1).flatten(1, 2)
+        aligned.aligned_proj.weight.zero_(), aligned.aligned_proj.bias.zero_()
+    aligned(ids, cond)
+    # sub-steps of 1.25 token steps: step j sits at j / 1.25 = 0, 0.8, 1.6, 2.4, 3.2, 4, 4.8, 5.6, 6.4
+    at = torch.tensor([0, 0.8, 1.6, 2.4, 3.2, 4, 4.8, 5.6, 6.4])
+    low, fraction = at.floor().long(), (at - at.floor())[:, None]
+    expected = (1 - fraction) * own[:, low] + fraction * own[:, low + 1]
+    torch.testing.assert_close(seen[0] - seen[1], expected)
+    torch.testing.assert_close((seen[0] - seen[1])[:, 5], own[:, 4])  # on a sub-step's own time: that feature alone
 
 
-@pytest.mark.parametrize("aligned_condition, aligned_upsample", [(False, 1), (True, 1), (True, 2)])
-def test_kv_cache_gives_full_forward_logits(aligned_condition, aligned_upsample):
+def test_aligned_linear_interpolation_holds_the_last_sub_step_at_the_end():
+    aligned = musicgen(K, V, D, tokens_per_cond_step=2.0, size="tiny", aligned_condition=True,
+                       aligned_interpolation="linear").eval()
+    ids, cond = torch.randint(0, V + 1, (1, K, 12)), torch.randn(1, 3, D)  # steps 10, 11 lie past the last feature
+    seen = []
+    aligned.lm.model.decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    aligned(ids, cond)
+    with torch.no_grad():
+        own = aligned.aligned_proj(cond)
+        aligned.aligned_proj.weight.zero_(), aligned.aligned_proj.bias.zero_()
+    aligned(ids, cond)
+    added = seen[0] - seen[1]
+    torch.testing.assert_close(added[:, 4], own[:, 2])  # step 4 = feature 2, the last
+    torch.testing.assert_close(added[:, 5:], own[:, 2:3].expand(-1, 7, -1))
+    torch.testing.assert_close(added[:, 3], (own[:, 1] + own[:, 2]) / 2)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(aligned_upsample=2), "aligned_upsample 2 needs aligned_condition"),
+    (dict(aligned_interpolation="linear"), "aligned_interpolation 'linear' needs aligned_condition"),
+    (dict(aligned_condition=True, aligned_interpolation="cubic"), "must be one of hold, linear"),
+])
+def test_aligned_options_without_aligned_condition_or_unknown_are_rejected(options, message):
+    with pytest.raises(VMASError, match=message):
+        musicgen(K, V, D, size="tiny", **options)
+
+
+@pytest.mark.parametrize("aligned_condition, aligned_upsample, aligned_interpolation",
+                         [(False, 1, "hold"), (True, 1, "hold"), (True, 2, "hold"), (True, 2, "linear")])
+def test_kv_cache_gives_full_forward_logits(aligned_condition, aligned_upsample, aligned_interpolation):
     torch.manual_seed(0)
     decoder = musicgen(K, V, D, tokens_per_cond_step=2.0, size="tiny", aligned_condition=aligned_condition,
-                       aligned_upsample=aligned_upsample).eval()
+                       aligned_upsample=aligned_upsample, aligned_interpolation=aligned_interpolation).eval()
     ids, cond = torch.randint(0, V + 1, (2, K, 9)), torch.randn(2, 5, D)
     full, _ = decoder(ids, cond)
     step, past = decoder(ids[:, :, :6], cond, use_cache=True)

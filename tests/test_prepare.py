@@ -147,8 +147,9 @@ def test_killed_or_interrupted_run_then_rerun_gives_the_same_clips(prepared, vid
     embedder = json.dumps({"name": "gated_pixel_stats", "gate": str(gate)})
     out = tmp_path / "out"
     command = [*PREPARE_COMMAND, *FAST, "--embedder", embedder, "--input", str(videos), "--output", str(out)]
-    # Ctrl-C reaches it as from a terminal even if an earlier test left SIGINT ignored in this process
-    # (an ignored SIGINT is inherited, and Python then installs no KeyboardInterrupt handler).
+    # Ctrl-C reaches it as from a terminal even when pytest itself runs with SIGINT ignored, as every
+    # background job (`cmd &`) of a non-interactive shell does: an ignored SIGINT is inherited, and
+    # Python then installs no KeyboardInterrupt handler.
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300  # spawning the workers can take minutes on a loaded machine

@@ -12,12 +12,16 @@ to find it (in-attention conditioning, as in e.g. MMAudio's aligned features). `
 r > 1 lets that projection give r sub-step features per video feature (a learned temporal upsampling,
 as a sub-pixel convolution does in space), so a cue can sit at a finer time than the encoder's
 feature rate (efficient Hiera: one feature per 2 frames; r = 2 reaches the frame rate).
+`aligned_interpolation: linear` gives each step the linear interpolation of the two sub-step
+features around its time (each sub-step feature read as the picture at its start), instead of
+holding the latest one: a cut between two frames becomes a ramp whose mix tells the step where it
+sits between them, as the paper resamples the flow to the token grid by linear interpolation.
 """
 from __future__ import annotations
 
 import math
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 import torch
 from torch import nn
@@ -26,6 +30,8 @@ from transformers import MusicgenDecoderConfig, MusicgenForCausalLM, MusicgenFor
 from vmas_lightning.errors import VMASError
 from vmas_lightning.models.pretrained import load_hf_model
 from vmas_lightning.registry import MUSIC_DECODERS
+
+AlignedInterpolation = Literal["hold", "linear"]
 
 # (layers, width, heads, ffn): MusicGen's small/medium/large and a tiny CPU preset.
 MUSICGEN_SIZES = {
@@ -58,10 +64,13 @@ class MusicGenDecoder(nn.Module):
             the first codebook's time step j).
         aligned_upsample: r, sub-step features per video feature in the aligned path (1: each step
             gets its feature's projection).
+        aligned_interpolation: `hold` (step j gets sub-step u) or `linear` (step j gets
+            (1 - f) * sub-step u + f * sub-step u + 1, with u + f = j * r / tokens_per_cond_step).
     """
 
     def __init__(self, lm: MusicgenForCausalLM, cond_dim: int, tokens_per_cond_step: float = 1.0,
-                 time_embedding: bool = False, aligned_condition: bool = False, aligned_upsample: int = 1):
+                 time_embedding: bool = False, aligned_condition: bool = False, aligned_upsample: int = 1,
+                 aligned_interpolation: AlignedInterpolation = "hold"):
         super().__init__()
         self.lm = lm
         config = lm.config
@@ -73,7 +82,11 @@ class MusicGenDecoder(nn.Module):
         self.time_embedding = time_embedding
         if aligned_upsample < 1 or (aligned_upsample > 1 and not aligned_condition):
             raise VMASError(f"musicgen: aligned_upsample {aligned_upsample} needs aligned_condition: true and must be >= 1")
+        if aligned_interpolation not in get_args(AlignedInterpolation) or (aligned_interpolation != "hold" and not aligned_condition):
+            raise VMASError(f"musicgen: aligned_interpolation '{aligned_interpolation}' needs aligned_condition: true and must be "
+                            f"one of {', '.join(get_args(AlignedInterpolation))}")
         self.aligned_upsample = aligned_upsample
+        self.aligned_interpolation = aligned_interpolation
         self.aligned_proj = nn.Linear(cond_dim, self.width * aligned_upsample) if aligned_condition else None
         self._aligned: Optional[torch.Tensor] = None  # [B, S * r, width] during a forward call
         if aligned_condition:  # its output is added to the token embeddings: [L, D] -> [B, L, D]
@@ -83,9 +96,14 @@ class MusicGenDecoder(nn.Module):
         """Forward hook of the position embedding (`args`: ids `[B, K, L]`, past length)."""
         length, past = args[0].shape[-1], (args[1] if len(args) > 1 else 0)
         steps = torch.arange(length, device=positions.device) + past
-        index = (steps * self.aligned_upsample / self.tokens_per_cond_step).floor().long()
-        index = index.clamp(max=self._aligned.shape[1] - 1)
-        return positions + self._aligned[:, index]
+        sub_steps = steps * self.aligned_upsample / self.tokens_per_cond_step
+        last = self._aligned.shape[1] - 1
+        index = sub_steps.floor().long().clamp(max=last)
+        if self.aligned_interpolation == "hold":
+            return positions + self._aligned[:, index]
+        fraction = (sub_steps - index).clamp(0, 1).to(self._aligned.dtype)[:, None]
+        following = (index + 1).clamp(max=last)
+        return positions + (1 - fraction) * self._aligned[:, index] + fraction * self._aligned[:, following]
 
     def project_condition(self, cond: torch.Tensor) -> torch.Tensor:
         """`[B, S, cond_dim]` -> `[B, S, width]`: the projection, plus the time embedding when on."""
@@ -156,6 +174,7 @@ def musicgen(
     time_embedding: bool = False,
     aligned_condition: bool = False,
     aligned_upsample: int = 1,
+    aligned_interpolation: AlignedInterpolation = "hold",
     config: Optional[dict] = None,
 ) -> MusicGenDecoder:
     """MusicGen decoder; `pretrained` (hub id or local folder, e.g. facebook/musicgen-medium) sets
@@ -165,8 +184,8 @@ def musicgen(
 
     The cond projection is always new (MusicGen's projects T5 text features). `time_embedding`: add
     each video feature's time as the decoder's sinusoidal position; `aligned_condition`: add each
-    step's own-time video feature to its input, `aligned_upsample` of them per video feature (see
-    `MusicGenDecoder`)."""
+    step's own-time video feature to its input, `aligned_upsample` of them per video feature, held or
+    linearly interpolated between sub-steps (`aligned_interpolation`; see `MusicGenDecoder`)."""
     if pretrained or config is not None:
         lm = MusicgenForCausalLM(MusicgenDecoderConfig.from_dict(config)) if config is not None else load_musicgen_lm(pretrained)
         got = (lm.config.num_codebooks, lm.config.vocab_size)
@@ -175,7 +194,8 @@ def musicgen(
                 f"{pretrained or 'decoder config'}: decoder has {got[0]} codebooks of {got[1]}, "
                 f"codec has {num_codebooks} of {codebook_size}"
             )
-        return MusicGenDecoder(lm, cond_dim, tokens_per_cond_step, time_embedding, aligned_condition, aligned_upsample)
+        return MusicGenDecoder(lm, cond_dim, tokens_per_cond_step, time_embedding, aligned_condition, aligned_upsample,
+                               aligned_interpolation)
     if size not in MUSICGEN_SIZES:
         raise VMASError(f"musicgen: unknown size '{size}'; known: {', '.join(MUSICGEN_SIZES)}")
     dims = dict(MUSICGEN_SIZES[size])
@@ -191,4 +211,4 @@ def musicgen(
         **dims,
     )
     return MusicGenDecoder(MusicgenForCausalLM(config), cond_dim, tokens_per_cond_step, time_embedding, aligned_condition,
-                           aligned_upsample)
+                           aligned_upsample, aligned_interpolation)
