@@ -7,12 +7,13 @@ VMAS=${VMAS:-vmas}
 CONFIG=${CONFIG:-configs/demo.yaml}
 RUN_DIR=${RUN_DIR:-runs/demo-model}
 OUT=${OUT:-checkpoints/demo}
-NUM_TRAIN=${NUM_TRAIN:-1200}
+NUM_TRAIN=${NUM_TRAIN:-6000}
 
 start=$(date +%s)
 "$VMAS" demo-assets --config "$CONFIG" --out "$OUT" --seed 0
 rm -rf "$RUN_DIR"
-"$VMAS" demo-data --config "$CONFIG" --seed 0 --out "$RUN_DIR/data" --num-train "$NUM_TRAIN" --num-val 32 --num-test 32
-"$VMAS" fit --config "$CONFIG" --data.root "$RUN_DIR/data" --trainer.default_root_dir "$RUN_DIR" --trainer.enable_progress_bar false
+"$VMAS" demo-data --config "$CONFIG" --seed 0 --out "$RUN_DIR/data" --num-train "$NUM_TRAIN" --num-val 64 --num-test 16
+"$VMAS" fit --config "$CONFIG" --data.root "$RUN_DIR/data" --trainer.default_root_dir "$RUN_DIR" --trainer.enable_progress_bar false \
+  --model.num_audio_samples 0
 "$VMAS" export --ckpt "$(ls "$RUN_DIR"/lightning_logs/version_*/checkpoints/last.ckpt | tail -n 1)" --out "$OUT/model.ckpt"
 echo "demo model remade in $(( ($(date +%s) - start) / 60 )) minutes: $OUT/model.ckpt"

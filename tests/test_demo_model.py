@@ -1,8 +1,8 @@
 """The committed demo model (checkpoints/demo/model.ckpt) on demo clips of a seed it was never trained
 or tuned on: the style of its music follows the video (style accuracy >= 0.8, KL far below its
-shuffled-video control, R@1 well above chance) and its onsets follow the cuts more than the control's.
-Not asserted because not reached yet (benchmarks/RESULTS.md): onset F1 >= 0.5 and onsets per clip
-within 30% of the truth."""
+shuffled-video control, R@1 well above chance) and its notes land on the cuts (onset F1 >= 0.5, far
+above the control's). Not asserted because not reached yet (benchmarks/RESULTS.md): onsets per clip
+within 30% of the truth (34% too many on these clips)."""
 import json
 
 import pytest
@@ -12,7 +12,7 @@ from vmas_lightning.cli.main import main
 
 pytestmark = pytest.mark.slow
 DEMO_MODEL = ROOT / "checkpoints" / "demo" / "model.ckpt"
-SEED, NUM_CLIPS = 1, 16  # the 16 test clips of benchmarks/RESULTS.md
+SEED, NUM_CLIPS = 2, 16  # the 16 test clips of benchmarks/RESULTS.md
 
 
 def test_committed_demo_model_follows_the_video(tmp_path, monkeypatch):
@@ -31,5 +31,6 @@ def test_committed_demo_model_follows_the_video(tmp_path, monkeypatch):
     assert metrics["style_accuracy"] >= 0.8 and control["style_accuracy"] <= 0.5, (metrics, control)
     assert metrics["kl"] < 0.25 * control["kl"], (metrics, control)
     assert metrics["recall@1"] >= 3 / NUM_CLIPS, metrics
-    assert metrics["onset_f1"] >= control["onset_f1"] + 0.05, (metrics, control)
+    assert metrics["onset_f1"] >= 0.5 and metrics["onset_f1"] >= control["onset_f1"] + 0.3, (metrics, control)
+    assert metrics["onsets_per_clip"] <= 1.5 * metrics["true_onsets_per_clip"], metrics
     assert metrics["ce"] < metrics["ce_shuffled_video"], metrics
