@@ -16,7 +16,7 @@ from vmas_lightning.objectives.beats import (
     video_beats,
 )
 from vmas_lightning.objectives.flow import DISFlow, FarnebackFlow
-from vmas_lightning.objectives.onsets import LibrosaOnsets, MadmomOnsets
+from vmas_lightning.objectives.onsets import BeatTrack, LibrosaOnsets, MadmomOnsets, OnsetPeaks
 from vmas_lightning.sequence import SequenceConfig
 
 FPS = 12.0  # frame times j / 12 s never fall on a 20 ms token boundary unless j % 6 == 0
@@ -38,6 +38,42 @@ def clicks(steps: list[int], seconds: float, sample_rate: int) -> np.ndarray:
     """float32 [N]: clicks 2 ms after the start of each token step (librosa reports an onset up to one 16 ms hop late)."""
     times = [s / RATE + 0.002 for s in steps]
     return librosa.clicks(times=times, sr=sample_rate, length=round(seconds * sample_rate)).astype(np.float32)
+
+
+def drum_track(seconds: float = 10.0, sample_rate: int = 32000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [N] and kick times (s) [K]: loud kicks 0.4-0.7 s apart over soft hi-hats every 0.125 s
+    (8 onsets per second) and a noise floor, like a dense mix whose beats are the kicks."""
+    rng = np.random.default_rng(seed)
+    length = round(seconds * sample_rate)
+    kicks = np.cumsum(rng.uniform(0.4, 0.7, size=round(seconds * 3)))
+    kicks = kicks[kicks < seconds - 0.3]
+    hats = librosa.clicks(times=np.arange(0.0625, seconds - 0.1, 0.125), sr=sample_rate, length=length,
+                          click_freq=4000, click_duration=0.02)
+    kick = librosa.clicks(times=kicks, sr=sample_rate, length=length, click_freq=500, click_duration=0.1)
+    return (0.15 * hats + kick + 0.02 * rng.standard_normal(length)).astype(np.float32), kicks
+
+
+def test_onset_peaks_are_the_kicks_not_every_onset():
+    wav, kicks = drum_track()
+    every_onset = LibrosaOnsets()(wav, 32000)
+    beats = OnsetPeaks()(wav, 32000)
+    assert len(every_onset) / 10.0 > 5.0  # librosa's defaults also take the hi-hats
+    assert 1.0 <= len(beats) / 10.0 <= 4.0
+    assert beats[0] < 0.1  # the mix starting from silence is a beat too
+    assert len(beats[1:]) == len(kicks) and np.abs(beats[1:] - kicks).max() < 0.04  # within two 16-ms hops
+    assert np.all(np.diff(OnsetPeaks(min_interval_s=1.0)(wav, 32000)) >= 1.0 - 1e-9)
+
+
+def test_beat_track_gives_a_musical_rate_and_bad_options_are_one_line():
+    wav, _ = drum_track()
+    assert 1.0 <= len(BeatTrack()(wav, 32000)) / 10.0 <= 4.0
+    assert OnsetPeaks()(np.zeros(32000, np.float32), 32000).size == 0
+    with pytest.raises(VMASError, match=r"^onset detector 'onset_peaks': min_interval_s must be a number >= 0, got -1$"):
+        OnsetPeaks(min_interval_s=-1)
+    with pytest.raises(VMASError, match=r"^onset detector 'onset_peaks': window_s must be a number > 0, got '0.1'$"):
+        OnsetPeaks(window_s="0.1")
+    with pytest.raises(VMASError, match=r"^onset detector 'beat_track': hop_length must be an integer >= 1, got 0$"):
+        BeatTrack(hop_length=0)
 
 
 def test_music_beats_floor_times_to_token_steps():
@@ -114,7 +150,7 @@ def test_compute_beats_end_to_end(flow_name):
     sequence = SequenceConfig(duration_s=3.0, fps=FPS, sample_rate=32000)
     frames = moving_texture(sequence.num_frames, {8: 4, 20: -4, 31: 4})
     wav = clicks([33, 60, 131], sequence.duration_s, sequence.sample_rate)
-    config = BeatConfig(optical_flow=flow_name, match_window=5, lam=0.25)
+    config = BeatConfig(onset_detector="librosa", optical_flow=flow_name, match_window=5, lam=0.25)
     beats = compute_beats(wav, sequence.sample_rate, frames, sequence, config)
     assert {k: (v.dtype, v.shape) for k, v in beats.items()} == {
         k: (np.float32, (150,)) for k in ("music_beats", "video_beats", "overlap", "weights")

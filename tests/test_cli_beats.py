@@ -22,7 +22,7 @@ def media(tmp_path_factory):
     frames = moving_texture(3 * FPS, JUMPS)
     music = clicks(CLICK_STEPS, 3.0, SAMPLE_RATE)
     config = root / "config.yaml"
-    config.write_text(f"model:\n  sequence:\n    fps: {FPS}\n    frame_size: 64\ndata:\n  beats:\n    match_window: 5\n")
+    config.write_text(f"model:\n  sequence:\n    fps: {FPS}\n    frame_size: 64\ndata:\n  beats:\n    onset_detector: librosa\n    match_window: 5\n")
     soundfile.write(root / "music.wav", librosa.clicks(times=[0.502], sr=SAMPLE_RATE, length=3 * SAMPLE_RATE), SAMPLE_RATE)
     return {
         "with_audio": write_video(root / "clip.mp4", frames, FPS, audio=music, sample_rate=SAMPLE_RATE),

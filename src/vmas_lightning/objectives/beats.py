@@ -29,7 +29,10 @@ class BeatConfig:
     """How beats and loss weights are computed; the paper gives neither W, the matching window nor lambda.
 
     Args:
-        onset_detector: `ONSET_DETECTORS` plugin for music beats (librosa or madmom).
+        onset_detector: `ONSET_DETECTORS` plugin for music beats: onset_peaks (the strong peaks of the
+            onset strength, 1-4 per second), beat_track (librosa's beat tracker), librosa (every
+            onset, the paper's detector: so many that nearly every step near a video beat overlaps)
+            or madmom.
         optical_flow: `OPTICAL_FLOWS` plugin for video beats (farneback or dis).
         peak_window: W, in token steps: a video beat is the maximum of the W steps centred on it
             (25 steps = 0.5 s, one beat per period of a 120 BPM tempo).
@@ -41,7 +44,7 @@ class BeatConfig:
             or near-still clip has none (0.1 as MV-Align's peak threshold).
     """
 
-    onset_detector: PluginSpec = "librosa"
+    onset_detector: PluginSpec = "onset_peaks"
     optical_flow: PluginSpec = "farneback"
     peak_window: int = 25
     match_window: int = 5
