@@ -9,10 +9,13 @@ import torch
 from vmas_lightning.errors import VMASError
 from vmas_lightning.objectives.beats import (
     BeatConfig,
+    FlowSeries,
     beat_weights,
     compute_beats,
+    frames_flow,
     music_beats,
     overlap,
+    shift_alignment,
     video_beats,
 )
 from vmas_lightning.objectives.flow import DISFlow, FarnebackFlow
@@ -97,35 +100,35 @@ def test_motion_spikes_give_video_beats_at_their_steps():
     flow = np.full(119, 0.2, np.float32)  # 120 frames at 12 fps; value i is the motion into frame i + 1
     spike_frames = [7, 20, 33, 50, 100]
     flow[np.array(spike_frames) - 1] = 3.0
-    beats = video_beats(flow, FPS, num_tokens=500, token_rate=RATE, peak_window=25, min_flow=0.1)
+    beats = video_beats(FlowSeries.uniform(flow, FPS), num_tokens=500, token_rate=RATE, peak_window=25, min_flow=0.1)
     assert np.flatnonzero(beats).tolist() == [math.floor(j / FPS * RATE) for j in spike_frames] == [29, 83, 137, 208, 416]
 
 
 def test_video_beats_peak_window_keeps_the_larger_of_close_peaks():
     flow = np.zeros(119, np.float32)
     flow[[19, 21]] = [2.0, 3.0]  # frames 20 and 22, 8 steps apart
-    one = video_beats(flow, FPS, 500, RATE, peak_window=25)
-    two = video_beats(flow, FPS, 500, RATE, peak_window=11)
+    one = video_beats(FlowSeries.uniform(flow, FPS), 500, RATE, peak_window=25)
+    two = video_beats(FlowSeries.uniform(flow, FPS), 500, RATE, peak_window=11)
     assert np.flatnonzero(one).tolist() == [91]
     assert np.flatnonzero(two).tolist() == [83, 91]
 
 
 def test_still_constant_and_edge_motion_give_no_video_beats():
-    assert not video_beats(np.zeros(119), FPS, 500, RATE, 25, min_flow=0.1).any()
-    assert not video_beats(np.full(119, 2.0), FPS, 500, RATE, 25, min_flow=0.1).any()
+    assert not video_beats(FlowSeries.uniform(np.zeros(119), FPS), 500, RATE, 25, min_flow=0.1).any()
+    assert not video_beats(FlowSeries.uniform(np.full(119, 2.0), FPS), 500, RATE, 25, min_flow=0.1).any()
     small = np.zeros(119)
     small[59] = 0.05  # below min_flow
-    assert not video_beats(small, FPS, 500, RATE, 25, min_flow=0.1).any()
+    assert not video_beats(FlowSeries.uniform(small, FPS), 500, RATE, 25, min_flow=0.1).any()
     edge = np.zeros(119)
     edge[0] = 5.0  # peak held flat from the clip start: may lie before the clip
-    assert not video_beats(edge, FPS, 500, RATE, 25).any()
-    assert not video_beats(np.zeros(0), FPS, 500, RATE, 25).any()
+    assert not video_beats(FlowSeries.uniform(edge, FPS), 500, RATE, 25).any()
+    assert not video_beats(FlowSeries.uniform(np.zeros(0), FPS), 500, RATE, 25).any()
 
 
 def test_plateau_gives_one_beat_at_its_middle():
     flow = np.zeros(9)
     flow[[3, 4]] = 1.0  # at 5 fps values sit at 0.8 s and 1.0 s: flat between steps 40 and 49
-    beats = video_beats(flow, 5.0, num_tokens=100, token_rate=RATE, peak_window=25)
+    beats = video_beats(FlowSeries.uniform(flow, 5.0), num_tokens=100, token_rate=RATE, peak_window=25)
     assert np.flatnonzero(beats).tolist() == [45]
 
 
@@ -144,6 +147,23 @@ def test_overlap_and_weights_hand_computed():
     assert torch.equal(beat_weights(torch.tensor([[0.0, 1.0]]), 0.5), torch.tensor([[0.5, 1.5]]))
 
 
+def test_shift_alignment_hand_computed():
+    music, video = np.zeros(20, np.float32), np.zeros(20, np.float32)
+    music[[2, 10]] = 1
+    video[[2, 10]] = 1
+    found = shift_alignment(music, video, match_window=0)
+    null = np.array([0.5 if s in (8, 12) else 0.0 for s in range(1, 20)])  # shifts 8 and 12 move one beat onto the other
+    assert found["share"] == 1.0 and found["percentile"] == 100.0
+    assert found["null_mean"] == pytest.approx(null.mean()) and found["z"] == pytest.approx((1.0 - null.mean()) / null.std())
+    # window 1: shifts of 1 step are left out of the null, and beats one step off still count
+    video_late = np.roll(video, 1)
+    assert shift_alignment(music, video_late, match_window=1)["share"] == 1.0
+    assert shift_alignment(music, video_late, match_window=0)["share"] == 0.0
+    assert shift_alignment(np.zeros(20), video, 0)["z"] is None and shift_alignment(music, np.zeros(20), 0)["share"] is None
+    dense = np.ones(20, np.float32)  # music beats everywhere: every shift scores the same
+    assert shift_alignment(dense, video, 0)["z"] is None and shift_alignment(dense, video, 0)["percentile"] == 50.0
+
+
 @pytest.mark.parametrize("flow_name", ["farneback", "dis"])
 def test_compute_beats_end_to_end(flow_name):
     """A texture that jumps into frames 8, 20, 31 (steps 33, 83, 129) and clicks at steps 33, 60, 131."""
@@ -151,7 +171,7 @@ def test_compute_beats_end_to_end(flow_name):
     frames = moving_texture(sequence.num_frames, {8: 4, 20: -4, 31: 4})
     wav = clicks([33, 60, 131], sequence.duration_s, sequence.sample_rate)
     config = BeatConfig(onset_detector="librosa", optical_flow=flow_name, match_window=5, lam=0.25)
-    beats = compute_beats(wav, sequence.sample_rate, frames, sequence, config)
+    beats = compute_beats(wav, sequence.sample_rate, frames_flow(frames, FPS, config), sequence, config)
     assert {k: (v.dtype, v.shape) for k, v in beats.items()} == {
         k: (np.float32, (150,)) for k in ("music_beats", "video_beats", "overlap", "weights")
     }
@@ -187,7 +207,9 @@ def test_madmom_missing_is_a_one_line_error():
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"peak_window": 0}, "peak_window"), ({"match_window": -1}, "match_window"), ({"lam": 0.0}, "lam must be > 0")],
+    [({"peak_window": 0}, "peak_window"), ({"match_window": -1}, "match_window"), ({"lam": 0.0}, "lam must be > 0"),
+     ({"min_prominence": 1.0}, r"min_prominence must be in \[0, 1\), got 1.0"),
+     ({"flow_fps": 0}, "flow_fps must be > 0 frames per second")],
 )
 def test_bad_beat_config(options, message):
     with pytest.raises(VMASError, match=message):

@@ -5,7 +5,8 @@ import librosa
 import pytest
 import soundfile
 from conftest import one_line_error
-from media import write_video
+import numpy as np
+from media import cut_frames, write_video
 from test_beats import clicks, moving_texture
 
 from vmas_lightning.cli.main import main
@@ -80,3 +81,39 @@ def test_unwritable_plot_is_one_line_before_the_analysis(media, tmp_path, capsys
     plot = tmp_path / "file.txt" / "beats.png"
     assert main(["beats", "--video", str(tmp_path / "missing.mp4"), "--plot", str(plot)]) == 2  # was: a traceback
     assert f"--plot {plot.parent}: cannot write there" in one_line_error(capsys)
+
+
+CUT_SECONDS = 12.0
+
+
+def cut_times(seed: int) -> np.ndarray:
+    """Irregular event times (s), 0.5-1.3 s apart: no period a shift could line up again."""
+    times = np.cumsum(np.random.default_rng(seed).uniform(0.5, 1.3, size=40))
+    return times[times < CUT_SECONDS - 0.5]
+
+
+def click_music(times: np.ndarray, seed: int) -> np.ndarray:
+    """float32 [N] at 32 kHz: a click on each event over a noise floor."""
+    length = round(CUT_SECONDS * SAMPLE_RATE)
+    noise = 0.02 * np.random.default_rng(seed).standard_normal(length)
+    return (librosa.clicks(times=times, sr=SAMPLE_RATE, length=length, click_freq=800, click_duration=0.08) + noise).astype(np.float32)
+
+
+def test_alignment_z_score_tells_own_music_from_shifted_and_unrelated(tmp_path, capsys):
+    """A 25-fps video cut on the onsets of its own music: the music shifted by 0.5 s and an
+    unrelated track have as many beats, but only the own music beats its circular shifts."""
+    events = cut_times(0)
+    own = click_music(events, 0)
+    video = write_video(tmp_path / "cuts.mp4", cut_frames(events, CUT_SECONDS, 25), 25, audio=own, sample_rate=SAMPLE_RATE)
+    soundfile.write(tmp_path / "shifted.wav", np.roll(own, SAMPLE_RATE // 2), SAMPLE_RATE)
+    soundfile.write(tmp_path / "unrelated.wav", click_music(cut_times(1), 1), SAMPLE_RATE)
+    scores = {}
+    for name, extra in (("own", []), ("shifted", ["--audio", str(tmp_path / "shifted.wav")]),
+                        ("unrelated", ["--audio", str(tmp_path / "unrelated.wav")])):
+        assert main(["beats", "--video", str(video), "--json", *extra]) == 0
+        scores[name] = json.loads(capsys.readouterr().out)["alignment"]
+    assert scores["own"]["z"] > 4.0 and scores["own"]["percentile"] > 99.0
+    for other in ("shifted", "unrelated"):
+        assert scores[other]["z"] < 1.5 and scores[other]["percentile"] < 90.0
+    assert main(["beats", "--video", str(video)]) == 0
+    assert "alignment vs. the music circularly shifted: z +" in capsys.readouterr().out

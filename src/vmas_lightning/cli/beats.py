@@ -2,10 +2,14 @@
 
     vmas beats --video clip.mp4 [--audio music.wav] [--json] [--plot beats.png] [--config configs/vmas.yaml]
 
-The video is read at the training frame rate and size (`model.sequence` of `--config`, else the
-defaults: 9.6 fps, 224 px) and beats are computed with `data.beats` of `--config` (else
-`BeatConfig()` defaults). Times are the starts of the 20 ms token steps that carry a beat, in
+Flow is computed on the video's consecutive frames (at its own rate, or `data.beats.flow_fps`)
+at the training frame size (`model.sequence` of `--config`, else the defaults: 224 px), the same
+way `vmas prepare` does, and beats with `data.beats` of `--config` (else `BeatConfig()` defaults). Times are the starts of the 20 ms token steps that carry a beat, in
 seconds. A video without a soundtrack (and no `--audio`) still gets its video beats.
+
+Beside the overlap share it reports `alignment` (`objectives.beats.shift_alignment`): the overlap
+share against a null of the same music circularly shifted in time, as a z-score and a percentile,
+so a video's own cut-on-beat music stands out from shifted or unrelated music.
 """
 from __future__ import annotations
 
@@ -20,8 +24,16 @@ from jsonargparse import ArgumentParser
 
 from vmas_lightning.cli import writable_folder
 from vmas_lightning.errors import InputFileError
-from vmas_lightning.objectives.beats import BeatConfig, beats_at_token_rate, build_plugin, flow_curve
-from vmas_lightning.registry import ONSET_DETECTORS, OPTICAL_FLOWS
+from vmas_lightning.objectives.beats import (
+    BeatConfig,
+    FlowSeries,
+    beats_at_token_rate,
+    build_plugin,
+    flow_curve,
+    shift_alignment,
+    video_flow,
+)
+from vmas_lightning.registry import ONSET_DETECTORS
 from vmas_lightning.sequence import SequenceConfig
 
 HELP = "Show a video's music beats, video beats (optical flow) and their overlaps, in seconds."
@@ -68,16 +80,11 @@ def step_times(beats: np.ndarray, token_rate: float) -> list[float]:
 
 def analyse(
     video: str, audio: Optional[str], sequence: SequenceConfig, config: BeatConfig
-) -> tuple[dict[str, Any], np.ndarray, SequenceConfig]:
-    """What `vmas beats` reports for one video (times in seconds, flow in pixels per frame), the flow
-    magnitude per frame pair `[F - 1]` and the clip's geometry (the whole video)."""
-    from vmas_lightning.data.video_io import read_video
-
-    clip = read_video(video, fps=sequence.fps, size=sequence.frame_size)
-    if len(clip.frames) < 2:
-        raise InputFileError(video, f"needs at least 2 frames for optical flow, got {len(clip.frames)}")
-    sequence = sequence.with_duration(len(clip.frames) / sequence.fps)
-    flow = build_plugin(OPTICAL_FLOWS, config.optical_flow)(clip.frames)
+) -> tuple[dict[str, Any], FlowSeries, SequenceConfig]:
+    """What `vmas beats` reports for one video (times in seconds, flow in pixels per frame pair),
+    its flow and the clip's geometry (the whole video)."""
+    flow = video_flow(video, config, sequence.frame_size)
+    sequence = sequence.with_duration(flow.duration_s)
     wav = read_music(video, audio, sequence.sample_rate)
     onsets = np.zeros(0) if wav is None else build_plugin(ONSET_DETECTORS, config.onset_detector)(wav, sequence.sample_rate)
     beats = beats_at_token_rate(onsets, flow, sequence, config)
@@ -87,32 +94,39 @@ def analyse(
         "audio": audio if audio is not None else (video if soundtrack else None),
         "soundtrack": soundtrack,
         "duration_s": round(sequence.duration_s, 3),
-        "fps": sequence.fps,
+        "flow_fps": round(flow.fps, 3),
         "token_rate": sequence.token_rate,
         "music_beats": step_times(beats["music_beats"], sequence.token_rate) if soundtrack else None,
         "video_beats": step_times(beats["video_beats"], sequence.token_rate),
         "overlaps": step_times(beats["overlap"], sequence.token_rate) if soundtrack else None,
         "overlap_share": round(float(beats["overlap"].sum() / max(1.0, beats["music_beats"].sum())), 3) if soundtrack else None,
-        "flow": {"mean": round(float(flow.mean()), 4), "max": round(float(flow.max()), 4),
-                 "peak_s": round(float(flow.argmax() + 1) / sequence.fps, 3)},
+        "alignment": alignment_report(beats, config) if soundtrack else None,
+        "flow": {"mean": round(float(flow.magnitude.mean()), 4), "max": round(float(flow.magnitude.max()), 4),
+                 "peak_s": round(float(flow.times[flow.magnitude.argmax()]), 3)},
         "config": dataclasses.asdict(config),
     }
     return report, flow, sequence
 
 
-def plot_beats(path: str | Path, report: dict[str, Any], flow: np.ndarray, sequence: SequenceConfig) -> Path:
+def alignment_report(beats: dict[str, np.ndarray], config: BeatConfig) -> dict[str, Optional[float]]:
+    """`shift_alignment` of a clip's beats, rounded for the report."""
+    found = shift_alignment(beats["music_beats"], beats["video_beats"], config.match_window)
+    return {key: None if value is None else round(value, 3) for key, value in found.items()}
+
+
+def plot_beats(path: str | Path, report: dict[str, Any], flow: FlowSeries, sequence: SequenceConfig) -> Path:
     """PNG: flow magnitude per frame pair and at the token rate, video beats, music onsets and overlaps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curve = flow_curve(flow, sequence.fps, sequence.num_tokens, sequence.token_rate)
+    curve = flow_curve(flow, sequence.num_tokens, sequence.token_rate)
     fig, ax = plt.subplots(figsize=(12, 3.5), constrained_layout=True)
     ax.plot((np.arange(sequence.num_tokens) + 0.5) / sequence.token_rate, curve, color="0.5", linewidth=1,
             label="flow magnitude (token rate)")
-    ax.plot((np.arange(len(flow)) + 1) / sequence.fps, flow, "o", color="0.3", markersize=2.5, label="flow per frame pair")
-    top = max(float(flow.max()), 1e-3) * 1.1
+    ax.plot(flow.times, flow.magnitude, "o", color="0.3", markersize=2.5, label="flow per frame pair")
+    top = max(float(flow.magnitude.max()), 1e-3) * 1.1
     rows = [("video_beats", "tab:orange", "video beats", 0.0, 0.5), ("music_beats", "tab:blue", "music onsets", 0.5, 1.0),
             ("overlaps", "tab:green", "overlaps", 0.9, 1.0)]
     for key, color, label, low, high in rows:
@@ -132,6 +146,15 @@ def plot_beats(path: str | Path, report: dict[str, Any], flow: np.ndarray, seque
     return path
 
 
+def alignment_line(alignment: dict[str, Optional[float]]) -> str:
+    """The text line of the shift-null alignment score."""
+    if alignment["share"] is None:
+        return "alignment vs. shifted music: none (no music beats or no video beats)"
+    z = "n/a (every shift scores the same)" if alignment["z"] is None else f"{alignment['z']:+.2f}"
+    return (f"alignment vs. the music circularly shifted: z {z}, above {alignment['percentile']:.0f}% of shifts "
+            f"(overlap share {alignment['share']:.0%}, shifts {alignment['null_mean']:.0%} +- {alignment['null_std']:.0%})")
+
+
 def run(cfg) -> int:
     if cfg.plot:
         writable_folder(Path(cfg.plot).parent, "--plot")
@@ -144,7 +167,7 @@ def run(cfg) -> int:
     if cfg.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{cfg.video}: {report['duration_s']} s at {report['fps']} fps; flow mean {report['flow']['mean']} "
+    print(f"{cfg.video}: {report['duration_s']} s, flow at {report['flow_fps']} fps; flow mean {report['flow']['mean']} "
           f"max {report['flow']['max']} px/frame at {report['flow']['peak_s']} s")
     for key, label in (("music_beats", "music beats"), ("video_beats", "video beats"), ("overlaps", "overlaps")):
         times = report[key]
@@ -153,6 +176,7 @@ def run(cfg) -> int:
     if report["overlap_share"] is not None:
         print(f"{report['overlap_share']:.0%} of music beats have a video beat within "
               f"{config.match_window / sequence.token_rate:.2f} s")
+        print(alignment_line(report["alignment"]))
     if cfg.plot:
         print(f"plot: {report['plot']}")
     return 0
