@@ -39,7 +39,7 @@ class BeatConfig:
             onset strength, 1-4 per second), beat_track (librosa's beat tracker), librosa (every
             onset, the paper's detector: so many that nearly every step near a video beat overlaps)
             or madmom.
-        optical_flow: `OPTICAL_FLOWS` plugin for video beats (farneback or dis).
+        optical_flow: `OPTICAL_FLOWS` plugin for video beats (farneback, dis or raft).
         peak_window: W, in token steps: a video beat is the maximum of the W steps centred on it
             (25 steps = 0.5 s, one beat per period of a 120 BPM tempo).
         match_window: a music beat is an overlap when a video beat lies within this many steps
