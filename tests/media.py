@@ -124,5 +124,5 @@ def cut_frames(cuts_s, seconds: float, fps: float, size: int = 64) -> np.ndarray
         shot = int(np.searchsorted(cuts_s, t, side="right"))
         left = 40 + 4.0 * t
         warp = np.array([[1.0, 0.0, -left], [0.0, 1.0, -40.0]])
-        frames.append(cv2.warpAffine(textures[shot], warp, (size, size), flags=cv2.INTER_LINEAR))
+        frames.append(cv2.warpAffine(textures[shot], warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101))
     return np.stack(frames)

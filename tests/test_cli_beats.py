@@ -9,7 +9,10 @@ import numpy as np
 from media import cut_frames, write_video
 from test_beats import clicks, moving_texture
 
+from vmas_lightning.cli.beats import plot_beats
 from vmas_lightning.cli.main import main
+from vmas_lightning.objectives.beats import FlowSeries
+from vmas_lightning.sequence import SequenceConfig
 
 FPS = 12
 SAMPLE_RATE = 32000
@@ -117,3 +120,15 @@ def test_alignment_z_score_tells_own_music_from_shifted_and_unrelated(tmp_path, 
         assert scores[other]["z"] < 1.5 and scores[other]["percentile"] < 90.0
     assert main(["beats", "--video", str(video)]) == 0
     assert "alignment vs. the music circularly shifted: z +" in capsys.readouterr().out
+
+
+def test_plot_of_a_minute_widens_with_the_clip(tmp_path):
+    """A 60-s clip gets a 21-inch (2100-px) figure, a 3-s one the 12-inch minimum."""
+    flow = FlowSeries.uniform(np.abs(np.sin(np.arange(1499) / 7.0)).astype(np.float32), 25.0)
+    report = {"video": "clip.mp4", "soundtrack": True, "video_beats": [1.0, 2.5, 30.0], "music_beats": [1.02, 3.0, 59.0],
+              "overlaps": [1.02], "alignment": {"z": 2.5}}
+    png = plot_beats(tmp_path / "long.png", report, flow, SequenceConfig(duration_s=60.0)).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 2100
+    short = plot_beats(tmp_path / "short.png", report, FlowSeries.uniform(flow.magnitude[:74], 25.0),
+                       SequenceConfig(duration_s=3.0)).read_bytes()
+    assert int.from_bytes(short[16:20], "big") == 1200

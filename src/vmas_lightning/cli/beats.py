@@ -115,30 +115,52 @@ def alignment_report(beats: dict[str, np.ndarray], config: BeatConfig) -> dict[s
 
 
 def plot_beats(path: str | Path, report: dict[str, Any], flow: FlowSeries, sequence: SequenceConfig) -> Path:
-    """PNG: flow magnitude per frame pair and at the token rate, video beats, music onsets and overlaps."""
+    """PNG on one time axis, legible for a minute-long clip (the figure widens with the duration):
+    top, the flow magnitude at the token rate (and per frame pair for short clips) with the video
+    beats marked on it; below, one lane of music beats over one of video beats, each overlap a
+    green line from its music beat to the nearest video beat."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MultipleLocator
 
+    duration = sequence.duration_s
+    centres = (np.arange(sequence.num_tokens) + 0.5) / sequence.token_rate
     curve = flow_curve(flow, sequence.num_tokens, sequence.token_rate)
-    fig, ax = plt.subplots(figsize=(12, 3.5), constrained_layout=True)
-    ax.plot((np.arange(sequence.num_tokens) + 0.5) / sequence.token_rate, curve, color="0.5", linewidth=1,
-            label="flow magnitude (token rate)")
-    ax.plot(flow.times, flow.magnitude, "o", color="0.3", markersize=2.5, label="flow per frame pair")
-    top = max(float(flow.magnitude.max()), 1e-3) * 1.1
-    rows = [("video_beats", "tab:orange", "video beats", 0.0, 0.5), ("music_beats", "tab:blue", "music onsets", 0.5, 1.0),
-            ("overlaps", "tab:green", "overlaps", 0.9, 1.0)]
-    for key, color, label, low, high in rows:
-        times = report[key] or []
-        ax.vlines(times, low * top, high * top, colors=color, linewidth=1.5 if key == "overlaps" else 1.0,
-                  label=f"{label} ({len(times)})")
-    ax.set_xlim(0, sequence.duration_s)
-    ax.set_ylim(0, top)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("mean flow (px / frame)")
-    fig.legend(loc="outside lower center", fontsize=8, ncols=5)
-    fig.suptitle(Path(report["video"]).name + ("" if report["soundtrack"] else " (no soundtrack)"))
+    width = float(np.clip(duration * 0.35, 12.0, 40.0))
+    fig, (top, lanes) = plt.subplots(2, 1, sharex=True, figsize=(width, 4.5), height_ratios=(3, 1.3),
+                                     constrained_layout=True)
+    top.plot(centres, curve, color="0.45", linewidth=0.9, label="flow magnitude (token rate)")
+    if flow.magnitude.size <= 400:
+        top.plot(flow.times, flow.magnitude, "o", color="0.25", markersize=2, label=f"flow per frame pair ({flow.fps:g} fps)")
+    video = np.asarray(report["video_beats"])
+    music = np.asarray(report["music_beats"] or [])
+    steps = np.minimum((video * sequence.token_rate).round().astype(int), sequence.num_tokens - 1)
+    top.plot(video, curve[steps], "v", color="tab:orange", markersize=6, label=f"video beats ({len(video)})")
+    top.set_ylim(0, max(float(curve.max()), 1e-3) * 1.15)
+    top.set_ylabel("mean flow (px / pair)")
+    top.legend(loc="upper right", fontsize=8, ncols=3)
+    lanes.vlines(music, 1.1, 1.9, colors="tab:blue", linewidth=1.2, label=f"music beats ({len(music)})")
+    lanes.vlines(video, 0.1, 0.9, colors="tab:orange", linewidth=1.2)
+    overlaps = report["overlaps"] or []
+    for time in overlaps:
+        nearest = video[np.argmin(np.abs(video - time))]
+        lanes.plot([time, nearest], [1.1, 0.9], color="tab:green", linewidth=2)
+    lanes.plot([], [], color="tab:green", linewidth=2, label=f"overlaps ({len(overlaps)})")
+    lanes.set_ylim(0, 2)
+    lanes.set_yticks([0.5, 1.5], ["video", "music"])
+    lanes.legend(loc="upper right", fontsize=8, ncols=2)
+    lanes.set_xlim(0, duration)
+    lanes.set_xlabel("time (s)")
+    lanes.xaxis.set_major_locator(MultipleLocator(1.0 if duration <= 20 else 5.0))
+    lanes.xaxis.set_minor_locator(MultipleLocator(0.5 if duration <= 20 else 1.0))
+    for axis in (top, lanes):
+        axis.grid(True, which="major", axis="x", color="0.85", linewidth=0.6)
+    title = Path(report["video"]).name + ("" if report["soundtrack"] else " (no soundtrack)")
+    if report["alignment"] and report["alignment"]["z"] is not None:
+        title += f"  |  alignment vs. shifted music: z {report['alignment']['z']:+.2f}"
+    fig.suptitle(title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
