@@ -13,6 +13,18 @@ DEMO_CODEC = ROOT / "checkpoints" / "demo" / "mel_rvq.pt"
 DEMO_STYLE_NET = ROOT / "checkpoints" / "demo" / "style_net.pt"
 
 
+def install_plugin(folder: Path, module: str, source: str) -> Path:
+    """Write `module` into `folder` as an installed distribution whose `vmas_lightning.plugins` entry
+    point imports it; returns `folder` (put it on sys.path or PYTHONPATH)."""
+    folder.mkdir(exist_ok=True)
+    (folder / f"{module}.py").write_text(source)
+    dist = folder / f"{module}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[vmas_lightning.plugins]\n{module} = {module}\n")
+    return folder
+
+
 def one_line_error(capsys) -> str:
     """The CLI's error output, checked to be one line `vmas: error: ...` without a traceback."""
     err = capsys.readouterr().err.strip()

@@ -66,3 +66,12 @@ def test_fit_without_config_and_evaluation_without_checkpoint_stop_before_buildi
     for command in ("validate", "test", "predict"):
         assert main([command, "--config", TINY, "--data.root", str(tmp_path)]) == 2
         assert f"vmas {command} needs --ckpt_path CKPT" in one_line_error(capsys)
+
+
+def test_trainer_gradient_clip_val_is_rejected_not_ignored(capsys, tmp_path, demo_data):
+    """Clipping is `model.optim.grad_clip`; the Trainer's own setting was silently overridden."""
+    code = main(["fit", "--config", TINY, "--data.root", str(demo_data), "--trainer.default_root_dir", str(tmp_path),
+                 "--trainer.max_steps", "1", "--trainer.gradient_clip_val", "0.5"])
+    assert code == 2
+    err = one_line_error(capsys)
+    assert "trainer.gradient_clip_val 0.5 is not used" in err and "model.optim.grad_clip" in err

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from litdata import StreamingDataset
 
-from conftest import TINY_CONFIG, one_line_error
+from conftest import TINY_CONFIG, install_plugin, one_line_error
 from media import gradient_frames, sine, truncated_copy, write_audio_only, write_surround_video, write_video
 from vmas_lightning.cli.main import main
 from vmas_lightning.data.datamodule import VMASDataModule
@@ -116,30 +116,26 @@ from vmas_lightning.registry import FRAME_EMBEDDERS
 
 @FRAME_EMBEDDERS.register("gated_pixel_stats")
 def gated_pixel_stats(gate: str):
-    \"\"\"pixel_stats; after its first input in a process, each call waits until the file `gate` exists.\"\"\"
+    \"\"\"pixel_stats; after its first input in a process, each call waits until the file `gate` exists
+    (and says so by writing `gate`.waiting).\"\"\"
     embed, calls = pixel_stats(), []
 
     def gated(frames):
         calls.append(1)
-        while len(calls) > 1 and not Path(gate).exists():
-            time.sleep(0.02)
+        if len(calls) > 1 and not Path(gate).exists():
+            Path(gate + ".waiting").touch()
+            while not Path(gate).exists():
+                time.sleep(0.02)
         return embed(frames)
 
     return gated
 """
 
 
-def install_plugin(folder: Path, module: str, source: str) -> dict[str, str]:
-    """Write `module` as an installed distribution with a `vmas_lightning.plugins` entry point in
-    `folder`; returns an environment whose Python finds it."""
-    folder.mkdir()
-    (folder / f"{module}.py").write_text(source)
-    dist = folder / f"{module}-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(f"[vmas_lightning.plugins]\n{module} = {module}\n")
+def plugin_env(folder: Path) -> dict[str, str]:
+    """An environment whose Python finds the distributions installed in `folder` (`install_plugin`)."""
     path = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
@@ -147,22 +143,32 @@ def test_killed_or_interrupted_run_then_rerun_gives_the_same_clips(prepared, vid
     # The run cannot finish before the signal: after its first embedded input the embedder waits for
     # the gate (the same frame features as the reference run's pixel_stats, so the same clips).
     gate = tmp_path / "gate"
-    env = install_plugin(tmp_path / "plugin", "gated_embedder", GATED_EMBEDDER)
+    env = plugin_env(install_plugin(tmp_path / "plugin", "gated_embedder", GATED_EMBEDDER))
     embedder = json.dumps({"name": "gated_pixel_stats", "gate": str(gate)})
     out = tmp_path / "out"
     command = [*PREPARE_COMMAND, *FAST, "--embedder", embedder, "--input", str(videos), "--output", str(out)]
+    # Ctrl-C reaches it as from a terminal even if an earlier test left SIGINT ignored in this process
+    # (an ignored SIGINT is inherited, and Python then installs no KeyboardInterrupt handler).
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    deadline = time.monotonic() + 120
+                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300  # spawning the workers can take minutes on a loaded machine
+    waiting = tmp_path / "gate.waiting"
+
+    def first_input_reported() -> bool:
+        lines = report(out).values() if (out / "report.jsonl").exists() else ()
+        return any(line["status"] in ("kept", "rejected") for line in lines)
+
+    # Stop it while a worker waits at the gate and the input before is in the report.
+    while time.monotonic() < deadline and process.poll() is None and not (waiting.exists() and first_input_reported()):
+        time.sleep(0.05)
+    reached = process.poll() is None and waiting.exists() and first_input_reported()
+    os.killpg(process.pid, sig)  # the whole process group, as Ctrl-C in a terminal
     try:
-        while time.monotonic() < deadline and process.poll() is None:
-            if any(line["status"] in ("kept", "rejected") for line in (report(out).values() if (out / "report.jsonl").exists() else ())):
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, f"the run ended before it could be stopped: {process.stderr.read()}"
-    finally:
-        os.killpg(process.pid, sig)  # the whole process group, as Ctrl-C in a terminal
         stderr = process.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:  # show where it hangs: faulthandler dumps every thread on SIGABRT
+        os.killpg(process.pid, signal.SIGABRT)
+        pytest.fail(f"the run did not stop within 60 s of the signal:\n{process.communicate(timeout=30)[1][-8000:]}")
+    assert reached, f"the run did not reach the gate with one input reported: {stderr}"
     if sig == signal.SIGINT:  # was: a traceback from the main process and one from the worker
         assert process.returncode == 130 and "Traceback" not in stderr, stderr
         errors = [line for line in stderr.replace("\r", "\n").splitlines() if line.startswith("vmas: error:")]
@@ -170,7 +176,7 @@ def test_killed_or_interrupted_run_then_rerun_gives_the_same_clips(prepared, vid
                           "run the same command again to go on"]
     assert 0 < len(report(out)) < NUM_INPUTS
     gate.touch()
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert "Traceback" not in rerun.stderr  # the rerun curates bad files too: reported, not raised
     assert clip_ids(out / "train") == clip_ids(prepared / "train")

@@ -56,3 +56,6 @@ def test_text_report_and_bad_config(tmp_path, capsys):
     assert "hiera" in out and "[4, 128]" in out and "2 layers, width 64" in out
     assert main(["profile", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in one_line_error(capsys)
+    # options of --memory are refused without it, not ignored
+    assert main(["profile", "--config", str(tmp_path / "tiny.yaml"), "--devices", "8", "--gpu-memory", "80GB"]) == 2
+    assert one_line_error(capsys) == "vmas: error: --devices, --gpu-memory: only with --memory"

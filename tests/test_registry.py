@@ -4,6 +4,7 @@ import textwrap
 
 import pytest
 
+from conftest import install_plugin
 from vmas_lightning import registry
 from vmas_lightning.errors import VMASError
 from vmas_lightning.registry import REGISTRIES, VIDEO_ENCODERS, Registry
@@ -52,17 +53,14 @@ def test_every_kind_has_builtin_plugins():
 
 def test_third_party_entry_point_registers_a_plugin(tmp_path, monkeypatch):
     """A package installed with an entry point in `vmas_lightning.plugins` adds a plugin."""
-    (tmp_path / "my_vmas_plugin.py").write_text(textwrap.dedent("""
+    source = textwrap.dedent("""
         from vmas_lightning.registry import OPTICAL_FLOWS
 
         @OPTICAL_FLOWS.register("zero_flow")
         def zero_flow():
             return "zero"
-    """))
-    dist = tmp_path / "my_vmas_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-vmas-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[vmas_lightning.plugins]\nzero = my_vmas_plugin\n")
+    """)
+    install_plugin(tmp_path, "my_vmas_plugin", source)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_loaded", False)
     try:

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from vmas_lightning.errors import VMASError
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.sequence import SequenceConfig
 
@@ -32,6 +33,9 @@ def test_clip_encoder_sets_frames_per_feature():
     seq = SequenceConfig(duration_s=1.0, fps=12.0, frame_size=64)
     model = VMASModel({"name": "clip", "size": "tiny"}, {"name": "musicgen", "size": "tiny"}, CODEC, seq)
     assert model.sequence.frames_per_feature == 6 and model.sequence.num_features == 2
+    with pytest.raises(VMASError, match="activation_checkpointing: ClipFrameEncoder does not support it"):
+        VMASModel({"name": "clip", "size": "tiny"}, {"name": "musicgen", "size": "tiny"}, CODEC, seq,
+                  activation_checkpointing=True)
 
 
 def test_condition_dropped_per_sample(model):
@@ -76,3 +80,41 @@ def test_null_condition_in_the_graph_of_every_training_step():
     model(features, torch.randint(0, 256, (2, 4, 5))).sum().backward()
     assert model.null_condition.grad is not None and torch.all(model.null_condition.grad == 0)
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    """model.activation_checkpointing recomputes decoder layers and Hiera blocks in backward: the
+    loss and every gradient are those of the plain model (dropout and null-condition draws included)."""
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from conftest import TINY_CONFIG
+    from vmas_lightning.cli.profile_memory import fake_batch
+    from vmas_lightning.lit_module import VMASModule
+    from vmas_lightning.memory import saved_for_backward
+
+    block = yaml.safe_load(TINY_CONFIG.read_text())["model"]
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(VMASModule, "model", fail_untyped=False)
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        module = parser.instantiate(parser.parse_object({"model": {**block, "activation_checkpointing": checkpointing}})).model
+        module.train()
+        assert module.model.decoder.lm.is_activation_checkpointing == checkpointing
+        assert module.model.encoder.grad_checkpointing == checkpointing
+        batch = fake_batch(module.model.sequence, 2)
+        batch["video"].uniform_()
+        batch["tokens"].random_(0, module.model.codec.codebook_size)
+        batch["overlap"].bernoulli_(0.2)
+        batch["beat_weights"] = batch["overlap"] + 1.0
+        losses = {}
+        saved = saved_for_backward(module, lambda: losses.update(module.compute_losses(batch)), "32-true")
+        losses["loss"].backward()
+        grads = {n: p.grad for n, p in module.named_parameters() if p.grad is not None}
+        results.append((losses["loss"].detach(), grads, saved.activations))
+    (plain, plain_grads, plain_saved), (checkpointed, checkpointed_grads, checkpointed_saved) = results
+    assert checkpointed_saved < plain_saved / 2  # the layers' and blocks' own activations are not kept
+    assert torch.equal(plain, checkpointed) and plain_grads.keys() == checkpointed_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, rtol=0, atol=1e-7, msg=name)

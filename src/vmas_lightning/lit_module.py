@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 
+from vmas_lightning.errors import VMASError
 from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
 from vmas_lightning.generation.mux import write_wav
@@ -80,6 +81,8 @@ class VMASModule(L.LightningModule):
         encoder, decoder, codec: plugin specs (`vmas plugins` lists the names).
         cond_dropout: fraction of training samples whose video is replaced by the learned null
             condition, for classifier-free guidance.
+        activation_checkpointing: recompute each decoder layer and encoder block in backward
+            (less activation memory, about one more forward of compute; see `VMASModel`).
         loss, optim, generation, evaluation: see the dataclasses.
         num_audio_samples: validation clips generated and logged to TensorBoard each validation.
     """
@@ -91,6 +94,7 @@ class VMASModule(L.LightningModule):
         decoder: PluginSpec = "musicgen",
         codec: PluginSpec = "encodec",
         cond_dropout: float = 0.1,
+        activation_checkpointing: bool = False,
         loss: LossConfig = LossConfig(),
         optim: OptimConfig = OptimConfig(),
         generation: GenerationConfig = GenerationConfig(),
@@ -99,7 +103,7 @@ class VMASModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.model = VMASModel(encoder, decoder, codec, sequence, cond_dropout)
+        self.model = VMASModel(encoder, decoder, codec, sequence, cond_dropout, activation_checkpointing)
         self.loss_config = loss
         self.optim_config = optim
         self.generation_config = generation
@@ -233,6 +237,9 @@ class VMASModule(L.LightningModule):
 
     # ------------------------------------------------------------------ test
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.trainer.gradient_clip_val is not None:
+            raise VMASError(f"trainer.gradient_clip_val {self.trainer.gradient_clip_val} is not used: gradient clipping is "
+                            "set by model.optim.grad_clip (0 turns it off)")
         if stage == "test" and self.evaluation is None:
             cfg = self.evaluation_config
             self.evaluation = EvaluationSuite(cfg.embedder, cfg.classifier, cfg.reference_stats_cache, cfg.reference_set)

@@ -1,4 +1,6 @@
-"""`vmas profile --config CFG [--json]`: parameters, encoder output shape and FLOPs of the configured model.
+"""`vmas profile --config CFG [--json]`: parameters, encoder output shape and FLOPs of the configured model;
+`vmas profile --memory --config CFG [--devices N --strategy ddp|fsdp --batch-size B --gpu-memory 78]`:
+per-GPU memory of one training step (`vmas_lightning.memory`), with a verdict against the GPU.
 
 The model is built on the meta device without pretrained weights (the `pretrained` options are
 dropped, except where a plugin cannot exist without its file, such as the demo's fitted codec; so the decoder's `size` must match the checkpoint it would load; `medium` by default), and
@@ -10,24 +12,34 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, Optional
 
 import torch
 from jsonargparse import ArgumentParser
 from torch.utils.flop_counter import FlopCounterMode
 
 from vmas_lightning.config_file import dataclass_from, read_config
-from vmas_lightning.errors import InputFileError
+from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.sequence import SequenceConfig
 
-HELP = "Parameters, encoder output shape and GFLOPs of the model in a config (no weights needed)."
+MEMORY_OPTIONS = ("devices", "strategy", "batch_size", "gpu_memory")  # read only by --memory
+HELP = "Parameters, encoder output shape, GFLOPs and per-GPU training memory of the model in a config (no weights needed)."
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vmas profile", description=HELP)
     parser.add_argument("--config", required=True, help="LightningCLI YAML config; its model: block is profiled.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    parser.add_argument("--memory", action="store_true", help="Per-GPU memory of one training step instead.")
+    parser.add_argument("--devices", type=Optional[int], default=None,
+                        help="GPUs in all (FSDP shards over them); default: trainer.devices x trainer.num_nodes, else 1.")
+    parser.add_argument("--strategy", type=Optional[Literal["ddp", "fsdp"]], default=None,
+                        help="Override trainer.strategy (fsdp: one unit per MusicGen layer and Hiera block).")
+    parser.add_argument("--batch-size", type=Optional[int], default=None, help="Clips per GPU; default: data.batch_size.")
+    parser.add_argument("--gpu-memory", type=Optional[str], default=None,
+                        help="Usable memory of one GPU for the verdict: GiB, or with a unit (78GiB, 85.9GB); "
+                             "default: 78GiB, an H100 80GB less its CUDA context.")
     return parser
 
 
@@ -110,6 +122,13 @@ def profile(model_block: Mapping[str, Any], where: str = "model") -> dict[str, A
 
 
 def run(cfg) -> int:
+    if cfg.memory:
+        from vmas_lightning.cli.profile_memory import run_memory
+
+        return run_memory(cfg)
+    memory_only = [f"--{name.replace('_', '-')}" for name in MEMORY_OPTIONS if getattr(cfg, name) is not None]
+    if memory_only:
+        raise VMASError(f"{', '.join(memory_only)}: only with --memory")
     report = profile(read_model_block(cfg.config), where=f"{cfg.config}: model")
     if cfg.json:
         print(json.dumps(report, indent=2))

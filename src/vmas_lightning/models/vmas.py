@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from vmas_lightning.errors import VMASError
 from vmas_lightning.models.codecs.delay import apply_delay, revert_delay
 from vmas_lightning.registry import AUDIO_CODECS, MUSIC_DECODERS, VIDEO_ENCODERS, PluginSpec
 from vmas_lightning.sequence import SequenceConfig
@@ -22,6 +23,9 @@ class VMASModel(nn.Module):
     Args:
         cond_dropout: probability, per training sample, of replacing its video features by the
             learned null condition (classifier-free guidance).
+        activation_checkpointing: recompute each decoder layer and encoder block in backward instead
+            of keeping its activations (`enable_activation_checkpointing()` of both plugins; the same
+            loss and gradients, dropout included, for about one more forward of compute).
     """
 
     def __init__(
@@ -31,6 +35,7 @@ class VMASModel(nn.Module):
         codec: PluginSpec,
         sequence: SequenceConfig = SequenceConfig(),
         cond_dropout: float = 0.1,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.codec = AUDIO_CODECS.build(codec)
@@ -44,7 +49,17 @@ class VMASModel(nn.Module):
             tokens_per_cond_step=self.sequence.token_rate / self.sequence.feature_rate,
         )
         self.cond_dropout = cond_dropout
+        if activation_checkpointing:
+            for part in self.checkpointed_parts():
+                part.enable_activation_checkpointing()
         self.null_condition = nn.Parameter(torch.zeros(self.encoder.out_dim))
+
+    def checkpointed_parts(self) -> tuple[nn.Module, nn.Module]:
+        """Encoder and decoder, checked to have `checkpoint_units()` and `enable_activation_checkpointing()`."""
+        for part in (self.encoder, self.decoder):
+            if not (hasattr(part, "checkpoint_units") and hasattr(part, "enable_activation_checkpointing")):
+                raise VMASError(f"model.activation_checkpointing: {type(part).__name__} does not support it")
+        return self.encoder, self.decoder
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """[B, 3, F, H, W] in [0, 1] -> features [B, S, D]."""

@@ -117,6 +117,14 @@ class MusicGenDecoder(nn.Module):
             self._aligned = None
         return out.logits.view(batch, codebooks, length, -1), out.past_key_values
 
+    def checkpoint_units(self) -> list[nn.Module]:
+        """The modules `enable_activation_checkpointing` recomputes: the decoder layers."""
+        return list(self.lm.model.decoder.layers)
+
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each decoder layer in backward (transformers' non-reentrant activation checkpointing)."""
+        self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
     def rebuild_options(self) -> dict:
         """Options of `musicgen` that build this network again without its weights source (checkpoints record them)."""
         return {"pretrained": None, "config": self.lm.config.to_dict()}

@@ -133,6 +133,14 @@ class HieraVideoEncoder(Hiera):
             )
         return window
 
+    def checkpoint_units(self) -> list[torch.nn.Module]:
+        """The modules `enable_activation_checkpointing` recomputes: the blocks."""
+        return list(self.blocks)
+
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each block in backward (timm's non-reentrant checkpoint)."""
+        self.set_grad_checkpointing(True)
+
     def rebuild_options(self) -> dict:
         """Options of `hiera` / `efficient_hiera` that build this network again without its weights
         source (checkpoints record them)."""
