@@ -126,3 +126,16 @@ def cut_frames(cuts_s, seconds: float, fps: float, size: int = 64) -> np.ndarray
         warp = np.array([[1.0, 0.0, -left], [0.0, 1.0, -40.0]])
         frames.append(cv2.warpAffine(textures[shot], warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101))
     return np.stack(frames)
+
+
+def blob_video(events, fps: float, seconds: float, size: int = 64) -> np.ndarray:
+    """uint8 [F, size, size, 3]: a still Gaussian blob that jumps 8 px sideways at each event time."""
+    yy, xx = np.mgrid[:size, :size]
+    event_frames = {round(t * fps) for t in events}
+    x0, frames = size / 2 - 4, []
+    for i in range(int(seconds * fps)):
+        if i in event_frames:
+            x0 = size / 2 + 4 if x0 < size / 2 else size / 2 - 4
+        blob = 255 * np.exp(-((xx - x0) ** 2 + (yy - size / 2) ** 2) / (2 * 6**2))
+        frames.append(np.repeat(blob[..., None], 3, -1).astype(np.uint8))
+    return np.stack(frames)

@@ -215,10 +215,11 @@ def source_stride(source_fps: float, max_fps: Optional[float]) -> int:
     return 1 if max_fps is None else max(1, math.ceil(source_fps / max_fps - 1e-6))
 
 
-def iter_frames(path: str | Path, size: Optional[int] = None, max_fps: Optional[float] = None
-                ) -> tuple[float, Iterator[tuple[float, np.ndarray]]]:
+def iter_frames(path: str | Path, size: Optional[int] = None, max_fps: Optional[float] = None,
+                start_s: float = 0.0, end_s: Optional[float] = None) -> tuple[float, Iterator[tuple[float, np.ndarray]]]:
     """Source frames of `path`, never resampled: every frame, or every k-th (`source_stride`) when the
-    source runs faster than `max_fps`, so frames are dropped evenly and never duplicated.
+    source runs faster than `max_fps`, so frames are dropped evenly and never duplicated; only those
+    shown at times in [`start_s`, `end_s`) (frames before `start_s` are decoded, not converted).
 
     Returns:
         (the rate of the frames yielded: the source's average rate / k, an iterator of (time in s
@@ -240,7 +241,9 @@ def iter_frames(path: str | Path, size: Optional[int] = None, max_fps: Optional[
     def frames() -> Iterator[tuple[float, np.ndarray]]:
         with container:
             for index, (time, frame) in enumerate(_decoded_frames(path, container, stream)):
-                if index % stride == 0:
+                if end_s is not None and time >= end_s - 1e-6:
+                    return
+                if index % stride == 0 and time >= start_s - 1e-6:
                     image = _upright(frame)
                     yield time, resize_center_crop(image, size) if size else image
 

@@ -5,7 +5,8 @@ at time x belongs to step floor(x * rate); a curve is sampled at the step centre
 The magnitude of the flow between two consecutive frames is placed at the time of the later one,
 when the changed frame appears (as MV-Align does).
 
-Flow is computed on consecutive *source* frames (`video_flow`), never on frames resampled to the
+Flow is computed on consecutive *source* frames (`video_flow`; `source_flow` is also MV-Align's
+path to a video file's frames), never on frames resampled to the
 encoder's 9.6 fps: resampling 25 fps to 9.6 fps keeps frames 2 or 3 source frames apart in turn,
 so a smooth camera motion gets a zig-zag magnitude whose every zig is a local maximum.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -235,21 +236,32 @@ def frames_flow(frames: np.ndarray, fps: float, config: BeatConfig) -> FlowSerie
 
 
 FLOW_CHUNK = 64  # frames per call of the flow plugin: bounded memory on long videos, batches for `raft`
+FLOW_CHUNK_BYTES = 256 * 2**20  # ... and at most this much frame data (native-size frames for MV-Align)
 
 
-def video_flow(path: str | Path, config: BeatConfig, size: int) -> FlowSeries:
-    """Flow of a whole video file as video beats use it: consecutive source frames (every k-th for
-    `config.flow_fps`, `video_io.iter_frames`) resized and center-cropped to `size`, `config.optical_flow`
-    run on chunks of `FLOW_CHUNK` frames. Raises `InputFileError` for fewer than 2 frames."""
+def source_flow(
+    path: str | Path,
+    flow: Callable[[np.ndarray], np.ndarray],
+    size: Optional[int] = None,
+    max_fps: Optional[float] = None,
+    start_s: float = 0.0,
+    duration_s: Optional[float] = None,
+) -> FlowSeries:
+    """Flow of a video file's consecutive source frames (`video_io.iter_frames`: every frame, or every
+    k-th for `max_fps`; never resampled) shown in [start_s, start_s + duration_s) (the whole video
+    for None), resized and center-cropped to `size` (None: the native size), by the optical-flow
+    callable `flow` run on chunks of at most `FLOW_CHUNK` frames and `FLOW_CHUNK_BYTES`. Times are
+    from `start_s`; magnitudes keep the flow's dtype. The one flow path of video beats (`video_flow`)
+    and MV-Align (`metrics.mv_align.source_peaks`). Raises `InputFileError` for fewer than 2 frames."""
     from vmas_lightning.data.video_io import iter_frames
 
-    flow = build_plugin(OPTICAL_FLOWS, config.optical_flow)
-    fps, frames = iter_frames(path, size=size, max_fps=config.flow_fps)
+    end_s = None if duration_s is None else start_s + duration_s
+    fps, frames = iter_frames(path, size=size, max_fps=max_fps, start_s=start_s, end_s=end_s)
     magnitudes, times, chunk, chunk_times = [], [], [], []
     for time, frame in frames:
         chunk.append(frame)
-        chunk_times.append(time)
-        if len(chunk) > FLOW_CHUNK:
+        chunk_times.append(time - start_s)
+        if len(chunk) > min(FLOW_CHUNK, max(1, FLOW_CHUNK_BYTES // frame.nbytes)):
             magnitudes.append(flow(np.stack(chunk)))
             times.append(chunk_times[1:])
             chunk, chunk_times = chunk[-1:], chunk_times[-1:]
@@ -257,9 +269,17 @@ def video_flow(path: str | Path, config: BeatConfig, size: int) -> FlowSeries:
         magnitudes.append(flow(np.stack(chunk)))
         times.append(chunk_times[1:])
     if not magnitudes:
-        raise InputFileError(path, f"needs at least 2 video frames for optical flow, got {len(chunk)}")
+        span = "" if duration_s is None else f" in {start_s:g}-{end_s:g} s"
+        raise InputFileError(path, f"needs at least 2 video frames{span} for optical flow, got {len(chunk)}")
     last = chunk_times[-1]
-    return FlowSeries(np.concatenate(magnitudes).astype(np.float32), np.concatenate(times), fps, last + 1.0 / fps)
+    duration = duration_s if duration_s is not None else last + 1.0 / fps
+    return FlowSeries(np.concatenate(magnitudes), np.concatenate(times), fps, duration)
+
+
+def video_flow(path: str | Path, config: BeatConfig, size: int) -> FlowSeries:
+    """Flow of a whole video file as video beats use it (`source_flow`): `config.optical_flow` on the
+    source frames at most `config.flow_fps`, resized and center-cropped to `size`."""
+    return source_flow(path, build_plugin(OPTICAL_FLOWS, config.optical_flow), size, config.flow_fps)
 
 
 _plugins: dict[tuple[str, str], Any] = {}

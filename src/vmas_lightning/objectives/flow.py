@@ -1,7 +1,9 @@
 """Video beats: optical-flow plugins (`OPTICAL_FLOWS`), `(frames uint8 [F, H, W, 3]) -> mean flow magnitude [F - 1]`.
 
 Value i is the mean per-pixel flow magnitude (pixels) between frames i and i + 1: `farneback` and
-`dis` on grayscale frames with OpenCV, `raft` (the paper's flow) with torchvision's RAFT on RGB.
+`dis` on grayscale frames with OpenCV (float64, `cv2.cartToPolar` + `cv2.mean` as the AV-Align
+protocol computes it, so MV-Align runs the `farneback` plugin), `raft` (the paper's flow) with
+torchvision's RAFT on RGB (float32).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def _grayscale(frames: np.ndarray) -> np.ndarray:
 
 
 class _PairwiseFlow(ABC):
-    """Mean magnitude of `self.flow(previous, current) -> [H, W, 2]` over consecutive gray frames."""
+    """Mean magnitude of `self.flow(previous, current) -> [H, W, 2]` over consecutive gray frames, float64."""
 
     @abstractmethod
     def flow(self, previous: np.ndarray, current: np.ndarray) -> np.ndarray:
@@ -40,16 +42,17 @@ class _PairwiseFlow(ABC):
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         gray = _grayscale(frames)
-        magnitudes = [
-            float(np.linalg.norm(self.flow(previous, current), axis=-1).mean())
-            for previous, current in zip(gray[:-1], gray[1:])
-        ]
-        return np.asarray(magnitudes, dtype=np.float32)
+        magnitudes = []
+        for previous, current in zip(gray[:-1], gray[1:]):
+            flow = self.flow(previous, current)
+            magnitudes.append(cv2.mean(cv2.cartToPolar(flow[..., 0], flow[..., 1])[0])[0])
+        return np.asarray(magnitudes, dtype=np.float64)
 
 
 @OPTICAL_FLOWS.register("farneback")
 class FarnebackFlow(_PairwiseFlow):
-    """Dense Farneback flow (`cv2.calcOpticalFlowFarneback`); the defaults are the MV-Align metric's."""
+    """Dense Farneback flow (`cv2.calcOpticalFlowFarneback`); the defaults are the MV-Align protocol's
+    (`metrics.mv_align.FARNEBACK`)."""
 
     def __init__(
         self,
