@@ -5,6 +5,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from vmas_lightning.data.video_io import write_video  # noqa: F401  (re-exported for tests)
@@ -105,3 +106,36 @@ def first_frame_time(path) -> float:
         frame = next(container.decode(stream), None)
         assert frame is not None, f"{path}: no decodable video frame"
         return float((frame.pts - (stream.start_time or 0)) * stream.time_base)
+
+
+def texture(seed: int, side: int = 256) -> np.ndarray:
+    """uint8 `[side, side, 3]`: a smooth random texture (blurred noise stretched to full contrast)."""
+    noise = np.random.default_rng(seed).random((side, side, 3)).astype(np.float32) * 255
+    blurred = cv2.GaussianBlur(noise, (0, 0), 3)
+    return ((blurred - blurred.min()) / (blurred.max() - blurred.min()) * 255).astype(np.uint8)
+
+
+def cut_frames(cuts_s, seconds: float, fps: float, size: int = 64) -> np.ndarray:
+    """uint8 `[F, size, size, 3]` at `fps`: a slow pan (4 px/s) over a texture that changes at each cut time (s)."""
+    textures = [texture(seed) for seed in range(len(cuts_s) + 1)]
+    frames = []
+    for j in range(round(seconds * fps)):
+        t = j / fps
+        shot = int(np.searchsorted(cuts_s, t, side="right"))
+        left = 40 + 4.0 * t
+        warp = np.array([[1.0, 0.0, -left], [0.0, 1.0, -40.0]])
+        frames.append(cv2.warpAffine(textures[shot], warp, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101))
+    return np.stack(frames)
+
+
+def blob_video(events, fps: float, seconds: float, size: int = 64) -> np.ndarray:
+    """uint8 [F, size, size, 3]: a still Gaussian blob that jumps 8 px sideways at each event time."""
+    yy, xx = np.mgrid[:size, :size]
+    event_frames = {round(t * fps) for t in events}
+    x0, frames = size / 2 - 4, []
+    for i in range(int(seconds * fps)):
+        if i in event_frames:
+            x0 = size / 2 + 4 if x0 < size / 2 else size / 2 - 4
+        blob = 255 * np.exp(-((xx - x0) ** 2 + (yy - size / 2) ** 2) / (2 * 6**2))
+        frames.append(np.repeat(blob[..., None], 3, -1).astype(np.uint8))
+    return np.stack(frames)

@@ -5,10 +5,14 @@ import librosa
 import pytest
 import soundfile
 from conftest import one_line_error
-from media import write_video
+import numpy as np
+from media import cut_frames, write_video
 from test_beats import clicks, moving_texture
 
+from vmas_lightning.cli.beats import plot_beats
 from vmas_lightning.cli.main import main
+from vmas_lightning.objectives.beats import FlowSeries
+from vmas_lightning.sequence import SequenceConfig
 
 FPS = 12
 SAMPLE_RATE = 32000
@@ -22,7 +26,7 @@ def media(tmp_path_factory):
     frames = moving_texture(3 * FPS, JUMPS)
     music = clicks(CLICK_STEPS, 3.0, SAMPLE_RATE)
     config = root / "config.yaml"
-    config.write_text(f"model:\n  sequence:\n    fps: {FPS}\n    frame_size: 64\ndata:\n  beats:\n    match_window: 5\n")
+    config.write_text(f"model:\n  sequence:\n    fps: {FPS}\n    frame_size: 64\ndata:\n  beats:\n    onset_detector: librosa\n    match_window: 5\n")
     soundfile.write(root / "music.wav", librosa.clicks(times=[0.502], sr=SAMPLE_RATE, length=3 * SAMPLE_RATE), SAMPLE_RATE)
     return {
         "with_audio": write_video(root / "clip.mp4", frames, FPS, audio=music, sample_rate=SAMPLE_RATE),
@@ -80,3 +84,51 @@ def test_unwritable_plot_is_one_line_before_the_analysis(media, tmp_path, capsys
     plot = tmp_path / "file.txt" / "beats.png"
     assert main(["beats", "--video", str(tmp_path / "missing.mp4"), "--plot", str(plot)]) == 2  # was: a traceback
     assert f"--plot {plot.parent}: cannot write there" in one_line_error(capsys)
+
+
+CUT_SECONDS = 12.0
+
+
+def cut_times(seed: int) -> np.ndarray:
+    """Irregular event times (s), 0.5-1.3 s apart: no period a shift could line up again."""
+    times = np.cumsum(np.random.default_rng(seed).uniform(0.5, 1.3, size=40))
+    return times[times < CUT_SECONDS - 0.5]
+
+
+def click_music(times: np.ndarray, seed: int) -> np.ndarray:
+    """float32 [N] at 32 kHz: a click on each event over a noise floor."""
+    length = round(CUT_SECONDS * SAMPLE_RATE)
+    noise = 0.02 * np.random.default_rng(seed).standard_normal(length)
+    return (librosa.clicks(times=times, sr=SAMPLE_RATE, length=length, click_freq=800, click_duration=0.08) + noise).astype(np.float32)
+
+
+def test_alignment_z_score_tells_own_music_from_shifted_and_unrelated(tmp_path, capsys):
+    """A 25-fps video cut on the onsets of its own music: the music shifted by 0.5 s and an
+    unrelated track have as many beats, but only the own music beats its circular shifts."""
+    events = cut_times(0)
+    own = click_music(events, 0)
+    video = write_video(tmp_path / "cuts.mp4", cut_frames(events, CUT_SECONDS, 25), 25, audio=own, sample_rate=SAMPLE_RATE)
+    soundfile.write(tmp_path / "shifted.wav", np.roll(own, SAMPLE_RATE // 2), SAMPLE_RATE)
+    soundfile.write(tmp_path / "unrelated.wav", click_music(cut_times(1), 1), SAMPLE_RATE)
+    scores = {}
+    for name, extra in (("own", []), ("shifted", ["--audio", str(tmp_path / "shifted.wav")]),
+                        ("unrelated", ["--audio", str(tmp_path / "unrelated.wav")])):
+        assert main(["beats", "--video", str(video), "--json", *extra]) == 0
+        scores[name] = json.loads(capsys.readouterr().out)["alignment"]
+    assert scores["own"]["z"] > 4.0 and scores["own"]["percentile"] > 99.0
+    for other in ("shifted", "unrelated"):
+        assert scores[other]["z"] < 1.5 and scores[other]["percentile"] < 90.0
+    assert main(["beats", "--video", str(video)]) == 0
+    assert "alignment vs. the music circularly shifted: z +" in capsys.readouterr().out
+
+
+def test_plot_of_a_minute_widens_with_the_clip(tmp_path):
+    """A 60-s clip gets a 21-inch (2100-px) figure, a 3-s one the 12-inch minimum."""
+    flow = FlowSeries.uniform(np.abs(np.sin(np.arange(1499) / 7.0)).astype(np.float32), 25.0)
+    report = {"video": "clip.mp4", "soundtrack": True, "video_beats": [1.0, 2.5, 30.0], "music_beats": [1.02, 3.0, 59.0],
+              "overlaps": [1.02], "alignment": {"z": 2.5}}
+    png = plot_beats(tmp_path / "long.png", report, flow, SequenceConfig(duration_s=60.0)).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 2100
+    short = plot_beats(tmp_path / "short.png", report, FlowSeries.uniform(flow.magnitude[:74], 25.0),
+                       SequenceConfig(duration_s=3.0)).read_bytes()
+    assert int.from_bytes(short[16:20], "big") == 1200

@@ -9,24 +9,27 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from vmas_lightning.metrics import EvaluationSuite, paper_table
+from vmas_lightning.metrics.mv_align import frames_peaks
 
 NUM_CLIPS, SAMPLE_RATE, FPS = 4, 32000, 10.0
 SUITE = dict(embedder={"name": "encodec", "size": "tiny"}, classifier={"name": "ast", "pretrained": None})
 
 
 def clips(indices):
-    """Deterministic batch for clip indices: audio [B, 1, N], frames [B, F, H, W, 3], features [B, D], ids."""
+    """Deterministic batch for clip indices: audio [B, 1, N], MV-Align peaks of frames [B, F, H, W, 3],
+    video beats [B, T], features [B, D], ids."""
     g = torch.Generator().manual_seed(0)
     generated = torch.randn(NUM_CLIPS, 1, SAMPLE_RATE, generator=g) * 0.1
     reference = torch.randn(NUM_CLIPS, 1, SAMPLE_RATE, generator=g) * 0.1
     frames = torch.randint(0, 256, (NUM_CLIPS, 6, 32, 32, 3), generator=g, dtype=torch.uint8)
+    video_beats = (torch.rand(NUM_CLIPS, 50, generator=g) < 0.1).float()  # 1 s on the 50 Hz token grid
     video_features = torch.randn(NUM_CLIPS, 8, generator=g)
     music_features = video_features + 0.5 * torch.randn(NUM_CLIPS, 8, generator=g)
     ids = [f"clip{i}" for i in range(NUM_CLIPS)]
     idx = list(indices)
-    return dict(generated=generated[idx], reference=reference[idx], sample_rate=SAMPLE_RATE, frames=frames[idx],
-                fps=FPS, video_features=video_features[idx], music_features=music_features[idx],
-                ids=[ids[i] for i in idx])
+    return dict(generated=generated[idx], reference=reference[idx], sample_rate=SAMPLE_RATE,
+                video_peaks=[frames_peaks(frames[i].numpy(), FPS) for i in idx], video_beats=video_beats[idx],
+                video_features=video_features[idx], music_features=music_features[idx], ids=[ids[i] for i in idx])
 
 
 def evaluate(indices_per_batch, out_dir):
@@ -64,9 +67,11 @@ def read_outputs(folder):
 def test_two_processes_give_the_one_process_metrics(tmp_path):
     single = evaluate([range(0, 3), range(3, NUM_CLIPS)], tmp_path / "one")
     assert single["num_clips"] == NUM_CLIPS
-    for key in ("fad", "kl", "kl_gen_ref", "mv_align", "recall@1", "recall@10", "recall_m2v@1", "recall_m2v@10"):
+    for key in ("fad", "kl", "kl_gen_ref", "mv_align", "alignment_z", "alignment_percentile", "recall@1", "recall@10",
+                "recall_m2v@1", "recall_m2v@10"):
         assert isinstance(single[key], float) and single[key] == single[key], key  # finite
     assert single["embedder"] == "encodec" and single["classifier_calibrated"] is False and "note" in single
+    assert single["mv_align_protocol"] == "model_rate_frames" and "MV-Align on the model-rate frames" in single["note"]
 
     mp.spawn(_worker, args=(2, _free_port(), tmp_path / "two"), nprocs=2, join=True)
     (one, one_rows), (two, two_rows) = read_outputs(tmp_path / "one"), read_outputs(tmp_path / "two")
@@ -81,14 +86,18 @@ def test_two_processes_give_the_one_process_metrics(tmp_path):
     for row_one, row_two in zip(one_rows, two_rows):  # float32 networks: batch composition moves the last digits
         assert [float(row_two[k]) for k in ("kl", "kl_gen_ref", "mv_align")] == pytest.approx(
             [float(row_one[k]) for k in ("kl", "kl_gen_ref", "mv_align")], rel=1e-6, abs=1e-9)
+        assert [row_two[k] for k in ("alignment_z", "alignment_percentile")] == [row_one[k] for k in ("alignment_z", "alignment_percentile")]
+        assert row_two["mv_align_protocol"] == row_one["mv_align_protocol"] == "model_rate_frames"
 
 
 def test_paper_table_puts_the_run_next_to_the_paper():
-    table = paper_table({"fad": 2.5, "kl": 1.3, "mv_align": 0.3, "recall@10": 0.25})
-    lines = table.splitlines()
+    run = {"fad": 2.5, "kl": 1.3, "mv_align": 0.3, "mv_align_protocol": "source_native_rate", "recall@10": 0.25}
+    lines = paper_table(run).splitlines()
     assert lines[0].startswith("| method (DISCO-MV) | FAD | KL | MV-Align | R@10 (%) |")
     assert "| VMAs (paper) | 2.38 | 1.34 | 0.350 | 26.7 |" in lines
     assert lines[-1] == "| **this run** | 2.50 | 1.30 | 0.300 | 25.0 |"
+    for protocol in ("model_rate_frames", "mixed"):  # not the AV-Align protocol: no MV-Align next to the paper's
+        assert paper_table({**run, "mv_align_protocol": protocol}).splitlines()[-1] == "| **this run** | 2.50 | 1.30 | - | 25.0 |"
     assert "| V2Meow (paper) | 4.62 | - | - | - |" in paper_table({}, dataset="MusicCaps").splitlines()
 
 

@@ -1,28 +1,30 @@
 """MV-Align (AV-Align protocol): known answers on synthetic motion events and audio clicks."""
+import cv2
 import numpy as np
 import pytest
 import soundfile
 import torch
-from media import write_video
+from media import blob_video, write_video
 
 from vmas_lightning.errors import VMASError
 from vmas_lightning.metrics import MVAlign, mv_align, mv_align_score
-from vmas_lightning.metrics.mv_align import AUDIO_RATE, audio_onsets, flow_trajectory, intersection_over_union, video_peaks
+from vmas_lightning.metrics.mv_align import (
+    AUDIO_RATE,
+    FARNEBACK,
+    MODEL_RATE_FRAMES,
+    SOURCE_NATIVE_RATE,
+    VideoPeaks,
+    align_score,
+    audio_onsets,
+    flow_trajectory,
+    frames_peaks,
+    intersection_over_union,
+    source_peaks,
+    video_peaks,
+)
+from vmas_lightning.objectives.flow import FarnebackFlow
 
 FPS, SECONDS, EVENTS = 10, 6, (1.0, 2.0, 3.0, 4.0, 5.0)
-
-
-def blob_video(events=EVENTS, fps=FPS, seconds=SECONDS, size=64) -> np.ndarray:
-    """uint8 [F, size, size, 3]: a still Gaussian blob that jumps 8 px sideways at each event time."""
-    yy, xx = np.mgrid[:size, :size]
-    event_frames = {round(t * fps) for t in events}
-    x0, frames = size / 2 - 4, []
-    for i in range(int(seconds * fps)):
-        if i in event_frames:
-            x0 = size / 2 + 4 if x0 < size / 2 else size / 2 - 4
-        blob = 255 * np.exp(-((xx - x0) ** 2 + (yy - size / 2) ** 2) / (2 * 6**2))
-        frames.append(np.repeat(blob[..., None], 3, -1).astype(np.uint8))
-    return np.stack(frames)
 
 
 def clicks(times, sample_rate=AUDIO_RATE, seconds=SECONDS) -> np.ndarray:
@@ -36,7 +38,7 @@ def clicks(times, sample_rate=AUDIO_RATE, seconds=SECONDS) -> np.ndarray:
 
 
 def test_protocol_pieces_find_the_events():
-    trajectory = flow_trajectory(blob_video())
+    trajectory = flow_trajectory(blob_video(EVENTS, FPS, SECONDS))
     assert trajectory.shape == (SECONDS * FPS,)
     assert video_peaks(trajectory, FPS) == pytest.approx(list(EVENTS))
     onsets = audio_onsets(clicks(EVENTS))
@@ -45,7 +47,7 @@ def test_protocol_pieces_find_the_events():
 
 @pytest.mark.parametrize("sample_rate", [AUDIO_RATE, 32000])
 def test_clicks_on_the_events_score_one_and_half_spacing_off_scores_zero(sample_rate):
-    video = blob_video()
+    video = blob_video(EVENTS, FPS, SECONDS)
     assert mv_align_score(video, FPS, clicks(EVENTS, sample_rate), sample_rate) == 1.0
     shifted = [t + 0.5 for t in EVENTS]
     assert mv_align_score(video, FPS, clicks(shifted, sample_rate), sample_rate) == 0.0
@@ -63,17 +65,54 @@ def test_peaks_are_strict_local_maxima_above_threshold():
     assert video_peaks(trajectory, fps=2) == [3.0]  # plateau, < 0.1 and last frame excluded
 
 
-def test_metric_averages_clips_and_keeps_per_clip_scores():
-    video = torch.from_numpy(blob_video())
+def test_the_flow_is_the_farneback_plugin_with_the_protocol_settings():
+    """One Farneback code path: the plugin's defaults are the protocol's, its means the protocol's float64."""
+    assert FarnebackFlow().params == FARNEBACK
+    video = blob_video(EVENTS, FPS, SECONDS)
+    gray = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in video[:3]]
+    flow = cv2.calcOpticalFlowFarneback(gray[0], gray[1], None, *FARNEBACK)
+    expected = cv2.mean(cv2.cartToPolar(flow[..., 0], flow[..., 1])[0])[0]  # the reference code's lines
+    trajectory = flow_trajectory(video[:3])
+    assert trajectory.dtype == np.float64 and trajectory[0] == trajectory[1] == expected
+
+
+def test_metric_averages_clips_and_keeps_per_clip_scores_and_protocols():
+    peaks = frames_peaks(blob_video(EVENTS, FPS, SECONDS), FPS)
+    assert peaks == VideoPeaks(EVENTS, float(FPS), MODEL_RATE_FRAMES)
     wav = torch.from_numpy(np.stack([clicks(EVENTS, 32000), clicks([t + 0.5 for t in EVENTS], 32000)]))[:, None]
     metric = MVAlign()
-    metric.update(torch.stack([video, video]), FPS, wav, 32000)
+    metric.update([peaks, peaks], wav, 32000)
     assert metric.per_clip()["mv_align"].tolist() == [1.0, 0.0]
-    assert metric.compute().item() == 0.5
+    assert metric.per_clip()["mv_align_protocol"] == [MODEL_RATE_FRAMES] * 2
+    assert metric.compute() == {"mv_align": 0.5, "mv_align_protocol": MODEL_RATE_FRAMES}
+    native = VideoPeaks(EVENTS, float(FPS), SOURCE_NATIVE_RATE)
+    metric.update([native, native], wav, 32000)
+    assert metric.compute()["mv_align_protocol"] == "mixed"
+    metric.reset()
+    metric.update([native], wav[:1], 32000)
+    assert metric.compute() == {"mv_align": 1.0, "mv_align_protocol": SOURCE_NATIVE_RATE}
+    with pytest.raises(ValueError, match="unknown MV-Align protocol"):
+        metric.update([VideoPeaks((), 10.0, "guess")], wav[:1], 32000)
+
+
+def test_a_clip_of_a_source_video_is_read_at_its_native_rate_from_its_start(tmp_path):
+    """The clip [2.6, 6.6) s of a 25-fps source: peaks at the jumps inside it, from the clip's first
+    frame, at the source's 25 fps (one frame = 40 ms tolerance), as if the clip were a file of its own."""
+    events, fps = (1.0, 3.0, 4.2, 5.4, 7.0), 25
+    path = write_video(tmp_path / "source.mp4", blob_video(events, fps=fps, seconds=8), fps)
+    clip = source_peaks(path, 2.6, 4.0)
+    assert clip.fps == fps and clip.protocol == SOURCE_NATIVE_RATE
+    assert clip.times == pytest.approx([0.4, 1.6, 2.8])
+    whole = source_peaks(path)
+    assert whole.times == pytest.approx(list(events))
+    assert align_score(clip, clicks([0.4, 1.6, 2.8], seconds=4), AUDIO_RATE) == 1.0
+    assert align_score(clip, clicks([0.5, 1.7, 2.9], seconds=4), AUDIO_RATE) == 0.0  # 0.1 s late: over one frame
+    with pytest.raises(VMASError, match=r"source\.mp4.*at least 2 video frames in 7.97-11.97 s for optical flow, got 0"):
+        source_peaks(path, 7.97, 4.0)
 
 
 def test_mv_align_of_a_video_file_with_its_own_and_another_soundtrack(tmp_path):
-    path = write_video(tmp_path / "clip.mp4", blob_video(), FPS, clicks(EVENTS, 44100), 44100)
+    path = write_video(tmp_path / "clip.mp4", blob_video(EVENTS, FPS, SECONDS), FPS, clicks(EVENTS, 44100), 44100)
     assert mv_align(path) == 1.0
     shifted = tmp_path / "shifted.wav"
     soundfile.write(shifted, clicks([t + 0.5 for t in EVENTS], 44100), 44100)
@@ -81,7 +120,7 @@ def test_mv_align_of_a_video_file_with_its_own_and_another_soundtrack(tmp_path):
 
 
 def test_mv_align_of_a_bad_file_is_a_one_line_error(tmp_path):
-    silent = write_video(tmp_path / "silent.mp4", blob_video()[:10], FPS)
+    silent = write_video(tmp_path / "silent.mp4", blob_video(EVENTS, FPS, SECONDS)[:10], FPS)
     with pytest.raises(VMASError, match="silent.mp4"):
         mv_align(silent)  # no soundtrack
     with pytest.raises(VMASError, match="missing.mp4"):

@@ -27,6 +27,8 @@ def test_fit_test_generate(demo_data, tmp_path):
     rows = metrics["reference_rows"]
     assert list(rows) == ["ground_truth", "codec_round_trip", "another_clip", "generated_for_another_video"]
     assert rows["ground_truth"]["onset_f1"] >= 0.9 and rows["another_clip"]["onset_f1"] < 0.6  # own cuts vs another's
+    assert rows["ground_truth"]["alignment_z"] > rows["another_clip"]["alignment_z"] + 1  # and against shifted music
+    assert metrics["mv_align_protocol"] == "model_rate_frames" and "MV-Align on the model-rate frames" in metrics["note"]
     # the shuffled-video control is the same generated audio, each scored against another clip
     assert rows["generated_for_another_video"]["onsets_per_clip"] == pytest.approx(metrics["onsets_per_clip"])
     assert len(list((out / "audio").glob("*.wav"))) == 4

@@ -1,4 +1,5 @@
-"""The demo's calibrated evaluation: ideal on the clips' own music, near chance on another clip's music."""
+"""The demo's calibrated evaluation: ideal on the clips' own music, near chance on another clip's music;
+the beat alignment against shifted music tells the cut-on-note music from the same music shifted."""
 import numpy as np
 import pytest
 import torch
@@ -7,10 +8,12 @@ from conftest import DEMO_CONFIG, DEMO_STYLE_NET
 from vmas_lightning.config_file import dataclass_from, read_config
 from vmas_lightning.data.demo import STYLES, synthesize_clip
 from vmas_lightning.errors import MissingWeightsError, VMASError
-from vmas_lightning.metrics import EvaluationSuite
+from vmas_lightning.metrics import BeatAlignment, EvaluationSuite
 from vmas_lightning.metrics.demo_style import demo_style_classifier
 from vmas_lightning.metrics.suite import results_table
+from vmas_lightning.metrics.mv_align import frames_peaks
 from vmas_lightning.metrics.synthetic import count_matches, note_pitch_classes, pitch_class
+from vmas_lightning.objectives.beats import BeatConfig, frames_flow, video_beats
 from vmas_lightning.sequence import SequenceConfig
 
 STYLE = {"name": "demo_style", "pretrained": str(DEMO_STYLE_NET)}
@@ -33,38 +36,66 @@ def test_pitch_classes_of_known_notes():
 
 @pytest.fixture(scope="module")
 def held_out():
-    """Six test clips of a seed the style network never heard (it is fitted on seed 0's training split)."""
+    """Six test clips of a seed the style network never heard (it is fitted on seed 0's training split),
+    with the MV-Align peaks and the video beats (`BeatConfig()`) of their frames."""
     sequence = dataclass_from(SequenceConfig, read_config(DEMO_CONFIG)["model"]["sequence"], "sequence")
     clips = [synthesize_clip(7, "test", i, sequence) for i in range(6)]
     audio = torch.from_numpy(np.stack([c["audio"] for c in clips]))[:, None]
-    frames = torch.from_numpy(np.stack([c["frames"] for c in clips]))
-    return sequence, clips, audio, frames
+    beats = BeatConfig()
+    video = {
+        "peaks": [frames_peaks(c["frames"], sequence.fps) for c in clips],
+        "beats": torch.from_numpy(np.stack([
+            video_beats(frames_flow(c["frames"], sequence.fps, beats), sequence.num_tokens, sequence.token_rate,
+                        beats.peak_window, beats.min_flow, beats.min_prominence) for c in clips])),
+    }
+    return sequence, clips, audio, video
 
 
-def evaluate(sequence, clips, audio, frames, reference):
-    suite = EvaluationSuite(STYLE, STYLE)
-    suite.update(audio, reference, sequence.sample_rate, frames, sequence.fps, None, None,
-                 ids=[c["id"] for c in clips], metas=[c["meta"] for c in clips])
+def evaluate(sequence, clips, audio, video, reference):
+    suite = EvaluationSuite(STYLE, STYLE, token_rate=sequence.token_rate)
+    suite.update(audio, reference, sequence.sample_rate, video["peaks"], None, None,
+                 ids=[c["id"] for c in clips], metas=[c["meta"] for c in clips], video_beats=video["beats"])
     return suite.compute()
 
 
 def test_ground_truth_scores_ideal_and_another_clip_scores_near_chance(held_out):
-    sequence, clips, audio, frames = held_out
+    sequence, clips, audio, video = held_out
     assert len({c["meta"]["style"] for c in clips}) >= 3
-    truth = evaluate(sequence, clips, audio, frames, audio)
+    truth = evaluate(sequence, clips, audio, video, audio)
     assert truth["style_accuracy"] == 1.0 and truth["onset_f1"] == 1.0
     assert truth["onsets_per_clip"] == truth["true_onsets_per_clip"]
     assert abs(truth["fad"]) < 0.01 and abs(truth["kl"]) < 1e-9  # FAD: float error of a rank-deficient covariance
-    other = evaluate(sequence, clips, audio.roll(1, dims=0), frames, audio)
+    other = evaluate(sequence, clips, audio.roll(1, dims=0), video, audio)
     different_style = np.mean([a["meta"]["style"] != b["meta"]["style"] for a, b in zip(clips, clips[-1:] + clips[:-1])])
     assert other["style_accuracy"] == pytest.approx(1 - different_style)  # right only where the styles agree
     assert other["onset_f1"] < 0.6 and other["kl"] > 1.0
+    assert truth["alignment_z"] > 2.5 and other["alignment_z"] < 1.0  # the beat alignment (test below)
+    assert truth["mv_align_protocol"] == "model_rate_frames"  # demo clips: their frames are all there is
     assert truth["paper_protocol"] is False and "not the paper" in truth["note"]
     table = results_table({**other, "reference_rows": {"ground_truth": truth}}, name="another clip")
     header, _, truth_row, other_row = table.splitlines()
-    assert header.startswith("| audio | FAD | KL | MV-Align | style acc | onset F1 | onsets/clip | true onsets/clip |")
+    assert header.startswith("| audio | FAD | KL | MV-Align | align z | align %ile | style acc | onset F1 | onsets/clip |"
+                             " true onsets/clip |")
     assert truth_row.startswith("| ground truth |") and "| 1.00 | 1.00 |" in truth_row
     assert other_row.startswith("| **another clip** |")
+
+
+def test_cut_on_note_music_aligns_with_the_cuts_and_shifted_or_other_music_does_not(held_out):
+    """Known answer of `alignment_z` / `alignment_percentile` (`vmas beats`'s score in `vmas test`):
+    the clips' own music, whose notes start at the cuts, is far above its own shifts (z 3.1, 99th
+    percentile on these clips); the same music 0.5 s late and another clip's music are not."""
+    sequence, clips, audio, video = held_out
+
+    def alignment(music):
+        metric = BeatAlignment(token_rate=sequence.token_rate)
+        metric.update(music, sequence.sample_rate, video["beats"])
+        return {key: value.item() for key, value in metric.compute().items()}
+
+    own = alignment(audio)
+    assert own["alignment_z"] > 2.5 and own["alignment_percentile"] > 95, own
+    for shifted in (alignment(audio.roll(round(0.5 * sequence.sample_rate), dims=-1)), alignment(audio.roll(1, dims=0))):
+        assert shifted["alignment_z"] < 1.0 and shifted["alignment_percentile"] < 75, shifted
+        assert own["alignment_z"] > shifted["alignment_z"] + 2
 
 
 def test_style_classifier_labels_and_wrong_files(tmp_path):

@@ -15,6 +15,7 @@ from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
 from vmas_lightning.generation.mux import write_wav
 from vmas_lightning.generation.sampling import clip_seed
+from vmas_lightning.metrics.mv_align import VideoPeaks, frames_peaks, source_peaks
 from vmas_lightning.metrics.suite import REFERENCE_ROWS, EvaluationSuite, paper_table, results_table
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
@@ -61,6 +62,9 @@ class EvaluationConfig:
         reference_rows: also score, with the same metrics, the reference audio itself (the ideal),
             its codec round trip (the best the model can do through its codec) and the reference
             audio of another clip of the batch (chance for every per-clip metric).
+        mv_align_source: compute MV-Align by the AV-Align protocol on the clip's span of its source
+            video at the native frame rate and size, where the shard names a source file that exists
+            here; false (or no such file): on the model-rate frames, labelled `model_rate_frames`.
     """
 
     embedder: PluginSpec = "vggish"
@@ -70,6 +74,7 @@ class EvaluationConfig:
     reference_set: Optional[str] = None
     save_audio: bool = True
     reference_rows: bool = True
+    mv_align_source: bool = True
 
 
 class VMASModule(L.LightningModule):
@@ -242,10 +247,13 @@ class VMASModule(L.LightningModule):
                             "set by model.optim.grad_clip (0 turns it off)")
         if stage == "test" and self.evaluation is None:
             cfg = self.evaluation_config
-            self.evaluation = EvaluationSuite(cfg.embedder, cfg.classifier, cfg.reference_stats_cache, cfg.reference_set)
+            # music beats of the beat alignment as the data's (`data.beats`), on the model's token grid
+            beats = dict(beats=getattr(self.trainer.datamodule, "beats", None), token_rate=self.model.sequence.token_rate)
+            self.evaluation = EvaluationSuite(cfg.embedder, cfg.classifier, cfg.reference_stats_cache, cfg.reference_set, **beats)
             if cfg.reference_rows:  # the same metrics, sharing the embedder and classifier networks
                 self.reference_evaluations = torch.nn.ModuleDict({
-                    row: EvaluationSuite(self.evaluation.fad.embedder, self.evaluation.kl.classifier) for row in REFERENCE_ROWS
+                    row: EvaluationSuite(self.evaluation.fad.embedder, self.evaluation.kl.classifier, **beats)
+                    for row in REFERENCE_ROWS
                 })
 
     def retrieval_features(self, video: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -262,17 +270,32 @@ class VMASModule(L.LightningModule):
         music = self.contrastive.music_proj(per_step.mean(dim=1))
         return self.contrastive.video_proj(features.mean(dim=1)), music
 
+    def mv_align_peaks(self, batch: dict[str, Any]) -> list[VideoPeaks]:
+        """MV-Align's video side of each clip of a test batch: by the AV-Align protocol on the clip's
+        span of its source video (`source`, `start_s` of the batch) at the native rate and size when
+        `evaluation.mv_align_source` and that file exists here, else on the model-rate frames."""
+        sequence = self.model.sequence
+        peaks = []
+        for index, source in enumerate(batch.get("source", [None] * len(batch["id"]))):
+            if self.evaluation_config.mv_align_source and source and Path(source).is_file():
+                peaks.append(source_peaks(source, float(batch["start_s"][index]), sequence.duration_s))
+            else:
+                frames = (batch["video"][index] * 255).round().to(torch.uint8).permute(1, 2, 3, 0)  # [F, H, W, 3]
+                peaks.append(frames_peaks(frames.cpu().numpy(), sequence.fps))
+        return peaks
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Generate music for the batch and update FAD, KL, MV-Align, retrieval, the synthetic-task
-        metrics (demo data) and the cross-entropies; then the same metrics for the reference rows."""
+        """Generate music for the batch and update FAD, KL, MV-Align, the beat alignment, retrieval,
+        the synthetic-task metrics (demo data) and the cross-entropies; then the same metrics for the
+        reference rows."""
         sequence = self.model.sequence
         generated = self.generate(batch["video"], batch["id"]).float()
         reference = batch["audio"].float()
         generated = generated[..., : reference.shape[-1]]
-        frames = (batch["video"] * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1)  # [B, F, H, W, 3]
         pooled = self.retrieval_features(batch["video"], batch["tokens"])
         metas = [json.loads(meta) for meta in batch["meta"]] if "meta" in batch else None
-        common = dict(sample_rate=sequence.sample_rate, frames=frames, fps=sequence.fps, ids=batch["id"], metas=metas)
+        common = dict(sample_rate=sequence.sample_rate, video_peaks=self.mv_align_peaks(batch), ids=batch["id"],
+                      metas=metas, video_beats=batch["video_beats"])
         self.evaluation.update(
             generated, reference, video_features=pooled[0] if pooled else None,
             music_features=pooled[1] if pooled else None, cross_entropy=self.video_reliance(batch), **common,
@@ -298,7 +321,7 @@ class VMASModule(L.LightningModule):
                 row: suite.compute() for row, suite in self.reference_evaluations.items() if suite.clip_rows()
             }
         out = self.evaluation.save(self.test_output_dir(), metrics)
-        for name in ("fad", "kl", "mv_align", "recall@1", "recall@10", "style_accuracy", "onset_f1", "ce"):
+        for name in ("fad", "kl", "mv_align", "alignment_z", "recall@1", "recall@10", "style_accuracy", "onset_f1", "ce"):
             if metrics.get(name) is not None:
                 self.log(f"test/{name}", float(metrics[name]), rank_zero_only=True)
         if self.trainer.is_global_zero:

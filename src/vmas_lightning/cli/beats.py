@@ -2,10 +2,14 @@
 
     vmas beats --video clip.mp4 [--audio music.wav] [--json] [--plot beats.png] [--config configs/vmas.yaml]
 
-The video is read at the training frame rate and size (`model.sequence` of `--config`, else the
-defaults: 9.6 fps, 224 px) and beats are computed with `data.beats` of `--config` (else
-`BeatConfig()` defaults). Times are the starts of the 20 ms token steps that carry a beat, in
+Flow is computed on the video's consecutive frames (at its own rate, or `data.beats.flow_fps`)
+at the training frame size (`model.sequence` of `--config`, else the defaults: 224 px), the same
+way `vmas prepare` does, and beats with `data.beats` of `--config` (else `BeatConfig()` defaults). Times are the starts of the 20 ms token steps that carry a beat, in
 seconds. A video without a soundtrack (and no `--audio`) still gets its video beats.
+
+Beside the overlap share it reports `alignment` (`objectives.beats.shift_alignment`): the overlap
+share against a null of the same music circularly shifted in time, as a z-score and a percentile,
+so a video's own cut-on-beat music stands out from shifted or unrelated music.
 """
 from __future__ import annotations
 
@@ -20,8 +24,16 @@ from jsonargparse import ArgumentParser
 
 from vmas_lightning.cli import writable_folder
 from vmas_lightning.errors import InputFileError
-from vmas_lightning.objectives.beats import BeatConfig, beats_at_token_rate, build_plugin, flow_curve
-from vmas_lightning.registry import ONSET_DETECTORS, OPTICAL_FLOWS
+from vmas_lightning.objectives.beats import (
+    BeatConfig,
+    FlowSeries,
+    beats_at_token_rate,
+    build_plugin,
+    flow_curve,
+    shift_alignment,
+    video_flow,
+)
+from vmas_lightning.registry import ONSET_DETECTORS
 from vmas_lightning.sequence import SequenceConfig
 
 HELP = "Show a video's music beats, video beats (optical flow) and their overlaps, in seconds."
@@ -68,16 +80,11 @@ def step_times(beats: np.ndarray, token_rate: float) -> list[float]:
 
 def analyse(
     video: str, audio: Optional[str], sequence: SequenceConfig, config: BeatConfig
-) -> tuple[dict[str, Any], np.ndarray, SequenceConfig]:
-    """What `vmas beats` reports for one video (times in seconds, flow in pixels per frame), the flow
-    magnitude per frame pair `[F - 1]` and the clip's geometry (the whole video)."""
-    from vmas_lightning.data.video_io import read_video
-
-    clip = read_video(video, fps=sequence.fps, size=sequence.frame_size)
-    if len(clip.frames) < 2:
-        raise InputFileError(video, f"needs at least 2 frames for optical flow, got {len(clip.frames)}")
-    sequence = sequence.with_duration(len(clip.frames) / sequence.fps)
-    flow = build_plugin(OPTICAL_FLOWS, config.optical_flow)(clip.frames)
+) -> tuple[dict[str, Any], FlowSeries, SequenceConfig]:
+    """What `vmas beats` reports for one video (times in seconds, flow in pixels per frame pair),
+    its flow and the clip's geometry (the whole video)."""
+    flow = video_flow(video, config, sequence.frame_size)
+    sequence = sequence.with_duration(flow.duration_s)
     wav = read_music(video, audio, sequence.sample_rate)
     onsets = np.zeros(0) if wav is None else build_plugin(ONSET_DETECTORS, config.onset_detector)(wav, sequence.sample_rate)
     beats = beats_at_token_rate(onsets, flow, sequence, config)
@@ -87,49 +94,87 @@ def analyse(
         "audio": audio if audio is not None else (video if soundtrack else None),
         "soundtrack": soundtrack,
         "duration_s": round(sequence.duration_s, 3),
-        "fps": sequence.fps,
+        "flow_fps": round(flow.fps, 3),
         "token_rate": sequence.token_rate,
         "music_beats": step_times(beats["music_beats"], sequence.token_rate) if soundtrack else None,
         "video_beats": step_times(beats["video_beats"], sequence.token_rate),
         "overlaps": step_times(beats["overlap"], sequence.token_rate) if soundtrack else None,
         "overlap_share": round(float(beats["overlap"].sum() / max(1.0, beats["music_beats"].sum())), 3) if soundtrack else None,
-        "flow": {"mean": round(float(flow.mean()), 4), "max": round(float(flow.max()), 4),
-                 "peak_s": round(float(flow.argmax() + 1) / sequence.fps, 3)},
+        "alignment": alignment_report(beats, config) if soundtrack else None,
+        "flow": {"mean": round(float(flow.magnitude.mean()), 4), "max": round(float(flow.magnitude.max()), 4),
+                 "peak_s": round(float(flow.times[flow.magnitude.argmax()]), 3)},
         "config": dataclasses.asdict(config),
     }
     return report, flow, sequence
 
 
-def plot_beats(path: str | Path, report: dict[str, Any], flow: np.ndarray, sequence: SequenceConfig) -> Path:
-    """PNG: flow magnitude per frame pair and at the token rate, video beats, music onsets and overlaps."""
+def alignment_report(beats: dict[str, np.ndarray], config: BeatConfig) -> dict[str, Optional[float]]:
+    """`shift_alignment` of a clip's beats, rounded for the report."""
+    found = shift_alignment(beats["music_beats"], beats["video_beats"], config.match_window)
+    return {key: None if value is None else round(value, 3) for key, value in found.items()}
+
+
+def plot_beats(path: str | Path, report: dict[str, Any], flow: FlowSeries, sequence: SequenceConfig) -> Path:
+    """PNG on one time axis, legible for a minute-long clip (the figure widens with the duration):
+    top, the flow magnitude at the token rate (and per frame pair for short clips) with the video
+    beats marked on it; below, one lane of music beats over one of video beats, each overlap a
+    green line from its music beat to the nearest video beat."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MultipleLocator
 
-    curve = flow_curve(flow, sequence.fps, sequence.num_tokens, sequence.token_rate)
-    fig, ax = plt.subplots(figsize=(12, 3.5), constrained_layout=True)
-    ax.plot((np.arange(sequence.num_tokens) + 0.5) / sequence.token_rate, curve, color="0.5", linewidth=1,
-            label="flow magnitude (token rate)")
-    ax.plot((np.arange(len(flow)) + 1) / sequence.fps, flow, "o", color="0.3", markersize=2.5, label="flow per frame pair")
-    top = max(float(flow.max()), 1e-3) * 1.1
-    rows = [("video_beats", "tab:orange", "video beats", 0.0, 0.5), ("music_beats", "tab:blue", "music onsets", 0.5, 1.0),
-            ("overlaps", "tab:green", "overlaps", 0.9, 1.0)]
-    for key, color, label, low, high in rows:
-        times = report[key] or []
-        ax.vlines(times, low * top, high * top, colors=color, linewidth=1.5 if key == "overlaps" else 1.0,
-                  label=f"{label} ({len(times)})")
-    ax.set_xlim(0, sequence.duration_s)
-    ax.set_ylim(0, top)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("mean flow (px / frame)")
-    fig.legend(loc="outside lower center", fontsize=8, ncols=5)
-    fig.suptitle(Path(report["video"]).name + ("" if report["soundtrack"] else " (no soundtrack)"))
+    duration = sequence.duration_s
+    centres = (np.arange(sequence.num_tokens) + 0.5) / sequence.token_rate
+    curve = flow_curve(flow, sequence.num_tokens, sequence.token_rate)
+    width = float(np.clip(duration * 0.35, 12.0, 40.0))
+    fig, (top, lanes) = plt.subplots(2, 1, sharex=True, figsize=(width, 4.5), height_ratios=(3, 1.3),
+                                     constrained_layout=True)
+    top.plot(centres, curve, color="0.45", linewidth=0.9, label="flow magnitude (token rate)")
+    if flow.magnitude.size <= 400:
+        top.plot(flow.times, flow.magnitude, "o", color="0.25", markersize=2, label=f"flow per frame pair ({flow.fps:g} fps)")
+    video = np.asarray(report["video_beats"])
+    music = np.asarray(report["music_beats"] or [])
+    steps = np.minimum((video * sequence.token_rate).round().astype(int), sequence.num_tokens - 1)
+    top.plot(video, curve[steps], "v", color="tab:orange", markersize=6, label=f"video beats ({len(video)})")
+    top.set_ylim(0, max(float(curve.max()), 1e-3) * 1.15)
+    top.set_ylabel("mean flow (px / pair)")
+    top.legend(loc="upper right", fontsize=8, ncols=3)
+    lanes.vlines(music, 1.1, 1.9, colors="tab:blue", linewidth=1.2, label=f"music beats ({len(music)})")
+    lanes.vlines(video, 0.1, 0.9, colors="tab:orange", linewidth=1.2)
+    overlaps = report["overlaps"] or []
+    for time in overlaps:
+        nearest = video[np.argmin(np.abs(video - time))]
+        lanes.plot([time, nearest], [1.1, 0.9], color="tab:green", linewidth=2)
+    lanes.plot([], [], color="tab:green", linewidth=2, label=f"overlaps ({len(overlaps)})")
+    lanes.set_ylim(0, 2)
+    lanes.set_yticks([0.5, 1.5], ["video", "music"])
+    lanes.legend(loc="upper right", fontsize=8, ncols=2)
+    lanes.set_xlim(0, duration)
+    lanes.set_xlabel("time (s)")
+    lanes.xaxis.set_major_locator(MultipleLocator(1.0 if duration <= 20 else 5.0))
+    lanes.xaxis.set_minor_locator(MultipleLocator(0.5 if duration <= 20 else 1.0))
+    for axis in (top, lanes):
+        axis.grid(True, which="major", axis="x", color="0.85", linewidth=0.6)
+    title = Path(report["video"]).name + ("" if report["soundtrack"] else " (no soundtrack)")
+    if report["alignment"] and report["alignment"]["z"] is not None:
+        title += f"  |  alignment vs. shifted music: z {report['alignment']['z']:+.2f}"
+    fig.suptitle(title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def alignment_line(alignment: dict[str, Optional[float]]) -> str:
+    """The text line of the shift-null alignment score."""
+    if alignment["share"] is None:
+        return "alignment vs. shifted music: none (no music beats or no video beats)"
+    z = "n/a (every shift scores the same)" if alignment["z"] is None else f"{alignment['z']:+.2f}"
+    return (f"alignment vs. the music circularly shifted: z {z}, above {alignment['percentile']:.0f}% of shifts "
+            f"(overlap share {alignment['share']:.0%}, shifts {alignment['null_mean']:.0%} +- {alignment['null_std']:.0%})")
 
 
 def run(cfg) -> int:
@@ -144,7 +189,7 @@ def run(cfg) -> int:
     if cfg.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{cfg.video}: {report['duration_s']} s at {report['fps']} fps; flow mean {report['flow']['mean']} "
+    print(f"{cfg.video}: {report['duration_s']} s, flow at {report['flow_fps']} fps; flow mean {report['flow']['mean']} "
           f"max {report['flow']['max']} px/frame at {report['flow']['peak_s']} s")
     for key, label in (("music_beats", "music beats"), ("video_beats", "video beats"), ("overlaps", "overlaps")):
         times = report[key]
@@ -153,6 +198,7 @@ def run(cfg) -> int:
     if report["overlap_share"] is not None:
         print(f"{report['overlap_share']:.0%} of music beats have a video beat within "
               f"{config.match_window / sequence.token_rate:.2f} s")
+        print(alignment_line(report["alignment"]))
     if cfg.plot:
         print(f"plot: {report['plot']}")
     return 0

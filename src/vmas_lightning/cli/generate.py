@@ -124,8 +124,10 @@ class Generation:
         if plot is not None:
             from vmas_lightning.generation.plot import plot_alignment
             from vmas_lightning.metrics import mv_align
+            from vmas_lightning.objectives.beats import BeatConfig, video_flow
 
-            result["plot"] = str(plot_alignment(plot, audio, clip.frames, seq, spectrogram=self.cfg.plot_spectrogram, title=video_path.name))
+            flow = video_flow(video_path, BeatConfig(), seq.frame_size)
+            result["plot"] = str(plot_alignment(plot, audio, flow, seq, spectrogram=self.cfg.plot_spectrogram, title=video_path.name))
             result["mv_align"] = mv_align(video_path, result["wav"])
         return result
 

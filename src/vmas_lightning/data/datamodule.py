@@ -64,6 +64,8 @@ class ClipDataset(StreamingDataset):
         overlaps = overlap(music, visual, self.beats.match_window)
         item = {
             "id": sample["id"],
+            "source": sample["source"],  # the source video's path (demo clips: "synthetic")
+            "start_s": sample["start_s"] + start_s,  # the window's start in the source video
             "video": video,  # [3, F, H, W] in [0, 1]
             "tokens": torch.from_numpy(sample["tokens"][:, tokens]),
             "music_beats": torch.from_numpy(music),

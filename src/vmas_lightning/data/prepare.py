@@ -37,6 +37,7 @@ from vmas_lightning.data.frame_embedders import frame_similarity
 from vmas_lightning.data.shards import SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter
 from vmas_lightning.data.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.objectives.beats import video_flow
 from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS, PluginSpec
 
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
@@ -216,6 +217,8 @@ class Curator:
         covered_s = starts[-1] + opts.clip_s if starts else 0.0
         outcome.dropped_tail = int(usable_s - covered_s >= 1.0 / seq.fps)
         base = item.meta.get("youtube_id") or f"{Path(item.path).stem}-{path_key(item.path)[:8]}"
+        # video beats from the source's consecutive frames, not from the resampled `video.frames`
+        flow = video_flow(item.path, self.annotate.config.beats, seq.frame_size) if starts else None
         for index, start_s in enumerate(starts):
             first_frame, first_sample = seq.frames_for(start_s), seq.samples_for(start_s)
             frames = video.frames[first_frame : first_frame + seq.num_frames]
@@ -224,7 +227,8 @@ class Curator:
                 outcome.dropped_silent += 1
                 continue
             meta = {**item.meta, "clip_index": index, "similarity": outcome.similarity, "split": outcome.split}
-            outcome.records.append(self.annotate(f"{base}-{index:04d}", item.path, start_s, frames, wav, meta))
+            outcome.records.append(self.annotate(f"{base}-{index:04d}", item.path, start_s, frames, wav, meta,
+                                                 flow.window(start_s, opts.clip_s)))
         if not outcome.records:
             outcome.status = "rejected"
             outcome.reason = (f"all {len(starts)} clips silent (RMS < {opts.silence_rms})" if starts else

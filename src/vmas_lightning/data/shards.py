@@ -30,7 +30,7 @@ from litdata.streaming.serializers import StringSerializer
 from vmas_lightning.config_file import config_section, dataclass_from, read_config
 from vmas_lightning.data.video_io import fit_length, limit_peak
 from vmas_lightning.errors import VMASError
-from vmas_lightning.objectives.beats import BeatConfig, compute_beats
+from vmas_lightning.objectives.beats import BeatConfig, FlowSeries, compute_beats, frames_flow
 from vmas_lightning.registry import AUDIO_CODECS
 from vmas_lightning.sequence import SequenceConfig
 
@@ -173,9 +173,11 @@ class ClipAnnotator:
 
     @torch.no_grad()
     def __call__(self, clip_id: str, source: str, start_s: float, frames: np.ndarray, audio: np.ndarray,
-                 meta: dict[str, Any] | None = None) -> ClipRecord:
+                 meta: dict[str, Any] | None = None, flow: FlowSeries | None = None) -> ClipRecord:
         """frames uint8 `[F, H, W, 3]` at the config's fps, audio float32 `[N]` at its rate -> `ClipRecord`.
 
+        `flow` is the clip's window of its source video's flow (`objectives.beats.video_flow`); without
+        it the flow is computed on `frames` (clips rendered at the config's fps, as the demo's).
         Audio beyond full scale is scaled down, not clipped; `meta["audio_gain"]` records the factor.
         """
         seq = self.config.sequence
@@ -184,7 +186,9 @@ class ClipAnnotator:
         if gain < 1.0:
             meta["audio_gain"] = round(gain, 6)
         tokens = self.codec.encode(torch.from_numpy(audio)[None, None])[0, :, : seq.num_tokens].cpu().numpy()
-        beats = compute_beats(audio, seq.sample_rate, frames, seq, self.config.beats)
+        if flow is None:
+            flow = frames_flow(frames, seq.fps, self.config.beats)
+        beats = compute_beats(audio, seq.sample_rate, flow, seq, self.config.beats)
         return ClipRecord(
             id=clip_id, source=source, start_s=start_s, frames=frames, audio=audio, tokens=tokens,
             music_beats=beats["music_beats"], video_beats=beats["video_beats"], overlap=beats["overlap"], meta=meta,

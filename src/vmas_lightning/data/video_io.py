@@ -210,6 +210,46 @@ def read_video(
         return VideoClip(frames=np.stack(frames), fps=float(fps), duration_s=float(duration), rotation=rotation)
 
 
+def source_stride(source_fps: float, max_fps: Optional[float]) -> int:
+    """The smallest whole stride k that brings `source_fps` to at most `max_fps` (1 for None)."""
+    return 1 if max_fps is None else max(1, math.ceil(source_fps / max_fps - 1e-6))
+
+
+def iter_frames(path: str | Path, size: Optional[int] = None, max_fps: Optional[float] = None,
+                start_s: float = 0.0, end_s: Optional[float] = None) -> tuple[float, Iterator[tuple[float, np.ndarray]]]:
+    """Source frames of `path`, never resampled: every frame, or every k-th (`source_stride`) when the
+    source runs faster than `max_fps`, so frames are dropped evenly and never duplicated; only those
+    shown at times in [`start_s`, `end_s`) (frames before `start_s` are decoded, not converted).
+
+    Returns:
+        (the rate of the frames yielded: the source's average rate / k, an iterator of (time in s
+        from the stream start, uint8 frame `[H, W, 3]` upright, resized and center-cropped to `size`)).
+    """
+    path = Path(path)
+    container = open_media(path)
+    if not container.streams.video:
+        container.close()
+        raise InputFileError(path, "no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    source_fps = float(stream.average_rate or stream.guessed_rate or 0)
+    if source_fps <= 0:
+        container.close()
+        raise InputFileError(path, "video stream has no frame rate")
+    stride = source_stride(source_fps, max_fps)
+
+    def frames() -> Iterator[tuple[float, np.ndarray]]:
+        with container:
+            for index, (time, frame) in enumerate(_decoded_frames(path, container, stream)):
+                if end_s is not None and time >= end_s - 1e-6:
+                    return
+                if index % stride == 0 and time >= start_s - 1e-6:
+                    image = _upright(frame)
+                    yield time, resize_center_crop(image, size) if size else image
+
+    return source_fps / stride, frames()
+
+
 def read_audio(path: str | Path, sample_rate: int, mono: bool = True, max_seconds: Optional[float] = None) -> np.ndarray:
     """First audio stream of `path` resampled to `sample_rate`: float32 `[N]` (mono) or `[C, N]`.
 

@@ -12,14 +12,14 @@ from vmas_lightning.sequence import SequenceConfig
 def plot_alignment(
     path: str | Path,
     audio: np.ndarray,
-    frames: np.ndarray,
+    flow,
     sequence: SequenceConfig,
     beat_config=None,
     spectrogram: bool = False,
     title: Optional[str] = None,
 ) -> Path:
     """Write a PNG of `audio [N]` (at `sequence.sample_rate`) with its music beats, the video beats of
-    `frames uint8 [F, H, W, 3]` (at `sequence.fps`) and their overlaps, all from
+    the video's `flow` (`objectives.beats.video_flow`) and their overlaps, all from
     `objectives.beats.compute_beats` at the token rate (the beats the training loss weights)."""
     import matplotlib
 
@@ -30,7 +30,7 @@ def plot_alignment(
 
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     clip = sequence.with_duration(len(audio) / sequence.sample_rate)
-    beats = compute_beats(audio, clip.sample_rate, frames, clip, beat_config or BeatConfig())
+    beats = compute_beats(audio, clip.sample_rate, flow, clip, beat_config or BeatConfig())
     step_times = np.arange(clip.num_tokens) / clip.token_rate
     fig, ax = plt.subplots(figsize=(12, 3.5), constrained_layout=True)
     if spectrogram:

@@ -21,12 +21,16 @@ from torchmetrics import MeanMetric
 from vmas_lightning.errors import VMASError
 from vmas_lightning.metrics.fad import FrechetAudioDistance
 from vmas_lightning.metrics.kl import KLDivergence
-from vmas_lightning.metrics.mv_align import MVAlign
+from vmas_lightning.metrics.beat_alignment import KEYS as ALIGNMENT_KEYS
+from vmas_lightning.metrics.beat_alignment import BeatAlignment
+from vmas_lightning.metrics.mv_align import MIXED, MODEL_RATE_FRAMES, SOURCE_NATIVE_RATE, MVAlign, VideoPeaks
 from vmas_lightning.metrics.retrieval import RetrievalRecall
 from vmas_lightning.metrics.synthetic import SyntheticTaskMetrics, has_truth
+from vmas_lightning.objectives.beats import BeatConfig
 
 METRICS_FILE, CLIPS_FILE = "metrics.json", "clips.csv"
-CLIP_COLUMNS = ("id", "kl", "kl_gen_ref", "mv_align", "style", "predicted_style", "onset_f1", "onsets", "true_onsets")
+CLIP_COLUMNS = ("id", "kl", "kl_gen_ref", "mv_align", "mv_align_protocol", "alignment_z", "alignment_percentile",
+                "style", "predicted_style", "onset_f1", "onsets", "true_onsets")
 # Teacher-forced cross-entropy of the reference tokens given the clip's video, another clip's video
 # and the null condition (`VMASModule.video_reliance`).
 CROSS_ENTROPY_KEYS = ("ce", "ce_shuffled_video", "ce_null")
@@ -66,9 +70,10 @@ def _plain(value: Any) -> Any:
 
 
 class EvaluationSuite(nn.Module):
-    """FAD, KL (both directions), MV-Align and video <-> music retrieval over the evaluated clips;
-    on clips with synthetic ground truth (demo data) also style accuracy and onsets against the cuts
-    (`metrics.synthetic`), and teacher-forced cross-entropies when given.
+    """FAD, KL (both directions), MV-Align, the beat alignment against shifted music and video <->
+    music retrieval over the evaluated clips; on clips with synthetic ground truth (demo data) also
+    style accuracy and onsets against the cuts (`metrics.synthetic`), and teacher-forced
+    cross-entropies when given.
 
     Args:
         embedder: FAD embedder spec (`vggish`, `clap`, `encodec`, `demo_style`) or module.
@@ -76,14 +81,17 @@ class EvaluationSuite(nn.Module):
             `labels` (demo_style) also gives the style accuracy.
         reference_stats_cache, reference_set: FAD reference statistics cache (see `FrechetAudioDistance`).
         retrieval_ks: the K of Recall@K.
+        beats, token_rate: music beats and matching window of the beat alignment (`BeatAlignment`).
     """
 
     def __init__(self, embedder="vggish", classifier="ast", reference_stats_cache: Optional[str] = None,
-                 reference_set: Optional[str] = None, retrieval_ks: Sequence[int] = (1, 10)):
+                 reference_set: Optional[str] = None, retrieval_ks: Sequence[int] = (1, 10),
+                 beats: Optional[BeatConfig] = None, token_rate: float = 50.0):
         super().__init__()
         self.fad = FrechetAudioDistance(embedder, reference_stats_cache, reference_set)
         self.kl = KLDivergence(classifier)
         self.mv_align = MVAlign()
+        self.beat_alignment = BeatAlignment(beats, token_rate)
         self.retrieval = RetrievalRecall(tuple(retrieval_ks))
         self.synthetic = SyntheticTaskMetrics(self.kl.classifier)
         self.cross_entropy = nn.ModuleDict({key: MeanMetric() for key in CROSS_ENTROPY_KEYS})
@@ -109,25 +117,27 @@ class EvaluationSuite(nn.Module):
         generated: torch.Tensor,
         reference: Optional[torch.Tensor],
         sample_rate: int,
-        frames: Optional[torch.Tensor],
-        fps: Optional[float],
+        video_peaks: Optional[Sequence[VideoPeaks]],
         video_features: Optional[torch.Tensor],
         music_features: Optional[torch.Tensor],
         ids: Sequence[str],
         metas: Optional[Sequence[dict[str, Any]]] = None,
         cross_entropy: Optional[dict[str, torch.Tensor]] = None,
+        video_beats: Optional[torch.Tensor] = None,
     ) -> None:
         """One batch of B clips.
 
         Args:
             generated, reference: waveforms `[B, 1, N]` at `sample_rate` (reference None only when
                 FAD reference statistics are cached; KL then is skipped for the batch).
-            frames: uint8 `[B, F, H, W, 3]` at `fps`, for MV-Align (None skips it).
+            video_peaks: the B clips' MV-Align video peaks (`metrics.mv_align.source_peaks` of the
+                source video, or `frames_peaks` of decoded frames); None skips MV-Align.
             video_features, music_features: pooled `[B, D]` features in the shared space (None skips retrieval).
             ids: the B clip ids (rows of the per-clip CSV).
             metas: the B clips' metadata; when every one has the synthetic task's truth (`style`,
                 `events_s`), the synthetic metrics are updated.
             cross_entropy: batch means of `CROSS_ENTROPY_KEYS` (weighted by B in the mean).
+            video_beats: 0/1 `[B, T]` video beats on the token grid, for the beat alignment (None skips it).
         """
         if len(ids) != generated.shape[0]:
             raise ValueError(f"{len(ids)} ids for {generated.shape[0]} generated clips")
@@ -136,9 +146,12 @@ class EvaluationSuite(nn.Module):
         if reference is not None:
             self.kl.update(generated, reference, sample_rate)
             self._add_columns(rows, self.kl.per_clip())
-        if frames is not None:
-            self.mv_align.update(frames, fps, generated, sample_rate)
+        if video_peaks is not None:
+            self.mv_align.update(video_peaks, generated, sample_rate)
             self._add_columns(rows, self.mv_align.per_clip())
+        if video_beats is not None:
+            self.beat_alignment.update(generated, sample_rate, video_beats)
+            self._add_columns(rows, self.beat_alignment.per_clip())
         if video_features is not None and music_features is not None:
             self.retrieval.update(video_features, music_features)
         if metas is not None and all(has_truth(meta) for meta in metas):
@@ -164,15 +177,18 @@ class EvaluationSuite(nn.Module):
         return sorted(rows, key=lambda row: row["id"])
 
     def compute(self) -> dict[str, Any]:
-        """`fad`, `kl`, `kl_gen_ref`, `mv_align`, `recall@K`, `recall_m2v@K` (None when not measured),
-        the embedder / classifier names and whether their weights are calibrated, and `num_clips`."""
+        """`fad`, `kl`, `kl_gen_ref`, `mv_align` with `mv_align_protocol`, `alignment_z`,
+        `alignment_percentile`, `recall@K`, `recall_m2v@K` (None when not measured), the embedder /
+        classifier names and whether their weights are calibrated, and `num_clips`."""
         num_clips = len(self.clip_rows())
         if num_clips == 0:
             raise VMASError("no clip was evaluated: the test set is empty")
         metrics: dict[str, Any] = {"fad": self.fad.compute()}
         kl = self.kl.compute() if self.kl.update_called else {"kl": None, "kl_gen_ref": None}
         metrics.update(kl)
-        metrics["mv_align"] = self.mv_align.compute() if self.mv_align.update_called else None
+        metrics.update(self.mv_align.compute() if self.mv_align.update_called
+                       else {"mv_align": None, "mv_align_protocol": None})
+        metrics.update(self.beat_alignment.compute() if self.beat_alignment.update_called else dict.fromkeys(ALIGNMENT_KEYS))
         recall_keys = [f"recall{d}@{k}" for d in ("", "_m2v") for k in self.retrieval.ks]
         metrics.update(self.retrieval.compute() if self.retrieval.update_called else dict.fromkeys(recall_keys))
         metrics.update(self.synthetic.compute() if self.synthetic.update_called else dict.fromkeys(SYNTHETIC_KEYS))
@@ -190,11 +206,17 @@ class EvaluationSuite(nn.Module):
             num_clips=num_clips,
         )
         metrics["paper_protocol"] = paper_protocol(metrics)
+        notes = []
         if not (embedder.calibrated and classifier.calibrated):
-            metrics["note"] = "random (uncalibrated) embedder or classifier weights: FAD/KL are smoke-test numbers only"
+            notes.append("random (uncalibrated) embedder or classifier weights: FAD/KL are smoke-test numbers only")
         elif not metrics["paper_protocol"]:
-            metrics["note"] = (f"FAD by '{embedder.name}' and KL by '{classifier.name}', not the paper's VGGish / "
-                               "AudioSet classifier: compare with other runs of the same evaluators, not with the paper")
+            notes.append(f"FAD by '{embedder.name}' and KL by '{classifier.name}', not the paper's VGGish / "
+                         "AudioSet classifier: compare with other runs of the same evaluators, not with the paper")
+        if metrics["mv_align"] is not None and not mv_align_comparable(metrics):
+            notes.append(f"MV-Align on {MV_ALIGN_SOURCES[metrics['mv_align_protocol']]}, not the source "
+                         "videos at their native rate and size (the AV-Align protocol): not comparable with the paper's")
+        if notes:
+            metrics["note"] = "; ".join(notes)
         return metrics
 
     def save(self, output_dir: str | Path, metrics: dict[str, Any]) -> Path:
@@ -212,7 +234,8 @@ class EvaluationSuite(nn.Module):
         return output_dir
 
     def reset(self) -> None:
-        for metric in (self.fad, self.kl, self.mv_align, self.retrieval, self.synthetic, *self.cross_entropy.values()):
+        for metric in (self.fad, self.kl, self.mv_align, self.beat_alignment, self.retrieval, self.synthetic,
+                       *self.cross_entropy.values()):
             metric.reset()
         self.rows = []
 
@@ -223,6 +246,15 @@ def paper_protocol(metrics: dict[str, Any]) -> bool:
             and bool(metrics.get("embedder_calibrated")) and bool(metrics.get("classifier_calibrated")))
 
 
+MV_ALIGN_SOURCES = {MODEL_RATE_FRAMES: "the model-rate frames (resampled and resized for the model)",
+                    MIXED: "the model-rate frames for some clips"}
+
+
+def mv_align_comparable(metrics: dict[str, Any]) -> bool:
+    """Whether MV-Align followed the AV-Align protocol for every clip (`mv_align_protocol`)."""
+    return metrics.get("mv_align_protocol") == SOURCE_NATIVE_RATE
+
+
 def _cell(value: Optional[float], digits: int) -> str:
     if value is None:
         return "-"
@@ -231,7 +263,8 @@ def _cell(value: Optional[float], digits: int) -> str:
 
 # (key, header, digits, scale) of `results_table`
 RESULT_COLUMNS = (
-    ("fad", "FAD", 3, 1), ("kl", "KL", 3, 1), ("mv_align", "MV-Align", 3, 1), ("style_accuracy", "style acc", 2, 1),
+    ("fad", "FAD", 3, 1), ("kl", "KL", 3, 1), ("mv_align", "MV-Align", 3, 1), ("alignment_z", "align z", 2, 1),
+    ("alignment_percentile", "align %ile", 0, 1), ("style_accuracy", "style acc", 2, 1),
     ("onset_f1", "onset F1", 2, 1), ("onsets_per_clip", "onsets/clip", 1, 1), ("recall@1", "R@1 (%)", 1, 100),
     ("recall@10", "R@10 (%)", 1, 100), ("ce", "CE", 3, 1), ("ce_shuffled_video", "CE other video", 3, 1),
     ("ce_null", "CE null", 3, 1),
@@ -255,7 +288,8 @@ def results_table(metrics: dict[str, Any], name: str = "this run", others: Optio
 
 
 def paper_table(metrics: dict[str, Any], dataset: str = "DISCO-MV", name: str = "this run") -> str:
-    """Markdown table of this run's FAD / KL / MV-Align / R@10 next to the paper's (SPEC section 8)."""
+    """Markdown table of this run's FAD / KL / MV-Align / R@10 next to the paper's (SPEC section 8);
+    the run's MV-Align only when it followed the protocol (`mv_align_comparable`), else "-"."""
     if dataset not in PAPER_RESULTS:
         raise VMASError(f"no paper numbers for dataset '{dataset}'; known: {', '.join(PAPER_RESULTS)}")
     lines = [f"| method ({dataset}) | FAD | KL | MV-Align | R@10 (%) |", "|---|---|---|---|---|"]
@@ -268,6 +302,7 @@ def paper_table(metrics: dict[str, Any], dataset: str = "DISCO-MV", name: str = 
     recall = metrics.get("recall@10")
     lines.append(
         f"| **{name}** | {_cell(metrics.get('fad'), 2)} | {_cell(metrics.get('kl'), 2)} | "
-        f"{_cell(metrics.get('mv_align'), 3)} | {_cell(None if recall is None else 100 * recall, 1)} |"
+        f"{_cell(metrics.get('mv_align') if mv_align_comparable(metrics) else None, 3)} | "
+        f"{_cell(None if recall is None else 100 * recall, 1)} |"
     )
     return "\n".join(lines)

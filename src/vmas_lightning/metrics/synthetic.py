@@ -4,8 +4,8 @@ A demo clip (`data.demo`) knows its truth: `meta.style` (which decides tempo, ti
 `meta.events_s` (the cut times, where the real music starts its notes). For generated music:
 
 - `style_accuracy`: the style classifier (`demo_style`) names the clip's true style;
-- `onset_precision`, `onset_recall`, `onset_f1`: onsets of the music (librosa, the onset detector
-  of the training beats and of MV-Align) against the cut times, each cut matched to at most one
+- `onset_precision`, `onset_recall`, `onset_f1`: onsets of the music (librosa, the paper's onset
+  detector and MV-Align's) against the cut times, each cut matched to at most one
   onset within `tolerance_s` (50 ms, mir_eval's onset tolerance), summed over clips;
 - `onsets_per_clip` and `true_onsets_per_clip`: means, so over- and under-production show.
 
