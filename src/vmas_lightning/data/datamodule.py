@@ -194,8 +194,11 @@ class VMASDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Applied to every train loader made before the first batch: Lightning may build one early
-        # (to count steps for the LR schedule) and drop its own restored position.
+        # (to count steps for the LR schedule) and drop its own restored position. A strategy that
+        # restores after its setup (FSDP2: ModelParallelStrategy) has built that loader already.
         self._resumed_train_state = state_dict.get("train_loader")
+        if self._train_loader is not None and self._resumed_train_state is not None:
+            self._train_loader.load_state_dict(self._resumed_train_state)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:
