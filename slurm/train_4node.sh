@@ -3,14 +3,15 @@
 #
 #   sbatch slurm/train_4node.sh [extra `vmas fit` options]
 #   sbatch -p gpu -A myproject --nodes=2 --time=2-00:00:00 slurm/train_4node.sh
-#   CONFIG="configs/vmas.yaml configs/cluster/fsdp.yaml" RUN_DIR=runs/vmas-fsdp sbatch slurm/train_4node.sh
+#   CONFIG="configs/vmas.yaml configs/cluster/fsdp.yaml" RUN_DIR=runs/vmas-fsdp sbatch slurm/train_4node.sh \
+#     --model.optim.optimizer adamw --model.optim.lr LR    # FSDP2: D-Adapt Adam does not run sharded
 #
 # Knobs (never edit this file: pass sbatch options, which override the #SBATCH lines, or env vars;
 # sbatch exports the submitting environment to the job):
 #   partition/account/time  sbatch -p/-A/--time, or SBATCH_PARTITION, SBATCH_ACCOUNT, SBATCH_TIMELIMIT
 #   nodes, GPUs, CPUs       sbatch --nodes, --ntasks-per-node (= GPUs per node), --gpus-per-node, --cpus-per-task
 #   CONFIG       one or more LightningCLI configs, space-separated, merged in order [configs/vmas.yaml]
-#                (configs/cluster/fsdp.yaml switches DDP to FSDP for larger decoders)
+#                (configs/cluster/fsdp.yaml switches DDP to FSDP2 for larger decoders)
 #   RUN_DIR      fixed folder of this run: logs, config.yaml, checkpoints/, hpc_ckpt_*.ckpt
 #                [runs/$SLURM_JOB_NAME]; a (re)start resumes from the newest checkpoint in it
 #   ACCELERATOR  gpu | cpu [gpu]            DEVICES  processes per node [$SLURM_NTASKS_PER_NODE]

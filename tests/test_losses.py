@@ -84,7 +84,7 @@ def test_projection_temperature_and_options():
     loss_fn = ContrastiveLoss(6, 10, embed_dim=4, temperature=0.1, learnable_temperature=True)
     assert loss_fn.music_proj.weight.shape == (4, 6) and loss_fn.video_proj.weight.shape == (4, 10)
     assert isinstance(loss_fn.logit_scale, torch.nn.Parameter)
-    torch.testing.assert_close(loss_fn.logit_scale.exp(), torch.tensor(10.0))
+    torch.testing.assert_close(loss_fn.logit_scale.exp(), torch.tensor([10.0]))
     loss, top1 = loss_fn(torch.randn(5, 6), torch.randn(5, 10))
     loss.backward()
     assert loss_fn.logit_scale.grad is not None and loss_fn.music_proj.weight.grad is not None
@@ -136,3 +136,24 @@ def test_global_negatives_match_the_single_process_loss_over_the_whole_batch(tmp
     torch.testing.assert_close(loss0, per_clip[:3].mean().detach())
     torch.testing.assert_close(loss1, per_clip[3:].mean().detach())
     torch.testing.assert_close(torch.cat([grad0, grad1]), whole.grad)
+
+
+def test_checkpoints_with_a_0d_logit_scale_still_load():
+    """`logit_scale` is 1-D (FSDP2 shards no 0-d parameter); checkpoints from before, with a 0-d one and
+    0-d optimizer states for it, load for inference and for resuming."""
+    from types import SimpleNamespace
+
+    from vmas_lightning.lit_module import VMASModule
+
+    loss_fn = ContrastiveLoss(4, 4, learnable_temperature=True)
+    old = {**loss_fn.state_dict(), "logit_scale": torch.tensor(1.5)}
+    loss_fn.load_state_dict(old)
+    assert loss_fn.logit_scale.shape == (1,) and loss_fn.logit_scale.item() == 1.5
+    checkpoint = {"optimizer_states": [{"state": {
+        0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2, 2), "exp_avg_sq": torch.ones(2, 2)},
+        1: {"step": torch.tensor(3.0), "exp_avg": torch.tensor(0.5), "exp_avg_sq": torch.tensor(0.25)},
+    }}]}
+    VMASModule.on_load_checkpoint(SimpleNamespace(), checkpoint)
+    state = checkpoint["optimizer_states"][0]["state"]
+    assert state[1]["exp_avg"].shape == state[1]["exp_avg_sq"].shape == (1,) and state[1]["step"].shape == ()
+    assert state[0]["exp_avg"].shape == (2, 2)

@@ -8,7 +8,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
-from conftest import TINY_CONFIG, one_line_error
+from conftest import ROOT, TINY_CONFIG, one_line_error
 from vmas_lightning.cli.main import main
 from vmas_lightning.cli.profile import read_model_block
 from vmas_lightning.cli.profile_memory import fake_batch, memory_report, parse_gpu_memory
@@ -94,14 +94,32 @@ def test_strategies_ema_and_verdict(tmp_path, capsys):
     rows = {r["part"]: r["bytes"] for r in ddp["rows"]}
     trainable, everything = rows["parameters (trainable)"], rows["parameters (trainable)"] + rows["parameters (frozen)"]
     assert rows["DDP gradient buckets"] == rows["gradients"] == trainable  # a copy by default
-    assert rows["EMA copy"] >= everything and "weight casts" not in rows  # 32-true: no autocast
-    assert ddp["fits"] and ddp["setup"]["strategy"] == "ddp"
+    assert rows["EMA copy"] > everything and "weight casts" not in rows  # 32-true: no autocast
+    assert ddp["fits"] and ddp["setup"]["strategy"] == "ddp" and ddp["setup"]["ema"]
+    buffers = rows["EMA copy"] - everything
 
+    # configs/cluster/fsdp.yaml stacked on the config, as `vmas fit` stacks them: FSDP2, the EMA sharded too
+    assert main(["profile", "--memory", "--config", path, "--config", str(ROOT / "configs" / "cluster" / "fsdp.yaml"),
+                 "--batch-size", "1", "--devices", "4", "--json"]) == 0
+    fsdp = json.loads(capsys.readouterr().out)
+    sharded = {r["part"]: r["bytes"] for r in fsdp["rows"]}
+    assert fsdp["setup"]["strategy"] == "fsdp" and fsdp["config"].endswith("tiny.yaml + " + str(ROOT / "configs/cluster/fsdp.yaml"))
+    assert sharded["parameters (trainable)"] == sharded["gradients"] == trainable // 4
+    assert sharded["optimizer states"] == rows["optimizer states"] // 4
+    assert sharded["EMA copy"] == everything // 4 + buffers and "DDP gradient buckets" not in sharded
     assert main(["profile", "--memory", "--config", path, "--batch-size", "1", "--strategy", "fsdp", "--devices", "4",
                  "--gpu-memory", "0.01"]) == 0
     out = capsys.readouterr().out
-    assert "does not fit" in out and "fsdp on 4 GPU(s)" in out and "sharded over 4 GPUs" in out
-    assert "EMA copy" in out and "not sharded" in out
+    assert "does not fit" in out and "fsdp on 4 GPU(s)" in out and "sharded over 4 GPUs" in out and "EMA copy" in out
+
+    dadapt = yaml.safe_load(TINY_CONFIG.read_text())
+    dadapt["model"]["optim"]["optimizer"] = "dadapt_adam"
+    (tmp_path / "dadapt.yaml").write_text(yaml.safe_dump(dadapt))
+    assert main(["profile", "--memory", "--config", str(tmp_path / "dadapt.yaml"), "--strategy", "fsdp"]) == 2
+    assert "dadapt_adam does not run under FSDP2" in one_line_error(capsys)
+    lightning_ema = _tiny_config(tmp_path, callbacks=[{"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging"}])
+    assert main(["profile", "--memory", "--config", lightning_ema, "--strategy", "fsdp"]) == 2
+    assert "WeightAveraging does not work under FSDP" in one_line_error(capsys)
 
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"trainer": {"precision": "64-true"}, "model": {}}))
     assert main(["profile", "--memory", "--config", str(tmp_path / "bad.yaml")]) == 2

@@ -117,7 +117,7 @@ def write_run_config(path: Path, max_steps: int, probes: list[dict[str, Any]]) -
             "callbacks": [
                 {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                  "init_args": {"monitor": None, "save_last": True, "save_top_k": 0, "every_n_train_steps": 1}},
-                {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.9}},
+                {"class_path": "vmas_lightning.callbacks.EMA", "init_args": {"decay": 0.9}},
                 *probes,
             ],
         },

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -25,6 +25,22 @@ def read_config(path: str | Path, what: str = "config") -> dict[str, Any]:
         return {}
     if not isinstance(config, dict):
         raise InputFileError(path, f"{what} must be a mapping, got a {type(config).__name__}")
+    return config
+
+
+def read_configs(paths: str | Path | Sequence[str | Path]) -> dict[str, Any]:
+    """Config files merged in order as `vmas fit --config A --config B` stacks them: a later file's
+    mappings update the earlier ones key by key, anything else (a list, a value) replaces."""
+    def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+        merged = dict(base)
+        for key, value in update.items():
+            both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+            merged[key] = merge(merged[key], value) if both else value
+        return merged
+
+    config: dict[str, Any] = {}
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        config = merge(config, read_config(path))
     return config
 
 

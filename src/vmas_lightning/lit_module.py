@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 
+from vmas_lightning.callbacks import is_sharded
 from vmas_lightning.errors import VMASError
 from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
@@ -19,7 +20,7 @@ from vmas_lightning.metrics.mv_align import VideoPeaks, frames_peaks, source_pea
 from vmas_lightning.metrics.suite import REFERENCE_ROWS, EvaluationSuite, paper_table, results_table
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
-from vmas_lightning.objectives.optim import OptimConfig, build_optimizer, build_scheduler
+from vmas_lightning.objectives.optim import OptimConfig, build_optimizer, build_scheduler, check_shardable
 from vmas_lightning.registry import PluginSpec
 from vmas_lightning.sequence import SequenceConfig
 
@@ -144,6 +145,9 @@ class VMASModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for optimizer_state in checkpoint.get("optimizer_states", []):
+            for state in optimizer_state["state"].values():  # the contrastive logit_scale's, saved when it was 0-d
+                state.update({k: v.reshape(1) for k, v in state.items() if k != "step" and torch.is_tensor(v) and v.ndim == 0})
         states = checkpoint.get("rng_states")
         if states is not None:
             kind, keys, *rest = states["numpy"]
@@ -339,6 +343,32 @@ class VMASModule(L.LightningModule):
         configured = self.evaluation_config.output_dir
         return Path(configured) if configured else Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
 
+    # ------------------------------------------------------------------ sharding
+    def configure_model(self) -> None:
+        """FSDP2 under Lightning's `ModelParallelStrategy` (configs/cluster/fsdp.yaml), nothing otherwise:
+        `fully_shard` over all ranks of each of `sharding_units()` and then of the rest, this module,
+        whose parameters are gathered for the methods that compute with them. Parameters, gradients,
+        optimizer states and `callbacks.EMA` are sharded; the maths is DDP's (fp32 parameters are
+        gathered and autocast casts them, gradients are reduced in fp32)."""
+        if self.device_mesh is None or is_sharded(self):
+            return
+        from torch.distributed import get_world_size
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+        mesh = init_device_mesh(self.device_mesh.device_type, (get_world_size(),), mesh_dim_names=("shard",))
+        for unit in self.sharding_units():
+            fully_shard(unit, mesh=mesh)
+        fully_shard(self, mesh=mesh)
+        for method in ("compute_losses", "video_reliance", "generate", "retrieval_features"):
+            register_fsdp_forward_method(self, method)
+
+    def sharding_units(self) -> list[torch.nn.Module]:
+        """The FSDP units besides this module: each decoder layer and encoder block (the parts'
+        `checkpoint_units()`; an encoder without them stays in this module's unit)."""
+        return [unit for part in (self.model.encoder, self.model.decoder)
+                for unit in (part.checkpoint_units() if hasattr(part, "checkpoint_units") else [])]
+
     # ------------------------------------------------------------------ optimisation
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip the gradient norm at `optim.grad_clip` (one place for it: the optimisation config)."""
@@ -346,6 +376,8 @@ class VMASModule(L.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.optim_config.grad_clip, gradient_clip_algorithm="norm")
 
     def configure_optimizers(self):
+        if is_sharded(self):
+            check_shardable(self.optim_config)
         optimizer = build_optimizer(self, self.optim_config, {"model.encoder.": self.optim_config.encoder_lr_scale})
         scheduler = build_scheduler(optimizer, self.optim_config, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -146,11 +146,6 @@ def parameter_bytes(module: nn.Module) -> dict[str, dict[str, int]]:
     return out
 
 
-def fsdp_units(module: nn.Module, class_names: list[str]) -> list[int]:
-    """Parameter bytes of each submodule whose class name is in `class_names` (an FSDP unit each)."""
-    return [tensor_bytes(m.parameters()) for m in module.modules() if type(m).__name__ in class_names]
-
-
 @dataclass
 class TrainingSetup:
     """What the trainer does with the model, read from the config (see `vmas profile --memory`).
@@ -161,8 +156,8 @@ class TrainingSetup:
         strategy: "ddp" or "fsdp".
         devices: GPUs the model is trained on (FSDP shards over them).
         gradient_as_bucket_view: DDP's option; True makes the gradient buckets views of the gradients.
-        ema: a `WeightAveraging` callback keeps a full copy of the module on the GPU.
-        fsdp_wrap: class names of the FSDP units (the strategy's `auto_wrap_policy`).
+        ema: an EMA callback (`vmas_lightning.callbacks.EMA` or Lightning's `WeightAveraging`) keeps a
+            copy of the parameters and buffers, this rank's shards under FSDP.
         optim: the optimizer's config.
     """
 
@@ -172,19 +167,20 @@ class TrainingSetup:
     devices: int = 1
     gradient_as_bucket_view: bool = False
     ema: bool = False
-    fsdp_wrap: list[str] = field(default_factory=list)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
-def memory_rows(module: nn.Module, batch_bytes: int, saved: SavedTensors, setup: TrainingSetup) -> list[dict[str, Any]]:
+def memory_rows(module: nn.Module, batch_bytes: int, saved: SavedTensors, setup: TrainingSetup,
+                units: list[nn.Module] = ()) -> list[dict[str, Any]]:
     """Rows `{"part", "bytes", "note"}` of per-GPU memory for `module` trained as `setup` describes;
-    `batch_bytes` is the input batch, `saved` one step's `saved_for_backward` at `setup.batch_size`."""
+    `batch_bytes` is the input batch, `saved` one step's `saved_for_backward` at `setup.batch_size`,
+    `units` the submodules FSDP shards as units of their own (the rest is the root unit)."""
     params = parameter_bytes(module)
     trainable, frozen = sum(params["trainable"].values()), sum(params["frozen"].values())
     fsdp, n = setup.strategy == "fsdp", setup.devices
     shard = n if fsdp else 1
     ratio = optimizer_state_ratio(setup.optim)
-    everything = tensor_bytes(module.parameters()) + tensor_bytes(module.buffers())
+    buffers = tensor_bytes(module.buffers())
 
     def dtypes(group: Mapping[str, int]) -> str:
         return ", ".join(f"{k} {v / GiB:.2f} GiB" for k, v in group.items()) or "none"
@@ -196,14 +192,12 @@ def memory_rows(module: nn.Module, batch_bytes: int, saved: SavedTensors, setup:
         {"part": "gradients", "bytes": trainable // shard, "note": "dtype of the parameters" + sharded},
     ]
     if fsdp:
-        units = fsdp_units(module, setup.fsdp_wrap)
-        largest = max(units, default=0)
-        root = tensor_bytes(module.parameters()) - sum(units)
-        half = 2 if setup.precision in MIXED_PRECISION else 4
-        gathered = (root + 3 * largest) * half // 4
-        rows.append({"part": "FSDP gathered parameters", "bytes": gathered,
-                     "note": f"root unit + 2 of the largest of {len(units)} units ({largest / GiB:.3f} GiB fp32) and "
-                             f"its unsharded gradient, in the compute dtype"})
+        sizes = [tensor_bytes(unit.parameters()) for unit in units]
+        largest = max(sizes, default=0)
+        root = tensor_bytes(module.parameters()) - sum(sizes)
+        rows.append({"part": "FSDP gathered parameters", "bytes": root + 3 * largest,
+                     "note": f"root unit + 2 of the largest of {len(units)} units ({largest / GiB:.3f} GiB) and "
+                             f"its unsharded gradient, in the parameters' dtype"})
     else:
         views = setup.gradient_as_bucket_view
         rows.append({"part": "DDP gradient buckets", "bytes": 0 if views else trainable,
@@ -212,10 +206,9 @@ def memory_rows(module: nn.Module, batch_bytes: int, saved: SavedTensors, setup:
     rows.append({"part": "optimizer states", "bytes": int(trainable * ratio) // shard,
                  "note": f"{setup.optim.optimizer}: {ratio:g} x the trainable parameters{sharded}"})
     if setup.ema:
-        rows.append({"part": "EMA copy", "bytes": everything,
-                     "note": "WeightAveraging: a full copy of the module (parameters and buffers)"
-                             + (", not sharded (Lightning copies the module before FSDP wraps it)" if fsdp else "")})
-    if not fsdp and setup.precision in MIXED_PRECISION:
+        rows.append({"part": "EMA copy", "bytes": (trainable + frozen) // shard + buffers,
+                     "note": f"the parameters{sharded}, and the buffers"})
+    if setup.precision in MIXED_PRECISION:
         rows.append({"part": "weight casts", "bytes": saved.weight_casts,
                      "note": f"{setup.precision} autocast copies of the parameters, saved for backward"})
     rows.append({"part": "activations", "bytes": saved.activations,

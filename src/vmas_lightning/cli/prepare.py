@@ -1,4 +1,5 @@
-"""`vmas prepare`: curate raw videos into DISCO-MV shards; `vmas prepare merge` joins array-job shards."""
+"""`vmas prepare`: curate raw videos into DISCO-MV shards; `vmas prepare merge` joins array-job shards;
+`vmas prepare upload` copies the splits to object storage (`data.root: s3://bucket/prefix`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,6 +17,7 @@ from vmas_lightning.data.prepare import (
     REPORT_NAME, Curator, InputItem, Outcome, PrepareOptions, check_settings, collect_inputs, commit_outcome, curate_all,
     merge_output, merge_shards, output_lock, read_report, shard_dir, shard_of, write_report,
 )
+from vmas_lightning.data.object_store import upload_dataset
 from vmas_lightning.data.shards import SPLITS, DataConfig
 from vmas_lightning.errors import Interrupted, VMASError
 from vmas_lightning.registry import PluginSpec
@@ -25,11 +27,15 @@ HELP = "Curate raw videos (files, folders, globs, manifests) into training shard
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vmas prepare", description=HELP)
-    parser.add_argument("action", nargs="?", default="curate", choices=["curate", "merge"],
-                        help="'merge' joins OUTPUT/shard-*-of-*/ into OUTPUT/ (after an array job).")
+    parser.add_argument("action", nargs="?", default="curate", choices=["curate", "merge", "upload"],
+                        help="'merge' joins OUTPUT/shard-*-of-*/ into OUTPUT/ (after an array job); "
+                             "'upload' copies OUTPUT's splits to --to.")
     parser.add_argument("--config", default="configs/tiny.yaml", help="Training config: clip geometry, codec, beats.")
     parser.add_argument("--input", nargs="+", default=[], help="Video files, folders, globs or .csv/.jsonl manifests.")
     parser.add_argument("--output", required=True, help="Dataset folder: <split>/, parts/, report.jsonl.")
+    parser.add_argument("--to", default=None,
+                        help="For 'upload': s3://bucket/prefix (endpoint and credentials as boto3 reads them: "
+                             "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...; see docs/DATA.md).")
     parser.add_argument("--workers", type=int, default=1, help="Worker processes on this machine.")
     parser.add_argument("--num-shards", type=int, default=1, help="Array-job size: inputs are split into this many shards.")
     parser.add_argument("--shard-index", type=int, default=0, help="This task's shard (e.g. $SLURM_ARRAY_TASK_ID).")
@@ -60,9 +66,16 @@ def shard_settings(config: DataConfig, options: PrepareOptions) -> dict:
 
 
 def run(cfg) -> int:
+    if cfg.to and cfg.action != "upload":
+        raise VMASError("--to is read by 'vmas prepare upload' only")
     if cfg.action == "merge":
         counts = merge_shards(cfg.output)
         print(json.dumps({"output": str(Path(cfg.output)), "clips": counts}, ensure_ascii=False))
+        return 0
+    if cfg.action == "upload":
+        if not cfg.to:
+            raise VMASError("vmas prepare upload needs --to s3://bucket/prefix")
+        print(json.dumps({"output": str(Path(cfg.output)), "to": cfg.to, "files": upload_dataset(cfg.output, cfg.to)}))
         return 0
     if not cfg.input:
         raise VMASError("--input is required (files, folders, globs or manifests)")

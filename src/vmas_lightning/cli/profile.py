@@ -1,6 +1,7 @@
 """`vmas profile --config CFG [--json]`: parameters, encoder output shape and FLOPs of the configured model;
-`vmas profile --memory --config CFG [--devices N --strategy ddp|fsdp --batch-size B --gpu-memory 78]`:
-per-GPU memory of one training step (`vmas_lightning.memory`), with a verdict against the GPU.
+`vmas profile --memory --config CFG [--config CFG2 ...] [--devices N --strategy ddp|fsdp --batch-size B --gpu-memory 78]`:
+per-GPU memory of one training step (`vmas_lightning.memory`), with a verdict against the GPU. Several
+`--config` files are merged in order, as `vmas fit` stacks them.
 
 The model is built on the meta device without pretrained weights (the `pretrained` options are
 dropped, except where a plugin cannot exist without its file, such as the demo's fitted codec; so the decoder's `size` must match the checkpoint it would load; `medium` by default), and
@@ -18,7 +19,7 @@ import torch
 from jsonargparse import ArgumentParser
 from torch.utils.flop_counter import FlopCounterMode
 
-from vmas_lightning.config_file import dataclass_from, read_config
+from vmas_lightning.config_file import dataclass_from, read_configs
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.sequence import SequenceConfig
@@ -29,13 +30,15 @@ HELP = "Parameters, encoder output shape, GFLOPs and per-GPU training memory of 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vmas profile", description=HELP)
-    parser.add_argument("--config", required=True, help="LightningCLI YAML config; its model: block is profiled.")
+    parser.add_argument("--config", action="append", required=True,
+                        help="LightningCLI YAML config; its model: block is profiled. Repeat it to stack configs, "
+                             "later ones over earlier ones (e.g. configs/vmas.yaml, then configs/cluster/fsdp.yaml).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     parser.add_argument("--memory", action="store_true", help="Per-GPU memory of one training step instead.")
     parser.add_argument("--devices", type=Optional[int], default=None,
                         help="GPUs in all (FSDP shards over them); default: trainer.devices x trainer.num_nodes, else 1.")
     parser.add_argument("--strategy", type=Optional[Literal["ddp", "fsdp"]], default=None,
-                        help="Override trainer.strategy (fsdp: one unit per MusicGen layer and Hiera block).")
+                        help="Override trainer.strategy (fsdp: FSDP2, one unit per MusicGen layer and Hiera block).")
     parser.add_argument("--batch-size", type=Optional[int], default=None, help="Clips per GPU; default: data.batch_size.")
     parser.add_argument("--gpu-memory", type=Optional[str], default=None,
                         help="Usable memory of one GPU for the verdict: GiB, or with a unit (78GiB, 85.9GB); "
@@ -53,12 +56,17 @@ def _without_weights(spec: Any) -> Any:
     return {**spec, "pretrained": None}
 
 
-def read_model_block(path: str | Path) -> dict[str, Any]:
-    """The `model:` block of a LightningCLI config file."""
-    model = read_config(path).get("model")
+def read_model_block(paths: str | Path | list[str]) -> dict[str, Any]:
+    """The `model:` block of a LightningCLI config file (or of several, merged in order)."""
+    model = read_configs(paths).get("model")
     if not isinstance(model, dict):
-        raise InputFileError(path, "has no 'model:' block")
+        raise InputFileError(config_name(paths), "has no 'model:' block")
     return model
+
+
+def config_name(paths: str | Path | list[str]) -> str:
+    """How errors and reports name one config file or a stack of them."""
+    return str(paths) if isinstance(paths, (str, Path)) else " + ".join(map(str, paths))
 
 
 def _params(module: torch.nn.Module) -> int:
@@ -129,7 +137,7 @@ def run(cfg) -> int:
     memory_only = [f"--{name.replace('_', '-')}" for name in MEMORY_OPTIONS if getattr(cfg, name) is not None]
     if memory_only:
         raise VMASError(f"{', '.join(memory_only)}: only with --memory")
-    report = profile(read_model_block(cfg.config), where=f"{cfg.config}: model")
+    report = profile(read_model_block(cfg.config), where=f"{config_name(cfg.config)}: model")
     if cfg.json:
         print(json.dumps(report, indent=2))
         return 0

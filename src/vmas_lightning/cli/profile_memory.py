@@ -1,7 +1,8 @@
 """`vmas profile --memory`: per-GPU memory of one training step of a config, and whether it fits.
 
 The `trainer:` block gives the precision, the strategy (DDP and its `gradient_as_bucket_view`, or
-FSDP and its `auto_wrap_policy`), the devices and whether a `WeightAveraging` (EMA) callback is on;
+FSDP2: `ModelParallelStrategy`, sharded by `VMASModule.configure_model`), the devices and whether an
+EMA callback is on;
 `data.batch_size` the clips per GPU; `model.optim` the optimizer. The model is built on the meta
 device without pretrained weights (as `vmas profile` does) and given fake CPU tensors; one
 `compute_losses` at the configured batch and clip length is run on them (`vmas_lightning.memory`;
@@ -16,16 +17,14 @@ from typing import Any, Mapping
 import torch
 from jsonargparse import ArgumentParser
 
-from vmas_lightning.cli.profile import _without_weights, read_model_block
-from vmas_lightning.config_file import config_section, dataclass_from, read_config
+from vmas_lightning.cli.profile import _without_weights, config_name, read_model_block
+from vmas_lightning.config_file import config_section, dataclass_from, read_configs
 from vmas_lightning.errors import VMASError
 from vmas_lightning.memory import (
     GiB, PRECISIONS, TrainingSetup, checkpointed_saved, fake_copy, largest_batch, memory_rows, saved_for_backward, tensor_bytes,
 )
-from vmas_lightning.objectives.optim import OptimConfig
+from vmas_lightning.objectives.optim import OptimConfig, check_shardable
 
-# configs/cluster/fsdp.yaml's units, used when --strategy fsdp overrides a DDP config.
-DEFAULT_FSDP_WRAP = ["MusicgenDecoderLayer", "HieraBlock"]
 DEFAULT_GPU_MEMORY = "78GiB"  # an H100 80GB less its CUDA context
 DDP_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_find_unused_parameters_true", "auto")
 
@@ -44,14 +43,24 @@ def _strategy(trainer: Mapping[str, Any], override: str | None, where: str) -> t
     spec = trainer.get("strategy", "auto")
     if isinstance(spec, Mapping):
         name, args = str(spec.get("class_path", "")).rsplit(".", 1)[-1], dict(spec.get("init_args") or {})
-        kind = {"DDPStrategy": "ddp", "FSDPStrategy": "fsdp"}.get(name)
+        kind = {"DDPStrategy": "ddp", "ModelParallelStrategy": "fsdp"}.get(name)
     else:
-        args, kind = {}, "ddp" if spec in DDP_NAMES else "fsdp" if spec == "fsdp" else None
+        args, kind = {}, "ddp" if spec in DDP_NAMES else None
     if override is not None and override != kind:
         return override, {}
     if kind is None:
-        raise VMASError(f"{where}: trainer.strategy {spec!r} is not profiled; use ddp or FSDPStrategy (or --strategy)")
+        raise VMASError(f"{where}: trainer.strategy {spec!r} is not profiled; use ddp or ModelParallelStrategy "
+                        "(FSDP2, configs/cluster/fsdp.yaml), or --strategy")
     return kind, args
+
+
+def _has_ema(trainer: Mapping[str, Any], strategy: str, where: str) -> bool:
+    """Whether `trainer.callbacks` keeps an EMA; Lightning's `WeightAveraging` is refused under FSDP."""
+    names = [str(c.get("class_path", "") if isinstance(c, Mapping) else c) for c in trainer.get("callbacks") or []]
+    if strategy == "fsdp" and any(name.endswith("WeightAveraging") for name in names):
+        raise VMASError(f"{where}: Lightning's WeightAveraging does not work under FSDP (it deep-copies the sharded "
+                        "module); use vmas_lightning.callbacks.EMA (docs/SCALING.md)")
+    return any(name.endswith("WeightAveraging") or name == "vmas_lightning.callbacks.EMA" for name in names)
 
 
 def training_setup(config: Mapping[str, Any], cfg, where: str) -> TrainingSetup:
@@ -64,19 +73,17 @@ def training_setup(config: Mapping[str, Any], cfg, where: str) -> TrainingSetup:
     strategy, args = _strategy(trainer, cfg.strategy, where)
     devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
     configured = devices * nodes if isinstance(devices, int) and isinstance(nodes, int) else 1
-    wrap = [str(name).rsplit(".", 1)[-1] for name in args.get("auto_wrap_policy") or DEFAULT_FSDP_WRAP]
-    callbacks = trainer.get("callbacks") or []
-    ema = any(str(c.get("class_path", "") if isinstance(c, Mapping) else c).endswith("WeightAveraging") for c in callbacks)
     setup = TrainingSetup(
         batch_size=cfg.batch_size or int(data.get("batch_size", 8)),
         precision=precision,
         strategy=strategy,
         devices=cfg.devices or configured,
         gradient_as_bucket_view=bool(args.get("gradient_as_bucket_view", False)),
-        ema=ema,
-        fsdp_wrap=wrap,
+        ema=_has_ema(trainer, strategy, where),
         optim=dataclass_from(OptimConfig, model.get("optim"), f"{where}: model.optim"),
     )
+    if setup.strategy == "fsdp":
+        check_shardable(setup.optim)
     if setup.batch_size < 1 or setup.devices < 1:
         raise VMASError(f"need a batch size and devices >= 1, got {setup.batch_size} and {setup.devices}")
     return setup
@@ -106,11 +113,11 @@ def fake_batch(sequence, batch_size: int) -> dict[str, torch.Tensor]:
     }
 
 
-def memory_report(config_path: str, cfg) -> dict[str, Any]:
-    """Rows, total, budget and largest batch of a config trained as it says (and `cfg` overrides)."""
-    config = read_config(config_path)
-    setup = training_setup(config, cfg, str(config_path))
-    model_block = read_model_block(config_path)
+def memory_report(config_paths: str | list[str], cfg) -> dict[str, Any]:
+    """Rows, total, budget and largest batch of a config (or a stack of them, merged in order) trained
+    as it says (and `cfg` overrides)."""
+    setup = training_setup(read_configs(config_paths), cfg, config_name(config_paths))
+    model_block = read_model_block(config_paths)
     checkpointing = bool(model_block.get("activation_checkpointing"))
     module, mode = fake_copy(build_module({**model_block, "activation_checkpointing": False}))
     with mode:
@@ -127,7 +134,7 @@ def memory_report(config_path: str, cfg) -> dict[str, Any]:
                                        lambda: [part.enable_activation_checkpointing() for part in parts])
         else:
             saved = saved_for_backward(module, step, setup.precision)
-    rows = memory_rows(module, tensor_bytes(batch.values()), saved, setup)
+    rows = memory_rows(module, tensor_bytes(batch.values()), saved, setup, module.sharding_units())
     if checkpointing:
         for row in rows:
             if row["part"] == "activations":
@@ -135,7 +142,7 @@ def memory_report(config_path: str, cfg) -> dict[str, Any]:
                                 "inputs, and the largest one's activations, recomputed in backward")
     total, budget = sum(r["bytes"] for r in rows), parse_gpu_memory(cfg.gpu_memory or DEFAULT_GPU_MEMORY)
     return {
-        "config": str(config_path),
+        "config": config_name(config_paths),
         "setup": {k: v for k, v in vars(setup).items() if k != "optim"} | {"optimizer": setup.optim.optimizer,
                                                                           "activation_checkpointing": checkpointing},
         "rows": rows,

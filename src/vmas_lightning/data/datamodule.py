@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
 
+from vmas_lightning.data.object_store import check_dataset
 from vmas_lightning.data.shards import decode_sample, packed_frame_count, unpack_jpegs
 from vmas_lightning.errors import VMASError
 from vmas_lightning.objectives.beats import BeatConfig, beat_weights, overlap
@@ -171,12 +172,13 @@ class VMASDataModule(L.LightningDataModule):
                             "prepare the data with the training config (vmas prepare/demo-data --config ...)")
 
     def setup(self, stage: str) -> None:
-        """Fail at once, in one line, on a missing folder or split, or data made for another clip geometry."""
+        """Fail at once, in one line, on a missing folder or split, or data made for another clip geometry;
+        in object storage also on a wrong bucket, missing credentials or an unreachable endpoint."""
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": (self.test_split,), "predict": (self.test_split,)}
-        if "://" in self.root:  # object store: nothing to check before streaming
-            return
+        if "://" in self.root:
+            check_dataset(self.root, splits.get(stage, ()))
         for split in splits.get(stage, ()):
-            self.check_geometry(split)  # also checks that the folder and split exist
+            self.check_geometry(split)  # also checks that a local folder and split exist
 
     def train_dataloader(self) -> StreamingDataLoader:
         loader = self.loader("train", train=True)
@@ -196,8 +198,11 @@ class VMASDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Applied to every train loader made before the first batch: Lightning may build one early
-        # (to count steps for the LR schedule) and drop its own restored position.
+        # (to count steps for the LR schedule) and drop its own restored position. A strategy that
+        # restores after its setup (FSDP2: ModelParallelStrategy) has built that loader already.
         self._resumed_train_state = state_dict.get("train_loader")
+        if self._train_loader is not None and self._resumed_train_state is not None:
+            self._train_loader.load_state_dict(self._resumed_train_state)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if self.trainer is not None and self.trainer.training:

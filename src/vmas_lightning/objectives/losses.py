@@ -87,11 +87,12 @@ class ContrastiveLoss(nn.Module):
         self.gather = gather
         self.music_proj = nn.Linear(music_dim, embed_dim, bias=False) if embed_dim else nn.Identity()
         self.video_proj = nn.Linear(video_dim, embed_dim, bias=False) if embed_dim else nn.Identity()
-        logit_scale = torch.tensor(math.log(1.0 / temperature))
+        logit_scale = torch.tensor([math.log(1.0 / temperature)])  # 1-D: FSDP2 shards no 0-d parameter
         if learnable_temperature:
             self.logit_scale = nn.Parameter(logit_scale)
         else:
             self.register_buffer("logit_scale", logit_scale)
+        self.register_load_state_dict_pre_hook(_scalar_logit_scale_to_1d)
 
     def forward(self, music: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`music [B, Dm]`, `video [B, Dv]` (row i of each from the same clip) -> (loss, top-1 accuracy
@@ -110,6 +111,13 @@ class ContrastiveLoss(nn.Module):
         loss = (F.cross_entropy(video_to_music, labels) + F.cross_entropy(music_to_video, labels)) / 2
         top1 = (video_to_music.argmax(dim=-1) == labels).float().mean()
         return loss, top1
+
+
+def _scalar_logit_scale_to_1d(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints written before `logit_scale` became 1-D hold it as a 0-d tensor."""
+    key = prefix + "logit_scale"
+    if key in state_dict and state_dict[key].ndim == 0:
+        state_dict[key] = state_dict[key].reshape(1)
 
 
 def gather_with_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -102,6 +102,14 @@ def build_optimizer(params: Params, cfg: OptimConfig, lr_scales: Optional[Mappin
     return DAdaptAdam(groups, lr=cfg.lr, betas=tuple(cfg.betas), decouple=True)
 
 
+def check_shardable(cfg: OptimConfig) -> None:
+    """One line when the optimizer cannot step FSDP2-sharded (DTensor) parameters: D-Adapt Adam
+    flattens every parameter, and torch cannot flatten an unevenly sharded one."""
+    if cfg.optimizer == "dadapt_adam":
+        raise VMASError("model.optim.optimizer dadapt_adam does not run under FSDP2 (it flattens each parameter, and an "
+                        "unevenly sharded one cannot be flattened): set model.optim.optimizer adamw and its model.optim.lr")
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
     """LR factor at optimizer step `step` (0-based): (step + 1) / warmup during warmup, then a cosine
     from 1 at `warmup_steps` to `min_lr_ratio` at `total_steps`, constant after."""
