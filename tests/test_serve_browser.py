@@ -110,6 +110,23 @@ def wait_for(driver, condition, timeout=300):
     return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
 
 
+def submit_and_wait(driver, button, timeout=60):
+    """Click a form's submit `button` and wait until the page it posts to has replaced this one and loaded.
+
+    The wait marks the current document and polls the browser for a new one: asking the old button whether it is
+    stale (selenium's staleness_of) races with its removal, and chromedriver then raises an inspector error
+    ("Node with given id does not belong to the document") instead of StaleElementReferenceException.
+    """
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.execute_script("document.documentElement.dataset.leaving = 'yes'")
+    button.click()
+    WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return document.readyState === 'complete' && !document.documentElement.dataset.leaving"))
+
+
 def visible(driver, element_id):
     from selenium.webdriver.common.by import By
 
@@ -197,7 +214,6 @@ def forget_cookies(browser):
 
 def answer_study(browser, server, study, quality, sync):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import staleness_of
 
     browser.get(f"{server.url}/study/{study}")
     for index in range(1, 4):
@@ -206,15 +222,12 @@ def answer_study(browser, server, study, quality, sync):
             "return ['left', 'right'].every(id => document.getElementById(id).readyState >= 1)"), 60)
         browser.find_element(By.ID, f"quality-{quality}").click()
         browser.find_element(By.ID, f"sync-{sync}").click()
-        button = browser.find_element(By.ID, "next")
-        button.click()
-        wait_for(browser, staleness_of(button), 60)  # the next page has loaded
+        submit_and_wait(browser, browser.find_element(By.ID, "next"))
     assert "You answered all 3 pairs" in wait_for(browser, lambda d: visible(d, "done"), 60).text
 
 
 def test_study_with_two_raters_across_a_restart(server, browser):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import staleness_of
 
     from vmas_lightning.serve.study import StudyStore
 
@@ -228,9 +241,7 @@ def test_study_with_two_raters_across_a_restart(server, browser):
         browser.find_element(By.ID, field).send_keys(value)
     browser.find_element(By.ID, "pairs_per_rater").clear()
     browser.find_element(By.ID, "pairs_per_rater").send_keys("3")
-    button = browser.find_element(By.ID, "create")
-    button.click()
-    wait_for(browser, staleness_of(button), 60)
+    submit_and_wait(browser, browser.find_element(By.ID, "create"))
     study = int(wait_for(browser, lambda d: "/admin/studies/" in d.current_url and d.current_url).rsplit("/", 1)[1])
 
     forget_cookies(browser)  # rater 1
