@@ -119,7 +119,7 @@ def test_fsdp_trains_checkpoints_and_resumes_exactly_with_ema(tmp_path):
     assert torch.load(resume_from, weights_only=False)["global_step"] == kill_at
     fit(killed, write_run_config(tmp_path / "resume.json", steps, [_recorder(killed)]), *fsdp_args,
         "--ckpt_path", str(resume_from))
-    fit(ddp, write_run_config(tmp_path / "ddp.json", steps, [_recorder(ddp)]), *TWO_CPU_RANKS, "--trainer.strategy", "ddp")
+    fit(ddp, write_run_config(tmp_path / "ddp.json", steps, [_recorder(ddp)]), *fsdp_args, "--trainer.strategy", "ddp")
 
     a, b, reference = (torch.load(run / "checkpoints" / "last.ckpt", weights_only=False) for run in (straight, killed, ddp))
     assert a["global_step"] == b["global_step"] == steps
