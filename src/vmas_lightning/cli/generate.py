@@ -48,7 +48,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--no-cache", action="store_true", help="Disable the decoder's key/value cache (slow; for checks).")
     parser.add_argument("--keep-original-audio", action="store_true", help="Keep the source's audio as a second stream.")
     parser.add_argument("--no-video", action="store_true", help="Write only the wav, no muxed video.")
-    parser.add_argument("--plot", help="PNG of waveform, music onsets and video beats (batch mode: a folder); prints MV-Align.")
+    parser.add_argument("--plot", help="PNG of waveform, music beats and video beats (batch mode: a folder); prints the video beats and MV-Align.")
     parser.add_argument("--plot-spectrogram", action="store_true", help="Plot a spectrogram instead of the waveform.")
     parser.add_argument("--beats-config", help="A vmas YAML config whose data.beats the --plot beats use (as vmas beats "
                         "--config; default: the data.beats defaults).")
