@@ -1,5 +1,5 @@
 """`vmas generate` end to end on a tiny untrained checkpoint: lengths, stream copy, rotation, seeds,
-bad files, batch mode, EMA weights."""
+bad files, batch mode, EMA weights; its --plot beats are those of `vmas prepare`, `vmas beats` and `vmas test`."""
 import json
 import os
 import shutil
@@ -7,15 +7,18 @@ import sys
 
 import av
 import lightning as L
+import numpy as np
 import pytest
 import soundfile
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from conftest import one_line_error
-from media import decoded_seconds, make_video, video_packets
+from conftest import TINY_CONFIG, one_line_error
+from media import cut_frames, decoded_seconds, make_video, sine, video_packets, write_video
 from vmas_lightning.cli.main import main
+from vmas_lightning.data.datamodule import VMASDataModule
+from vmas_lightning.data.shards import DataConfig
 from vmas_lightning.generation.checkpoint import load_for_inference
 from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.lit_module import LossConfig, VMASModule
@@ -145,6 +148,31 @@ def test_plot_and_mv_align(ckpt, tmp_path, capsys):
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     mv_align = float(capsys.readouterr().out.split("MV-Align ")[1].split()[0])
     assert 0.0 <= mv_align <= 1.0
+
+
+@pytest.mark.slow
+def test_prepare_beats_generate_plot_and_test_agree_on_the_video_beats(ckpt, tmp_path, capsys):
+    """A 10-s, 25-fps video with hard cuts at known times and the same settings (configs/tiny.yaml's
+    data.beats): the video beats `vmas prepare` stores (and `vmas test` reads for its alignment
+    score), those of `vmas beats` and those of `vmas generate --plot` are the same, one per cut."""
+    cuts = [1.2, 2.64, 4.4, 5.84, 7.36, 8.8]  # seconds, on the 12.5-fps flow's frames
+    video = write_video(tmp_path / "cuts.mp4", cut_frames(cuts, 10.0, 25), 25, audio=sine(10.0), sample_rate=32000)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"path,split\n{video},test\n")
+    assert main(["prepare", "--config", str(TINY_CONFIG), "--separator", "none", "--embedder", "pixel_stats",
+                 "--input", str(manifest), "--output", str(tmp_path / "data")]) == 0
+    config = DataConfig.from_yaml(TINY_CONFIG)
+    batch = next(iter(VMASDataModule(str(tmp_path / "data"), config.sequence, config.beats, batch_size=1,
+                                     num_workers=0).loader("test", train=False)))
+    stored = (np.flatnonzero(batch["video_beats"][0].numpy()) / config.sequence.token_rate).round(3).tolist()
+    capsys.readouterr()
+    assert main(["beats", "--video", str(video), "--json", "--config", str(TINY_CONFIG)]) == 0
+    reported = json.loads(capsys.readouterr().out)["video_beats"]
+    assert run("--ckpt", ckpt, "--video", video, "--out", tmp_path / "music", "--plot", tmp_path / "plot.png",
+               "--beats-config", TINY_CONFIG) == 0
+    plotted = [float(t) for t in capsys.readouterr().out.split("video beats (6): ")[1].split()]
+    assert stored == reported == plotted
+    np.testing.assert_allclose(stored, cuts, atol=0.02)
 
 
 def test_wrong_options_are_one_line_errors(ckpt, tmp_path, capsys):

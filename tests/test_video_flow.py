@@ -2,7 +2,7 @@
 import cv2
 import numpy as np
 import pytest
-from media import texture, write_video
+from media import cut_frames, texture, write_video
 
 from vmas_lightning.data.video_io import iter_frames, source_stride
 from vmas_lightning.errors import InputFileError
@@ -51,6 +51,23 @@ def test_every_local_maximum_of_the_paper_is_many_beats_on_a_zoom(tmp_path):
     config = BeatConfig(flow_fps=None, min_prominence=0.0)
     flow = video_flow(zoom_video(tmp_path / "zoom.mp4", 60), config, SIZE)
     assert flow.fps == 60 and len(beat_times(flow, config)) >= 4
+
+
+def test_cuts_at_the_demo_geometry_are_one_beat_each_at_the_first_new_frame(tmp_path):
+    """9.6 fps, 64 px, 10 s (the demo's clips), cuts off the frame grid between slow sub-pixel pans:
+    the flow from frame i to i + 1 sits at frame i + 1's time, so each cut is one beat at the step
+    of the first frame showing the new shot, and the drift between cuts makes none. Every local
+    maximum (`min_prominence: 0`, as configs/demo.yaml) adds beats from the drift's wobble."""
+    fps, cuts = 9.6, np.array([0.8224, 2.1, 3.3938, 4.2509, 5.9652, 6.8224, 8.5366])
+    path = write_video(tmp_path / "cuts.mp4", cut_frames(cuts, 10.0, fps), fps)
+    first_new_frames = np.floor(np.ceil(cuts * fps) / fps * 50.0)
+    found = {}
+    for prominence in (BeatConfig().min_prominence, 0.0):
+        config = BeatConfig(min_prominence=prominence)
+        flow = video_flow(path, config, SIZE)
+        found[prominence] = np.flatnonzero(video_beats(flow, 500, 50.0, config.peak_window, config.min_flow, prominence))
+    np.testing.assert_array_equal(found[BeatConfig().min_prominence], first_new_frames)
+    assert set(first_new_frames) < set(found[0.0]) and len(found[0.0]) >= 2 * len(cuts)
 
 
 def test_frames_are_dropped_evenly_never_duplicated(tmp_path):

@@ -48,8 +48,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--no-cache", action="store_true", help="Disable the decoder's key/value cache (slow; for checks).")
     parser.add_argument("--keep-original-audio", action="store_true", help="Keep the source's audio as a second stream.")
     parser.add_argument("--no-video", action="store_true", help="Write only the wav, no muxed video.")
-    parser.add_argument("--plot", help="PNG of waveform, music onsets and video beats (batch mode: a folder); prints MV-Align.")
+    parser.add_argument("--plot", help="PNG of waveform, music beats and video beats (batch mode: a folder); prints the video beats and MV-Align.")
     parser.add_argument("--plot-spectrogram", action="store_true", help="Plot a spectrogram instead of the waveform.")
+    parser.add_argument("--beats-config", help="A vmas YAML config whose data.beats the --plot beats use (as vmas beats "
+                        "--config; default: the data.beats defaults).")
     return parser
 
 
@@ -87,6 +89,7 @@ class Generation:
     """A loaded checkpoint that turns video files into music files (`vmas generate`, `vmas serve`)."""
 
     def __init__(self, cfg):
+        from vmas_lightning.cli.beats import load_config
         from vmas_lightning.generation.checkpoint import load_for_inference
 
         self.cfg = cfg
@@ -96,6 +99,7 @@ class Generation:
         if cfg.no_cache:
             overrides["use_cache"] = False
         self.config = dataclasses.replace(config, **overrides)
+        self.beats = load_config(cfg.beats_config)[1]  # the settings of the --plot beats
 
     def __call__(self, video_path: Path, stem: Path, plot: Optional[Path] = None, config: Optional[GenerationConfig] = None,
                  keep_original_audio: Optional[bool] = None, on_step: Optional[Callable[[int, int], None]] = None) -> dict:
@@ -122,12 +126,19 @@ class Generation:
             target = add_extension(stem, muxed_suffix(video_path))
             result["video_out"] = str(mux_audio(video_path, audio, seq.sample_rate, target, keep_original_audio))
         if plot is not None:
+            from vmas_lightning.cli.beats import step_times
             from vmas_lightning.generation.plot import plot_alignment
             from vmas_lightning.metrics import mv_align
-            from vmas_lightning.objectives.beats import BeatConfig, video_flow
+            from vmas_lightning.objectives.beats import compute_beats, video_flow
 
-            flow = video_flow(video_path, BeatConfig(), seq.frame_size)
-            result["plot"] = str(plot_alignment(plot, audio, flow, seq, spectrogram=self.cfg.plot_spectrogram, title=video_path.name))
+            # the beats `vmas beats --audio <wav>` reports: the video's flow and its duration's token grid
+            flow = video_flow(video_path, self.beats, seq.frame_size)
+            grid = seq.with_duration(flow.duration_s)
+            music = audio[: seq.samples_for(clip.duration_s)]
+            beats = compute_beats(music, seq.sample_rate, flow, grid, self.beats)
+            result["video_beats"] = step_times(beats["video_beats"], grid.token_rate)
+            result["plot"] = str(plot_alignment(plot, music, beats, grid, spectrogram=self.cfg.plot_spectrogram,
+                                                title=video_path.name))
             result["mv_align"] = mv_align(video_path, result["wav"])
         return result
 
@@ -194,4 +205,5 @@ def _print_result(result: dict) -> None:
         line += f", {result['video_out']}"
     if "plot" in result:
         line += f"; plot {result['plot']}; MV-Align {result['mv_align']:.3f}"
+        line += f"\n  video beats ({len(result['video_beats'])}): " + " ".join(f"{t:.2f}" for t in result["video_beats"])
     print(line)
