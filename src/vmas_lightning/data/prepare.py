@@ -442,6 +442,9 @@ def merge_parts(part_dirs: list[Path], target: Path) -> int:
     Chunks are hard-linked (copied across file systems) under new names and their index entries
     concatenated in the order of `part_dirs`; returns the number of clips.
     """
+    # Not `litdata.merge_datasets`: it copies every chunk (the parts stay, so the data would take
+    # twice its size on disk), refuses one or no input and an existing output. This writes the same
+    # index it writes: the parts' `config` and their `chunks` entries renamed.
     building = target.with_name(target.name + ".merging")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
