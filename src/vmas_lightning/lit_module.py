@@ -243,7 +243,7 @@ class VMASModule(L.LightningModule):
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate(self, video: torch.Tensor, ids: Sequence[str] | None = None) -> torch.Tensor:
-        """Music for `video [B, 3, F, H, W]` in [0, 1] -> waveform `[B, 1, N]` at the codec rate.
+        """Music for `video [B, 3, F, H, W]` (uint8, or float in [0, 1]) -> waveform `[B, 1, N]` at the codec rate.
 
         With clip `ids`, each clip samples from its own seed (`generation.seed` and the id), so its
         music does not depend on the batch it is in or on how many devices share the work.
@@ -301,7 +301,7 @@ class VMASModule(L.LightningModule):
             if self.evaluation_config.mv_align_source and source and Path(source).is_file():
                 peaks.append(source_peaks(source, float(batch["start_s"][index]), sequence.duration_s))
             else:
-                frames = (batch["video"][index] * 255).round().to(torch.uint8).permute(1, 2, 3, 0)  # [F, H, W, 3]
+                frames = batch["video"][index].permute(1, 2, 3, 0)  # uint8 [F, H, W, 3]
                 peaks.append(frames_peaks(frames.cpu().numpy(), sequence.fps))
         return peaks
 
