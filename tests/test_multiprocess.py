@@ -21,8 +21,7 @@ def _launch(launcher: str, run_dir, config) -> list[str]:
             "-m", "vmas_lightning.cli.main", *fit]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["lightning", "torchrun"])
+@pytest.mark.parametrize("launcher", ["lightning", pytest.param("torchrun", marks=pytest.mark.slow)])
 def test_two_cpu_ranks_train_on_disjoint_clips(launcher, tmp_path):
     probe = {"class_path": "test_resume.StepRecorder", "init_args": {"folder": str(tmp_path / "steps")}}
     config = write_run_config(tmp_path / "ddp.json", STEPS, [probe])
