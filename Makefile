@@ -1,13 +1,13 @@
 # `make demo`: set up .venv and run the embedded CPU demo (demo data -> fit -> test -> generate).
 # `make demo-model`: remake the committed demo codec, evaluator and model from scratch (see README).
-# `make test`: set up .venv and run the test suite.
+# `make test`: set up .venv and run the test suite without the `slow` tests; `make test-all`: all of it (CI).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo demo-model test
+.PHONY: install demo demo-model test test-all
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,3 +24,6 @@ demo-model: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)

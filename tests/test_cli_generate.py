@@ -78,6 +78,7 @@ def test_loads_the_ema_weights(ckpt):
     assert not model.training
 
 
+@pytest.mark.slow
 def test_25_s_silent_video(ckpt, tmp_path):
     video = make_video(tmp_path / "long.mp4", 25, 4)
     assert run("--ckpt", ckpt, "--video", video, "--out", tmp_path / "out" / "long", "--seed", 0) == 0

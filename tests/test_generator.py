@@ -52,6 +52,7 @@ def test_one_second_video_gives_one_second_of_codes(model):
     assert model.codec.decode(tokens).shape == (1, 1, 50 * SEQUENCE.hop_length)
 
 
+@pytest.mark.slow
 def test_kv_cache_gives_the_same_tokens_as_full_recompute(model):
     clip = video(6.0, batch=2)
     cached = MusicGenerator(model, GenerationConfig(seed=3, overlap_s=1.0)).generate(clip, duration_s=6.0)

@@ -10,6 +10,7 @@ from conftest import ROOT, TINY_CONFIG, fit_tiny
 from vmas_lightning.cli.main import main
 
 
+@pytest.mark.slow
 def test_fit_test_generate(demo_data, tmp_path):
     ckpt = fit_tiny(demo_data, tmp_path / "train")
     events = list((tmp_path / "train").glob("lightning_logs/version_*/events.out.tfevents.*"))
@@ -50,6 +51,7 @@ def test_fit_test_generate(demo_data, tmp_path):
     assert (tmp_path / "gen" / "clip.wav").exists() and (tmp_path / "gen" / "clip.mp4").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "overlay", ["ablations/ar_baseline.yaml", "ablations/contrastive.yaml", "encoders/clip_tiny.yaml", "encoders/hiera_tiny.yaml"]
 )

@@ -138,6 +138,7 @@ def plugin_env(folder: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill", "ctrl-c"])
 def test_killed_or_interrupted_run_then_rerun_gives_the_same_clips(prepared, videos, tmp_path, sig):
     # The run cannot finish before the signal: after its first embedded input the embedder waits for

@@ -35,7 +35,7 @@ def _real_step_bytes(config_path: str) -> dict[str, int]:
     parser.add_class_arguments(VMASModule, "model", fail_untyped=False)
     module = parser.instantiate(parser.parse_object({"model": read_model_block(config_path)})).model.train()
     batch = fake_batch(module.model.sequence, BATCH)
-    batch["video"].uniform_()
+    batch["video"].random_(0, 256)
     batch["tokens"].random_(0, module.model.codec.codebook_size)
     storages = {p.untyped_storage().data_ptr() for p in module.parameters()}
     saved = []

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
+import pytest
 import torch
 
 from conftest import ROOT, TINY_CONFIG as TINY
@@ -206,6 +207,7 @@ def _final_state(run_dir: Path) -> dict[str, Any]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_equals_uninterrupted_run(tmp_path):
     """N steps straight == N/2 steps, SIGKILL, resume from last.ckpt, N/2 more: same weights, EMA,
     optimizer state and global step (within 1e-6), and the same clips in the same order."""

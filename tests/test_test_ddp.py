@@ -5,10 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY_CONFIG
 from vmas_lightning.cli.main import main
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_one_process_metrics(demo_data, tmp_path):
     assert main(["fit", "--config", str(TINY_CONFIG), "--data.root", str(demo_data), "--data.num_workers", "0",
                  "--trainer.default_root_dir", str(tmp_path / "train"), "--trainer.max_steps", "1",

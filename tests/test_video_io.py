@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from media import gradient_frames, sine, truncated_copy, write_audio_only, write_surround_video, write_video
-from vmas_lightning.data.video_io import probe, read_audio, read_video
+from media import cut_frames, gradient_frames, sine, truncated_copy, write_audio_only, write_surround_video, write_video
+from vmas_lightning.data.video_io import frames_at, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError
 
 
@@ -53,6 +53,17 @@ def test_variable_frame_rate(tmp_path):
     # slot j at j/10 s shows the last frame with time <= j/10
     expected = [max(i for i, t in enumerate(times) if t <= j / 10 + 1e-9) for j in range(len(shown))]
     np.testing.assert_allclose(shown, expected, atol=0.3)
+
+
+@pytest.mark.parametrize("name, fps, times", [("cuts.mp4", 25.0, None), ("vfr.mkv", 10.0, [0.0, 0.1, 0.15, 0.5, 0.55, 0.9])])
+def test_frames_at_are_the_frames_read_video_resamples_to(tmp_path, name, fps, times):
+    """Seeking to each time gives what a full decode resampled to the model rate has there: on a
+    video with keyframes mid-way (x264 starts one at each cut) and on a variable frame rate."""
+    frames = cut_frames([1.3, 4.1, 7.7], 10.0, fps) if times is None else numbered_frames(len(times))
+    path = write_video(tmp_path / name, frames, fps=fps, times=times)
+    clip = read_video(path, fps=9.6, size=24)
+    picks = np.linspace(0, len(clip.frames) - 1, min(16, len(clip.frames))).round().astype(int)
+    np.testing.assert_array_equal(frames_at(path, picks / 9.6, size=24), clip.frames[picks])
 
 
 def test_rotation_is_applied_and_size_is_center_cropped(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.models.vmas import VMASModel
+from vmas_lightning.models.vmas import VMASModel, unit_video
 from vmas_lightning.sequence import SequenceConfig
 
 SEQUENCE = SequenceConfig(duration_s=0.5, fps=8.0, frame_size=64)  # 4 frames, 25 token steps
@@ -27,6 +27,17 @@ def test_wiring_and_shapes(model):
     tokens = torch.randint(0, 256, (2, 4, SEQUENCE.num_tokens))
     assert model.eval()(features, tokens).shape == (2, 4, SEQUENCE.num_tokens, 256)
     assert model.null_features(3, 5).shape == (3, 5, model.encoder.out_dim)
+
+
+def test_uint8_frames_give_the_floats_the_loader_used_to_make(model):
+    """Frames stay uint8 through the loader; the model sees exactly the float32 frames the loader
+    workers made before (`copy_` into float32, then `div_(255.0)`), so its features are unchanged."""
+    frames = torch.randint(0, 256, (2, 3, SEQUENCE.num_frames, 64, 64), dtype=torch.uint8)
+    before = torch.empty(frames.shape, dtype=torch.float32).copy_(frames).div_(255.0)
+    assert unit_video(frames).dtype == torch.float32 and torch.equal(unit_video(frames), before)
+    assert unit_video(before) is before
+    model.eval()
+    assert torch.equal(model.encode_video(frames), model.encode_video(before))
 
 
 def test_clip_encoder_sets_frames_per_feature():
@@ -104,7 +115,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
         assert module.model.decoder.lm.is_activation_checkpointing == checkpointing
         assert module.model.encoder.grad_checkpointing == checkpointing
         batch = fake_batch(module.model.sequence, 2)
-        batch["video"].uniform_()
+        batch["video"].random_(0, 256)
         batch["tokens"].random_(0, module.model.codec.codebook_size)
         batch["overlap"].bernoulli_(0.2)
         batch["beat_weights"] = batch["overlap"] + 1.0

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 
 from vmas_lightning.callbacks import is_sharded
 from vmas_lightning.errors import VMASError
@@ -23,6 +24,22 @@ from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embeddi
 from vmas_lightning.objectives.optim import OptimConfig, build_optimizer, build_scheduler, check_shardable
 from vmas_lightning.registry import PluginSpec
 from vmas_lightning.sequence import SequenceConfig
+
+
+def collect_rng_states() -> dict[str, Any]:
+    """The global torch, CUDA, numpy and Python RNG states, keyed as Lightning's checkpoints key them."""
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+            "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what `collect_rng_states` returned (a checkpoint may hold the Python state's tuple as a list)."""
+    torch.set_rng_state(states["torch"])
+    if states.get("torch.cuda"):
+        torch.cuda.set_rng_state_all(states["torch.cuda"])
+    np.random.set_state(states["numpy"])
+    version, state, gauss = states["python"]
+    random.setstate((version, tuple(state), gauss))
 
 
 @dataclass
@@ -135,7 +152,7 @@ class VMASModule(L.LightningModule):
         (numpy's state as a tensor, so the checkpoint still loads with `weights_only=True`), and
         what rebuilds each part without its pretrained source (the parts' `rebuild_options()`, e.g.
         the decoder's transformers config), so that inference needs nothing but the checkpoint."""
-        states = _collect_rng_states()
+        states = collect_rng_states()
         kind, keys, *rest = states["numpy"]
         states["numpy"] = (kind, torch.from_numpy(keys.astype("int64")), *rest)
         checkpoint["rng_states"] = states
@@ -157,7 +174,7 @@ class VMASModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Restored here, not at load time: loader start-up between the two draws from the RNG.
         if self._resumed_rng_states is not None:
-            _set_rng_states(self._resumed_rng_states)
+            set_rng_states(self._resumed_rng_states)
             self._resumed_rng_states = None
 
     # ------------------------------------------------------------------ training
@@ -226,7 +243,7 @@ class VMASModule(L.LightningModule):
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate(self, video: torch.Tensor, ids: Sequence[str] | None = None) -> torch.Tensor:
-        """Music for `video [B, 3, F, H, W]` in [0, 1] -> waveform `[B, 1, N]` at the codec rate.
+        """Music for `video [B, 3, F, H, W]` (uint8, or float in [0, 1]) -> waveform `[B, 1, N]` at the codec rate.
 
         With clip `ids`, each clip samples from its own seed (`generation.seed` and the id), so its
         music does not depend on the batch it is in or on how many devices share the work.
@@ -284,7 +301,7 @@ class VMASModule(L.LightningModule):
             if self.evaluation_config.mv_align_source and source and Path(source).is_file():
                 peaks.append(source_peaks(source, float(batch["start_s"][index]), sequence.duration_s))
             else:
-                frames = (batch["video"][index] * 255).round().to(torch.uint8).permute(1, 2, 3, 0)  # [F, H, W, 3]
+                frames = batch["video"][index].permute(1, 2, 3, 0)  # uint8 [F, H, W, 3]
                 peaks.append(frames_peaks(frames.cpu().numpy(), sequence.fps))
         return peaks
 

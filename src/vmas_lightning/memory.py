@@ -43,6 +43,7 @@ def _storage_key(tensor: torch.Tensor) -> int:
 def _is_parameter_cast(tensor: torch.Tensor) -> bool:
     """Whether `tensor` (or the tensor it is a view of, e.g. `weight.t()` saved by a matmul) is
     autocast's cast of a leaf parameter (`param.to(dtype)` in the graph)."""
+    # `_base` (the tensor a view was made from) is private; torch has no public way to reach it.
     fn = (tensor._base if tensor._base is not None else tensor).grad_fn
     if fn is None or type(fn).__name__ != "ToCopyBackward0":
         return False

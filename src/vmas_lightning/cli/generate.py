@@ -119,27 +119,27 @@ class Generation:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             tokens = generator.generate(video.to(self.device), duration_s=clip.duration_s)
         audio = self.model.codec.decode(tokens)[0, 0].float().cpu().numpy()
+        music = audio[: seq.samples_for(clip.duration_s)]  # the video's length, as the wav holds it
         result = {"video": str(video_path), "seconds": round(clip.duration_s, 3),
                   "generation_s": round(time.perf_counter() - started, 2)}
-        result["wav"] = str(write_wav(add_extension(stem, ".wav"), audio[: seq.samples_for(clip.duration_s)], seq.sample_rate))
+        result["wav"] = str(write_wav(add_extension(stem, ".wav"), music, seq.sample_rate))
         if not self.cfg.no_video:
             target = add_extension(stem, muxed_suffix(video_path))
             result["video_out"] = str(mux_audio(video_path, audio, seq.sample_rate, target, keep_original_audio))
         if plot is not None:
             from vmas_lightning.cli.beats import step_times
             from vmas_lightning.generation.plot import plot_alignment
-            from vmas_lightning.metrics import mv_align
+            from vmas_lightning.metrics.mv_align import align_score, source_peaks
             from vmas_lightning.objectives.beats import compute_beats, video_flow
 
             # the beats `vmas beats --audio <wav>` reports: the video's flow and its duration's token grid
             flow = video_flow(video_path, self.beats, seq.frame_size)
             grid = seq.with_duration(flow.duration_s)
-            music = audio[: seq.samples_for(clip.duration_s)]
             beats = compute_beats(music, seq.sample_rate, flow, grid, self.beats)
             result["video_beats"] = step_times(beats["video_beats"], grid.token_rate)
             result["plot"] = str(plot_alignment(plot, music, beats, grid, spectrogram=self.cfg.plot_spectrogram,
                                                 title=video_path.name))
-            result["mv_align"] = mv_align(video_path, result["wav"])
+            result["mv_align"] = align_score(source_peaks(video_path), music, seq.sample_rate)  # not the wav read back
         return result
 
 

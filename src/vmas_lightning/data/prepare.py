@@ -21,6 +21,7 @@ import fcntl
 import glob
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -35,7 +36,7 @@ import numpy as np
 
 from vmas_lightning.data.frame_embedders import frame_similarity
 from vmas_lightning.data.shards import SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter
-from vmas_lightning.data.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, probe, read_audio, read_video
+from vmas_lightning.data.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, frames_at, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.objectives.beats import video_flow
 from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS, PluginSpec
@@ -190,23 +191,37 @@ class Curator:
         outcome.seconds = round(time.perf_counter() - started, 3)
         return outcome
 
+    def _rejected(self, outcome: Outcome, duration_s: float, frames: Callable[[np.ndarray], np.ndarray]) -> bool:
+        """Reject a video shorter than a clip or whose `NUM_SAMPLED_FRAMES` frames, evenly over its
+        frames at the model rate (`frames(indices)`), are too similar; records duration and similarity."""
+        seq, opts = self.sequence, self.options
+        outcome.duration_s = round(duration_s, 3)
+        if duration_s + 1e-6 < opts.clip_s:
+            outcome.status, outcome.reason = "rejected", _shorter_than_a_clip(duration_s, opts.clip_s)
+            return True
+        num_frames = max(1, math.floor(duration_s * seq.fps + 1e-6))  # as `read_video` resamples
+        picks = np.linspace(0, num_frames - 1, min(NUM_SAMPLED_FRAMES, num_frames)).round().astype(int)
+        similarity = frame_similarity(self.embed(frames(picks)))
+        outcome.similarity = round(similarity, 4)
+        if similarity >= opts.similarity_threshold:
+            outcome.status = "rejected"
+            outcome.reason = f"visual similarity {similarity:.2f} >= {opts.similarity_threshold}"
+            return True
+        return False
+
     def _curate(self, item: InputItem, outcome: Outcome) -> None:
         seq, opts = self.sequence, self.options
         info = probe(item.path)
         if opts.require_audio and not info.has_audio:
             raise InputFileError(item.path, NO_AUDIO_TRACK)
+        # Length and similarity from the header and 16 seeked frames: a rejected video is never decoded whole.
+        if info.duration_s > 0 and self._rejected(outcome, info.duration_s, lambda picks: frames_at(
+                item.path, picks / seq.fps, seq.frame_size)):
+            return
         video = read_video(item.path, fps=seq.fps, size=seq.frame_size)
+        if info.duration_s <= 0 and self._rejected(outcome, video.duration_s, lambda picks: video.frames[picks]):
+            return  # no length in the header: checked on the decoded video
         outcome.duration_s = round(video.duration_s, 3)
-        if video.duration_s + 1e-6 < opts.clip_s:
-            outcome.status, outcome.reason = "rejected", _shorter_than_a_clip(video.duration_s, opts.clip_s)
-            return
-        picks = np.linspace(0, len(video.frames) - 1, min(NUM_SAMPLED_FRAMES, len(video.frames))).round().astype(int)
-        similarity = frame_similarity(self.embed(video.frames[picks]))
-        outcome.similarity = round(similarity, 4)
-        if similarity >= opts.similarity_threshold:
-            outcome.status = "rejected"
-            outcome.reason = f"visual similarity {similarity:.2f} >= {opts.similarity_threshold}"
-            return
         if info.has_audio:
             audio = self.separate(read_audio(item.path, seq.sample_rate), seq.sample_rate)
             usable_s = min(video.duration_s, len(audio) / seq.sample_rate)
@@ -442,6 +457,9 @@ def merge_parts(part_dirs: list[Path], target: Path) -> int:
     Chunks are hard-linked (copied across file systems) under new names and their index entries
     concatenated in the order of `part_dirs`; returns the number of clips.
     """
+    # Not `litdata.merge_datasets`: it copies every chunk (the parts stay, so the data would take
+    # twice its size on disk), refuses one or no input and an existing output. This writes the same
+    # index it writes: the parts' `config` and their `chunks` entries renamed.
     building = target.with_name(target.name + ".merging")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)

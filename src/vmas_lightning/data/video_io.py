@@ -210,6 +210,31 @@ def read_video(
         return VideoClip(frames=np.stack(frames), fps=float(fps), duration_s=float(duration), rotation=rotation)
 
 
+def frames_at(path: str | Path, times: Sequence[float], size: Optional[int] = None) -> np.ndarray:
+    """The frames `read_video(path, fps, size)` puts at `times` (s from the stream start): each the
+    last source frame shown at that time (the first frame before it), uint8 `[len(times), H, W, 3]`
+    upright. One seek to the keyframe before each time, so only a few frames per time are decoded."""
+    path = Path(path)
+    with open_media(path) as container:
+        if not container.streams.video:
+            raise InputFileError(path, "no video stream")
+        stream = container.streams.video[0]
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        frames = []
+        for at in times:
+            container.seek(math.floor((at + start) / stream.time_base), stream=stream, backward=True, any_frame=False)
+            shown = None
+            for time, frame in _decoded_frames(path, container, stream):
+                if shown is not None and time > at + 1e-6:
+                    break
+                shown = frame
+            if shown is None:
+                raise InputFileError(path, f"no decodable video frame at {at:.2f} s")
+            image = _upright(shown)
+            frames.append(resize_center_crop(image, size) if size else image)
+        return np.stack(frames)
+
+
 def source_stride(source_fps: float, max_fps: Optional[float]) -> int:
     """The smallest whole stride k that brings `source_fps` to at most `max_fps` (1 for None)."""
     return 1 if max_fps is None else max(1, math.ceil(source_fps / max_fps - 1e-6))

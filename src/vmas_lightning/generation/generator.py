@@ -123,9 +123,7 @@ class MusicGenerator:
         seq = self.sequence
         first = min(seq.frames_for(window.start / seq.token_rate), video.shape[2] - 1)
         count = min(seq.frames_for((window.end - window.start) / seq.token_rate), seq.num_frames)
-        clip = video[:, :, first : first + count]
-        if clip.dtype == torch.uint8:
-            clip = clip.float().div(255)
+        clip = video[:, :, first : first + count]  # uint8 stays uint8 up to the encoder
         real = clip.shape[2]
         hold = clip[:, :, -1:].expand(-1, -1, seq.num_frames - real, -1, -1)
         features = self.model.encode_video(torch.cat([clip, hold], dim=2))

@@ -13,6 +13,12 @@ from vmas_lightning.registry import AUDIO_CODECS, MUSIC_DECODERS, VIDEO_ENCODERS
 from vmas_lightning.sequence import SequenceConfig
 
 
+def unit_video(video: torch.Tensor) -> torch.Tensor:
+    """Video frames as float32 in [0, 1]: uint8 (0-255, as loaders deliver them) divided by 255 on
+    the tensor's device; float is returned as it is."""
+    return video.float().div(255) if video.dtype == torch.uint8 else video
+
+
 class VMASModel(nn.Module):
     """The three plugins built from their specs, plus the learned null condition.
 
@@ -62,8 +68,8 @@ class VMASModel(nn.Module):
         return self.encoder, self.decoder
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
-        """[B, 3, F, H, W] in [0, 1] -> features [B, S, D]."""
-        return self.encoder(video)
+        """[B, 3, F, H, W] uint8 (0-255) or float in [0, 1] -> features [B, S, D]."""
+        return self.encoder(unit_video(video))
 
     def null_features(self, batch_size: int, num_steps: int) -> torch.Tensor:
         """The learned null condition as features [batch_size, num_steps, D]."""

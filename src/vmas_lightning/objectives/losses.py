@@ -120,16 +120,35 @@ def _scalar_logit_scale_to_1d(module: nn.Module, state_dict: dict, prefix: str, 
         state_dict[key] = state_dict[key].reshape(1)
 
 
+class _AllGather(torch.autograd.Function):
+    """`[B, D]` of equal shape on every rank -> `[world * B, D]`; backward sums every rank's gradient of
+    the gathered rows and keeps this rank's. `torch.distributed.nn.functional.all_gather` does this
+    but is deprecated for `torch.distributed._functional_collectives` (private); this uses public
+    collectives only."""
+
+    @staticmethod
+    def forward(ctx, local: torch.Tensor) -> torch.Tensor:
+        ctx.rows = local.shape[0]
+        out = local.new_empty((dist.get_world_size() * ctx.rows, *local.shape[1:]))
+        dist.all_gather_into_tensor(out, local.contiguous())
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
 def gather_with_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Concatenate every rank's `[B_r, D]` (batch sizes may differ) -> (`[sum B_r, D]`, offset of this
     rank's rows). Differentiable: each rank's rows get the gradients of every rank's loss."""
-    from torch.distributed.nn.functional import all_gather
-
     world, rank = dist.get_world_size(), dist.get_rank()
     size = torch.tensor([local.shape[0]], device=local.device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
     sizes = [int(s) for s in sizes]
     padded = F.pad(local, (0, 0, 0, max(sizes) - local.shape[0]))
-    parts = all_gather(padded)
+    parts = _AllGather.apply(padded).split(max(sizes))
     return torch.cat([part[:n] for part, n in zip(parts, sizes)]), sum(sizes[:rank])

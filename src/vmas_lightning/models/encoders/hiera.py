@@ -101,6 +101,9 @@ class HieraVideoEncoder(Hiera):
         self.unroll = Unroll(input_size, PATCH_STRIDE, q_strides)
         self.reroll = Reroll(input_size, PATCH_STRIDE, q_strides, self.stage_ends, len(q_strides))
         windows = [self._window(s, mask_units[s], q_strides) for s in range(len(mask_units))]
+        # timm's Hiera takes one q_stride for all stages and offers no per-stage option, so each block's
+        # attention is set after construction: `MaskUnitAttention` keeps these constructor arguments
+        # as public attributes read only in `forward`, and no parameter's shape depends on them.
         stage = 0
         for i, block in enumerate(self.blocks):
             pools = i - 1 in self.stage_ends[: len(q_strides)]
