@@ -1,7 +1,7 @@
 """The evaluation suite gives the same metrics.json and per-clip CSV with 1 process and with 2 (gloo)."""
 import csv
 import json
-import socket
+from datetime import timedelta
 
 import pytest
 import torch
@@ -42,19 +42,16 @@ def evaluate(indices_per_batch, out_dir):
     return metrics
 
 
-def _worker(rank, world_size, port, out_dir):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+def _worker(rank, world_size, out_dir):
+    # A file store, not tcp:// on a port probed free (another test's ranks could take it first); the
+    # timeout covers interpreter start-up skew between the spawned ranks on 2 busy cores.
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}.store", rank=rank, world_size=world_size,
+                            timeout=timedelta(minutes=5))
     try:
         half = NUM_CLIPS // world_size
         evaluate([range(rank * half, (rank + 1) * half)], out_dir)
     finally:
         dist.destroy_process_group()
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_outputs(folder):
@@ -73,7 +70,7 @@ def test_two_processes_give_the_one_process_metrics(tmp_path):
     assert single["embedder"] == "encodec" and single["classifier_calibrated"] is False and "note" in single
     assert single["mv_align_protocol"] == "model_rate_frames" and "MV-Align on the model-rate frames" in single["note"]
 
-    mp.spawn(_worker, args=(2, _free_port(), tmp_path / "two"), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, tmp_path / "two"), nprocs=2, join=True)
     (one, one_rows), (two, two_rows) = read_outputs(tmp_path / "one"), read_outputs(tmp_path / "two")
     assert one.keys() == two.keys()
     for key, value in one.items():
