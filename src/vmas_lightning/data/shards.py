@@ -164,12 +164,7 @@ class ClipAnnotator:
     def __init__(self, config: DataConfig):
         self.config = config
         self.codec = AUDIO_CODECS.build(config.codec)
-        seq = config.sequence
-        if self.codec.sample_rate != seq.sample_rate or round(self.codec.frame_rate) != round(seq.token_rate):
-            raise VMASError(
-                f"codec runs at {self.codec.sample_rate} Hz / {self.codec.frame_rate} tokens/s but the sequence "
-                f"config says {seq.sample_rate} Hz / {seq.token_rate} tokens/s"
-            )
+        config.sequence.check_codec(self.codec)
 
     @torch.no_grad()
     def __call__(self, clip_id: str, source: str, start_s: float, frames: np.ndarray, audio: np.ndarray,
