@@ -40,7 +40,6 @@ def random_batches(count, batch_size=2):
             "video": torch.rand(batch_size, 3, SEQUENCE.num_frames, 64, 64, generator=generator),
             "tokens": torch.randint(0, 256, (batch_size, 4, SEQUENCE.num_tokens), generator=generator),
             "overlap": torch.zeros(batch_size, SEQUENCE.num_tokens),
-            "beat_weights": torch.ones(batch_size, SEQUENCE.num_tokens),
         }
         for i in range(count)
     ]

@@ -94,7 +94,7 @@ def test_prepared_data_loads_in_the_datamodule(prepared):
     batch = next(iter(module.loader("train", train=True)))
     assert batch["video"].shape == (2, 3, 96, 64, 64)
     assert batch["tokens"].shape == (2, 4, 500)
-    assert batch["beat_weights"].shape == (2, 500) and bool((batch["beat_weights"] >= 1.0).all())
+    assert batch["overlap"].shape == (2, 500) and set(batch["overlap"].unique().tolist()) <= {0.0, 1.0}
 
 
 def test_rerun_skips_reported_inputs(prepared, videos, capsys):

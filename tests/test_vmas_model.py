@@ -120,7 +120,6 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
         batch["video"].uniform_()
         batch["tokens"].random_(0, module.model.codec.codebook_size)
         batch["overlap"].bernoulli_(0.2)
-        batch["beat_weights"] = batch["overlap"] + 1.0
         losses = {}
         saved = saved_for_backward(module, lambda: losses.update(module.compute_losses(batch)), "32-true")
         losses["loss"].backward()
@@ -131,3 +130,25 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     assert torch.equal(plain, checkpointed) and plain_grads.keys() == checkpointed_grads.keys()
     for name, grad in plain_grads.items():
         torch.testing.assert_close(checkpointed_grads[name], grad, rtol=0, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("beat_weighting, beat_lambda", [(True, 0.25), (True, 1.0), (False, 0.25)])
+def test_ar_loss_weights_each_step_by_overlap_plus_beat_lambda(beat_weighting, beat_lambda):
+    """`model.loss.beat_lambda` is lambda of w_t = o_t + lambda; without beat weighting every w_t is 1."""
+    from vmas_lightning.lit_module import LossConfig, VMASModule
+    from vmas_lightning.objectives.losses import weighted_cross_entropy
+
+    torch.manual_seed(0)
+    module = VMASModule(SEQUENCE, ENCODER, DECODER, CODEC,
+                        loss=LossConfig(alpha=0.0, beat_weighting=beat_weighting, beat_lambda=beat_lambda)).eval()
+    overlap = torch.zeros(2, SEQUENCE.num_tokens)
+    overlap[:, ::3] = 1.0
+    batch = {"video": torch.rand(2, 3, SEQUENCE.num_frames, 64, 64), "overlap": overlap,
+             "tokens": torch.randint(0, 256, (2, 4, SEQUENCE.num_tokens))}
+    with torch.no_grad():
+        logits = module.model(module.model.encode_video(batch["video"]), batch["tokens"])
+        weights = overlap + beat_lambda if beat_weighting else torch.ones_like(overlap)
+        expected = weighted_cross_entropy(logits, batch["tokens"], weights)
+        torch.testing.assert_close(module.compute_losses(batch)["loss_ar"], expected)
+    with pytest.raises(VMASError, match="model.loss.beat_lambda must be > 0"):
+        LossConfig(beat_lambda=0.0)

@@ -11,7 +11,6 @@ delayed steps at batch 1, divided by the number of steps.
 """
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
@@ -83,11 +82,10 @@ def _count_flops(fn, *args) -> tuple[float, dict[str, float], Any]:
 
 def profile(model_block: Mapping[str, Any], where: str = "model") -> dict[str, Any]:
     """Build `VMASModel` from a `model:` block (named `where` in errors) on the meta device and measure it."""
-    from vmas_lightning.lit_module import VMASModule
+    from vmas_lightning.lit_module import module_default
 
     sequence = dataclass_from(SequenceConfig, model_block.get("sequence"), f"{where}.sequence")
-    defaults = inspect.signature(VMASModule.__init__).parameters  # the one place the plugin defaults are stated
-    specs = {part: _without_weights(model_block.get(part, defaults[part].default)) for part in ("encoder", "decoder", "codec")}
+    specs = {part: _without_weights(model_block.get(part, module_default(part))) for part in ("encoder", "decoder", "codec")}
     with torch.device("meta"):
         model = VMASModel(specs["encoder"], specs["decoder"], specs["codec"], sequence).eval()
         video = torch.empty(1, 3, sequence.num_frames, sequence.frame_size, sequence.frame_size)
