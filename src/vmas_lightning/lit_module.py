@@ -58,7 +58,8 @@ class LossConfig:
 
     def __post_init__(self):
         if not self.beat_lambda > 0:
-            raise VMASError(f"model.loss.beat_lambda must be > 0 (steps without overlap would get no loss), got {self.beat_lambda}")
+            raise VMASError(f"model.loss.beat_lambda must be > 0 (steps without overlap would get no loss), "
+                            f"got {self.beat_lambda}")
 
 
 @dataclass
@@ -180,7 +181,8 @@ class VMASModule(L.LightningModule):
         features = self.model.encode_video(batch["video"])
         logits = self.model(features, tokens)
         overlap = batch["overlap"]
-        weights = beat_weights(overlap, self.loss_config.beat_lambda) if self.loss_config.beat_weighting else torch.ones_like(overlap)
+        config = self.loss_config
+        weights = beat_weights(overlap, config.beat_lambda) if config.beat_weighting else torch.ones_like(overlap)
         out = {"loss_ar": weighted_cross_entropy(logits, tokens, weights), "beat_share": overlap.mean()}
         out["loss"] = out["loss_ar"]
         if self.contrastive is not None:
