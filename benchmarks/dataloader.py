@@ -46,14 +46,14 @@ def write_dataset(root: Path, config: DataConfig, clips: int, seed: int = 0) -> 
     seq = config.sequence
     rng = np.random.default_rng(seed)
     frames = textured_frames(rng, seq.num_frames, seq.frame_size)
-    with ShardWriter(root / "train", seq.sample_rate) as writer:
+    with ShardWriter(root / "train", config) as writer:
         for index in range(clips):
-            beats = (rng.random((3, seq.num_tokens)) < 0.05).astype(np.uint8)
+            beats = (rng.random((2, seq.num_tokens)) < 0.05).astype(np.uint8)
             writer.write(ClipRecord(
                 id=f"bench-{index:04d}", source="synthetic", start_s=0.0, frames=np.roll(frames, index, axis=2),
                 audio=(0.1 * rng.standard_normal(seq.num_samples)).astype(np.float32),
                 tokens=rng.integers(0, 2048, (seq.num_codebooks, seq.num_tokens)),
-                music_beats=beats[0], video_beats=beats[1], overlap=beats[0] * beats[1],
+                music_beats=beats[0], video_beats=beats[1],
             ))
     return (len(pack_jpegs(frames)) - 4 * (seq.num_frames + 1)) / seq.num_frames
 

@@ -74,7 +74,7 @@ def main() -> None:
         audio = timed("audio_separation", lambda: separate(read_audio(video_path, seq.sample_rate), seq.sample_rate))
         starts = clip_starts(min(video.duration_s, len(audio) / seq.sample_rate), seq.duration_s, seq.duration_s,
                              len(video.frames), seq)
-        with ShardWriter(Path(tmp) / "out", seq.sample_rate) as writer:
+        with ShardWriter(Path(tmp) / "out", config) as writer:
             for index, start_s in enumerate(starts):
                 frames = video.frames[seq.frames_for(start_s) : seq.frames_for(start_s) + seq.num_frames]
                 wav = audio[seq.samples_for(start_s) : seq.samples_for(start_s) + seq.num_samples]
@@ -82,7 +82,7 @@ def main() -> None:
                     tokens = timed("tokens", lambda: annotator.codec.encode(torch.from_numpy(wav)[None, None]))
                 beats = timed("beats", compute_beats, wav, seq.sample_rate, frames, seq, config.beats)
                 record = ClipRecord(f"bench-{index:04d}", "synthetic", start_s, frames, wav, tokens[0, :, : seq.num_tokens].numpy(),
-                                    beats["music_beats"], beats["video_beats"], beats["overlap"])
+                                    beats["music_beats"], beats["video_beats"])
                 timed("write", writer.write, record)
             timed("write", writer.close)
         wall = time.perf_counter() - wall

@@ -170,15 +170,14 @@ def test_compute_beats_end_to_end(flow_name):
     sequence = SequenceConfig(duration_s=3.0, fps=FPS, sample_rate=32000)
     frames = moving_texture(sequence.num_frames, {8: 4, 20: -4, 31: 4})
     wav = clicks([33, 60, 131], sequence.duration_s, sequence.sample_rate)
-    config = BeatConfig(onset_detector="librosa", optical_flow=flow_name, match_window=5, lam=0.25)
+    config = BeatConfig(onset_detector="librosa", optical_flow=flow_name, match_window=5)
     beats = compute_beats(wav, sequence.sample_rate, frames_flow(frames, FPS, config), sequence, config)
     assert {k: (v.dtype, v.shape) for k, v in beats.items()} == {
-        k: (np.float32, (150,)) for k in ("music_beats", "video_beats", "overlap", "weights")
+        k: (np.float32, (150,)) for k in ("music_beats", "video_beats", "overlap")
     }
     assert np.flatnonzero(beats["music_beats"]).tolist() == [33, 60, 131]
     assert np.flatnonzero(beats["video_beats"]).tolist() == [33, 83, 129]
     assert np.flatnonzero(beats["overlap"]).tolist() == [33, 131]
-    np.testing.assert_array_equal(beats["weights"], beats["overlap"] + np.float32(0.25))
 
 
 def test_flow_magnitude_spikes_at_the_moving_pair():
@@ -207,7 +206,7 @@ def test_madmom_missing_is_a_one_line_error():
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"peak_window": 0}, "peak_window"), ({"match_window": -1}, "match_window"), ({"lam": 0.0}, "lam must be > 0"),
+    [({"peak_window": 0}, "peak_window"), ({"match_window": -1}, "match_window"),
      ({"min_prominence": 1.0}, r"min_prominence must be in \[0, 1\), got 1.0"),
      ({"flow_fps": 0}, "flow_fps must be > 0 frames per second")],
 )

@@ -68,6 +68,20 @@ def test_fit_without_config_and_evaluation_without_checkpoint_stop_before_buildi
         assert f"vmas {command} needs --ckpt_path CKPT" in one_line_error(capsys)
 
 
+def test_fit_refuses_data_made_with_other_beat_settings(capsys, tmp_path, demo_data):
+    """`data.beats.peak_window` acts when the shards are made: fit with another value stops, naming both."""
+    code = main(["fit", "--config", TINY, "--data.root", str(demo_data), "--trainer.default_root_dir", str(tmp_path),
+                 "--trainer.max_steps", "1", "--data.beats.peak_window", "31"])
+    assert code == 2
+    err = one_line_error(capsys)
+    assert f"{demo_data}/train: made with other settings than the config's (data.beats.peak_window 25 in the shards, " \
+           "31 in the config)" in err
+    # the codec is linked from model.codec: another codec's tokens are refused too
+    assert main(["fit", "--config", TINY, "--data.root", str(demo_data), "--trainer.default_root_dir", str(tmp_path),
+                 "--trainer.max_steps", "1", "--model.codec.seed", "1"]) == 2
+    assert "model.codec {'name': 'encodec', 'seed': 0, 'size': 'tiny'} in the shards" in one_line_error(capsys)
+
+
 def test_trainer_gradient_clip_val_is_rejected_not_ignored(capsys, tmp_path, demo_data):
     """Clipping is `model.optim.grad_clip`; the Trainer's own setting was silently overridden."""
     code = main(["fit", "--config", TINY, "--data.root", str(demo_data), "--trainer.default_root_dir", str(tmp_path),

@@ -43,7 +43,6 @@ def random_batches(count, batch_size=2):
             "video": torch.rand(batch_size, 3, SEQUENCE.num_frames, 64, 64, generator=generator),
             "tokens": torch.randint(0, 256, (batch_size, 4, SEQUENCE.num_tokens), generator=generator),
             "overlap": torch.zeros(batch_size, SEQUENCE.num_tokens),
-            "beat_weights": torch.ones(batch_size, SEQUENCE.num_tokens),
         }
         for i in range(count)
     ]
@@ -271,3 +270,14 @@ def test_checkpoint_with_code_in_it_is_refused_without_running_it(ckpt, tmp_path
     assert run("--ckpt", tmp_path / "evil.ckpt", "--video", video, "--out", tmp_path / "out") == 2
     assert "evil.ckpt: not a readable checkpoint" in one_line_error(capsys)
     assert not (tmp_path / "ran").exists()  # was: torch.load(weights_only=False) ran it
+
+
+def test_committed_demo_checkpoint_loads_with_its_recorded_frames_per_feature():
+    """checkpoints/demo/model.ckpt was saved when `model.sequence` still carried `frames_per_feature`
+    (now the encoder's alone): it loads, with the encoder's value."""
+    from conftest import ROOT
+
+    path = ROOT / "checkpoints" / "demo" / "model.ckpt"
+    assert torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]["sequence"]["frames_per_feature"] == 2
+    model, sequence, _ = load_for_inference(path)
+    assert model.frames_per_feature == 2 and model.num_features == 48 and sequence.frame_size == 64

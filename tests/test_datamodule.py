@@ -18,14 +18,15 @@ TINY = SequenceConfig(frame_size=64)
 
 
 def test_batch_tensors(demo_data):
-    dm = VMASDataModule(str(demo_data), TINY, BeatConfig(lam=0.5), batch_size=2, num_workers=0)
+    dm = VMASDataModule(str(demo_data), TINY, BeatConfig(match_window=0), batch_size=2, num_workers=0)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape == (2, 3, 96, 64, 64) and batch["video"].dtype == torch.uint8  # float on the device
     assert batch["tokens"].shape == (2, 4, 500) and batch["tokens"].dtype == torch.int64
-    for key in ("music_beats", "video_beats", "overlap", "beat_weights"):
+    for key in ("music_beats", "video_beats", "overlap"):
         assert batch[key].shape == (2, 500)
-    torch.testing.assert_close(batch["beat_weights"], batch["overlap"] + 0.5)
+    # match_window 0: an overlap is a step with both beats (the stored beats, matched when read)
+    torch.testing.assert_close(batch["overlap"], batch["music_beats"] * batch["video_beats"])
     assert "audio" not in batch
     val = next(iter(dm.val_dataloader()))
     assert val["audio"].shape == (2, 1, 320000)
@@ -82,14 +83,57 @@ def test_missing_folder_and_split_are_one_line_errors(tmp_path, demo_data):
 
 
 @pytest.mark.parametrize("sequence, problem", [
-    (SequenceConfig(frame_size=224), "64x64 frames, not 224x224"),
+    (SequenceConfig(frame_size=224), "model.sequence.frame_size 64 in the shards, 224 in the config"),
     (SequenceConfig(frame_size=64, duration_s=12.0), "96 frames / 500 token steps, fewer than the 115 / 600"),
-    (SequenceConfig(frame_size=64, num_codebooks=8), "4 codebooks, not 8"),
+    (SequenceConfig(frame_size=64, num_codebooks=8), "model.sequence.num_codebooks 4 in the shards, 8 in the config"),
 ])
 def test_data_made_for_another_geometry_is_a_one_line_error(demo_data, sequence, problem):
     with pytest.raises(VMASError, match=problem) as err:
         VMASDataModule(str(demo_data), sequence).setup("fit")
     assert "\n" not in str(err.value)
+
+
+TINY_CODEC = {"name": "encodec", "size": "tiny", "seed": 0}  # configs/tiny.yaml's, which made demo_data
+
+
+def test_shards_record_their_annotation_settings(demo_data):
+    recorded = json.loads((demo_data / "train" / "annotation.json").read_text())
+    assert recorded == {
+        "model.sequence.fps": 9.6, "model.sequence.frame_size": 64, "model.sequence.sample_rate": 32000,
+        "model.sequence.token_rate": 50.0, "model.sequence.num_codebooks": 4, "model.codec": TINY_CODEC,
+        "data.beats.onset_detector": "onset_peaks", "data.beats.optical_flow": "farneback", "data.beats.peak_window": 25,
+        "data.beats.min_flow": 0.1, "data.beats.min_prominence": 0.5, "data.beats.flow_fps": 15.0,
+    }
+
+
+@pytest.mark.parametrize("beats, codec, problem", [
+    (BeatConfig(peak_window=31), TINY_CODEC, "data.beats.peak_window 25 in the shards, 31 in the config"),
+    (BeatConfig(onset_detector="librosa", min_flow=0.2), TINY_CODEC,
+     "data.beats.min_flow 0.1 in the shards, 0.2 in the config; data.beats.onset_detector 'onset_peaks' in the shards, "
+     "'librosa' in the config"),
+    (BeatConfig(), "encodec", "model.codec {'name': 'encodec', 'seed': 0, 'size': 'tiny'} in the shards, 'encodec' in the config"),
+])
+def test_data_annotated_with_other_settings_is_refused_in_one_line(demo_data, beats, codec, problem):
+    with pytest.raises(VMASError) as err:
+        VMASDataModule(str(demo_data), TINY, beats, codec).setup("fit")
+    assert str(err.value) == (f"{demo_data}/train: made with other settings than the config's ({problem}); "
+                              "prepare the data again with this config (vmas prepare/demo-data --config ...)")
+
+
+def test_settings_read_when_loading_are_not_compared(demo_data):
+    """match_window acts when the data is read: any value fits the shards."""
+    VMASDataModule(str(demo_data), TINY, BeatConfig(match_window=12), TINY_CODEC).setup("fit")
+
+
+def test_shards_without_recorded_settings_warn_that_they_cannot_be_checked(demo_data, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(demo_data, old)
+    (old / "val" / "annotation.json").unlink()
+    with pytest.warns(UserWarning, match=rf"{old}/val: no annotation.json \(shards made before vmas recorded their "
+                                         "settings\): the geometry, codec and beat settings"):
+        VMASDataModule(str(old), TINY, BeatConfig(peak_window=31), TINY_CODEC).setup("validate")
 
 
 class RecordIds(L.LightningModule):

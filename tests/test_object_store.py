@@ -147,6 +147,17 @@ def test_fit_streams_from_s3_and_resumes_mid_epoch(s3, tmp_path, capsys):
             torch.testing.assert_close(final[run]["state_dict"][name], value, rtol=0, atol=1e-6, msg=f"{run}: {name}")
 
 
+def test_annotation_settings_travel_to_the_bucket_and_are_checked_there(s3, tmp_path, capsys):
+    url = f"s3://{BUCKET}/annotated"
+    _upload(url, capsys)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="annotated/")["Contents"]}
+    assert {f"annotated/{split}/annotation.json" for split in ("train", "val", "test")} <= keys
+    assert main(["fit", "--config", str(TINY_CONFIG), "--data.root", url, "--trainer.max_steps", "1",
+                 "--trainer.default_root_dir", str(tmp_path), "--data.beats.peak_window", "31"]) == 2
+    assert (f"{url}/train: made with other settings than the config's (data.beats.peak_window 25 in the shards, "
+            "31 in the config)") in one_line_error(capsys)
+
+
 @pytest.mark.parametrize("problem", ["wrong bucket", "missing split", "missing credentials", "unreachable endpoint",
                                      "plain http endpoint"])
 def test_object_store_problems_are_one_line(problem, s3, monkeypatch, capsys):

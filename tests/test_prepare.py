@@ -17,8 +17,10 @@ from media import gradient_frames, sine, truncated_copy, write_audio_only, write
 from vmas_lightning.cli.main import main
 from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.data.prepare import collect_inputs, merge_parts, shard_of
-from vmas_lightning.data.shards import DataConfig, decode_sample
+from vmas_lightning.data.shards import DataConfig, annotation_settings, decode_sample
 from vmas_lightning.data.video_io import read_audio
+from vmas_lightning.errors import VMASError
+from vmas_lightning.objectives.beats import BeatConfig
 
 FPS, SECONDS = 9.6, 10.6  # one 10-s clip per video and a dropped tail
 FAST = ["--config", str(TINY_CONFIG), "--separator", "none", "--embedder", "pixel_stats"]
@@ -94,7 +96,13 @@ def test_prepared_data_loads_in_the_datamodule(prepared):
     batch = next(iter(module.loader("train", train=True)))
     assert batch["video"].shape == (2, 3, 96, 64, 64)
     assert batch["tokens"].shape == (2, 4, 500)
-    assert batch["beat_weights"].shape == (2, 500) and bool((batch["beat_weights"] >= 1.0).all())
+    assert batch["overlap"].shape == (2, 500) and set(batch["overlap"].unique().tolist()) <= {0.0, 1.0}
+    assert json.loads((prepared / "train" / "annotation.json").read_text()) == annotation_settings(config)
+    VMASDataModule(str(prepared), config.sequence, config.beats, config.codec).check_annotation("train")
+    other = VMASDataModule(str(prepared), config.sequence, BeatConfig(min_prominence=0.25), config.codec)
+    with pytest.raises(VMASError, match=r"train: made with other settings than the config's "
+                                        r"\(data.beats.min_prominence 0.5 in the shards, 0.25 in the config\)"):
+        other.check_annotation("train")
 
 
 def test_rerun_skips_reported_inputs(prepared, videos, capsys):
@@ -224,6 +232,7 @@ def test_merge_joins_array_job_shards(prepared, videos, tmp_path):
     assert main(["prepare", "merge", "--output", str(tmp_path)]) == 0
     assert set(report(tmp_path)) == set(report(prepared))  # the reports joined (shard 1's inputs are also in shard 0)
     assert clip_ids(tmp_path / "train") == clip_ids(prepared / "train")
+    assert (tmp_path / "train" / "annotation.json").read_text() == (prepared / "train" / "annotation.json").read_text()
 
 
 def test_an_input_past_the_time_limit_fails_and_the_rest_continue(videos, tmp_path):
@@ -288,6 +297,9 @@ def test_other_settings_are_refused_and_failed_inputs_retried_on_request(videos,
     assert "--similarity-threshold 0.7 there, 0.5 now" in one_line_error(capsys)
     assert (out / "report.jsonl").read_bytes() == before and not (out / "train").exists()
 
+    settings = json.loads((out / "settings.json").read_text())  # as older versions wrote it: settings that
+    settings.update({"data.beats.lam": 1.0, "model.sequence.frames_per_feature": 2})  # no longer decide the clips
+    (out / "settings.json").write_text(json.dumps(settings))
     shutil.copyfile(videos / "good_a.mp4", broken)  # the download is complete now
     assert main(["prepare", *FAST, "--input", str(broken), "--output", str(out)]) == 0
     assert report(out)["clé.mp4"]["status"] == "failed"  # reported inputs are skipped...

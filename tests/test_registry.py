@@ -16,6 +16,15 @@ def test_build_by_name_and_spec():
     assert reg.build("square") == 4
     assert reg.build({"name": "square", "side": 3}) == 9
     assert reg.build({"name": "square"}, side=5) == 25
+    assert reg.build({"name": "square", "side": 5}, side=5) == 25  # the same value: no conflict
+
+
+def test_spec_option_contradicting_a_derived_value_is_rejected_not_overridden():
+    with pytest.raises(VMASError) as err:
+        VIDEO_ENCODERS.build({"name": "clip", "size": "tiny", "num_frames": 16}, num_frames=96, frame_size=64)
+    message = str(err.value)
+    assert message == ("video_encoder 'clip': num_frames: 16 contradicts the value vmas derives from the other "
+                       "settings (num_frames=96, frame_size=64); leave it out of the spec")
 
 
 def test_unknown_name_lists_known_ones():

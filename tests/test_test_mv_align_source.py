@@ -31,7 +31,7 @@ def sourced_data(tmp_path_factory):
     seq = config.sequence
     annotate = ClipAnnotator(config)
     clips = []
-    with ShardWriter(root / "data" / "test", seq.sample_rate) as writer:
+    with ShardWriter(root / "data" / "test", config) as writer:
         for index in range(2):
             clip = synthesize_clip(3, "test", index, seq)
             events = np.array(clip["meta"]["events_s"]) + LEAD_S

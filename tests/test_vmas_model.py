@@ -19,11 +19,12 @@ def model():
 
 
 def test_wiring_and_shapes(model):
-    assert model.sequence.frames_per_feature == model.encoder.frames_per_feature == 2
+    assert model.frames_per_feature == model.encoder.frames_per_feature == 2
+    assert model.num_features == 2 and abs(1 / model.feature_rate - 0.25) < 1e-9  # 4 frames at 8 fps
     assert model.decoder.pad_token_id == model.codec.codebook_size == 256
     assert model.decoder.cond_proj.in_features == model.encoder.out_dim
     features = model.encode_video(torch.rand(2, 3, SEQUENCE.num_frames, 64, 64))
-    assert features.shape == (2, model.sequence.num_features, model.encoder.out_dim)
+    assert features.shape == (2, model.num_features, model.encoder.out_dim)
     tokens = torch.randint(0, 256, (2, 4, SEQUENCE.num_tokens))
     assert model.eval()(features, tokens).shape == (2, 4, SEQUENCE.num_tokens, 256)
     assert model.null_features(3, 5).shape == (3, 5, model.encoder.out_dim)
@@ -43,10 +44,22 @@ def test_uint8_frames_give_the_floats_the_loader_used_to_make(model):
 def test_clip_encoder_sets_frames_per_feature():
     seq = SequenceConfig(duration_s=1.0, fps=12.0, frame_size=64)
     model = VMASModel({"name": "clip", "size": "tiny"}, {"name": "musicgen", "size": "tiny"}, CODEC, seq)
-    assert model.sequence.frames_per_feature == 6 and model.sequence.num_features == 2
+    assert model.frames_per_feature == 6 and model.num_features == 2
     with pytest.raises(VMASError, match="activation_checkpointing: ClipFrameEncoder does not support it"):
         VMASModel({"name": "clip", "size": "tiny"}, {"name": "musicgen", "size": "tiny"}, CODEC, seq,
                   activation_checkpointing=True)
+
+
+@pytest.mark.parametrize("sequence, message", [
+    (SequenceConfig(duration_s=0.5, fps=8.0, frame_size=64, num_codebooks=8),
+     "model.sequence.num_codebooks is 8 but the codec has 4 (EncodecCodec): set model.sequence to the codec's values"),
+    (SequenceConfig(duration_s=0.5, fps=8.0, frame_size=64, sample_rate=24000, token_rate=75.0),
+     "model.sequence.sample_rate is 24000 but the codec has 32000; model.sequence.token_rate is 75 but the codec has 50"),
+])
+def test_sequence_contradicting_the_codec_is_a_one_line_error(sequence, message):
+    with pytest.raises(VMASError) as err:
+        VMASModel(ENCODER, DECODER, CODEC, sequence)
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_condition_dropped_per_sample(model):
@@ -118,7 +131,6 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
         batch["video"].random_(0, 256)
         batch["tokens"].random_(0, module.model.codec.codebook_size)
         batch["overlap"].bernoulli_(0.2)
-        batch["beat_weights"] = batch["overlap"] + 1.0
         losses = {}
         saved = saved_for_backward(module, lambda: losses.update(module.compute_losses(batch)), "32-true")
         losses["loss"].backward()
@@ -129,3 +141,25 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     assert torch.equal(plain, checkpointed) and plain_grads.keys() == checkpointed_grads.keys()
     for name, grad in plain_grads.items():
         torch.testing.assert_close(checkpointed_grads[name], grad, rtol=0, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("beat_weighting, beat_lambda", [(True, 0.25), (True, 1.0), (False, 0.25)])
+def test_ar_loss_weights_each_step_by_overlap_plus_beat_lambda(beat_weighting, beat_lambda):
+    """`model.loss.beat_lambda` is lambda of w_t = o_t + lambda; without beat weighting every w_t is 1."""
+    from vmas_lightning.lit_module import LossConfig, VMASModule
+    from vmas_lightning.objectives.losses import weighted_cross_entropy
+
+    torch.manual_seed(0)
+    module = VMASModule(SEQUENCE, ENCODER, DECODER, CODEC,
+                        loss=LossConfig(alpha=0.0, beat_weighting=beat_weighting, beat_lambda=beat_lambda)).eval()
+    overlap = torch.zeros(2, SEQUENCE.num_tokens)
+    overlap[:, ::3] = 1.0
+    batch = {"video": torch.rand(2, 3, SEQUENCE.num_frames, 64, 64), "overlap": overlap,
+             "tokens": torch.randint(0, 256, (2, 4, SEQUENCE.num_tokens))}
+    with torch.no_grad():
+        logits = module.model(module.model.encode_video(batch["video"]), batch["tokens"])
+        weights = overlap + beat_lambda if beat_weighting else torch.ones_like(overlap)
+        expected = weighted_cross_entropy(logits, batch["tokens"], weights)
+        torch.testing.assert_close(module.compute_losses(batch)["loss_ar"], expected)
+    with pytest.raises(VMASError, match="model.loss.beat_lambda must be > 0"):
+        LossConfig(beat_lambda=0.0)

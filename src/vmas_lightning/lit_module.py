@@ -1,6 +1,7 @@
 """`VMASModule`: the LightningModule that trains, validates, tests and predicts with a `VMASModel`."""
 from __future__ import annotations
 
+import inspect
 import json
 import random
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from vmas_lightning.generation.sampling import clip_seed
 from vmas_lightning.metrics.mv_align import VideoPeaks, frames_peaks, source_peaks
 from vmas_lightning.metrics.suite import REFERENCE_ROWS, EvaluationSuite, paper_table, results_table
 from vmas_lightning.models.vmas import VMASModel
+from vmas_lightning.objectives.beats import beat_weights
 from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
 from vmas_lightning.objectives.optim import OptimConfig, build_optimizer, build_scheduler, check_shardable
 from vmas_lightning.registry import PluginSpec
@@ -56,13 +58,25 @@ class ContrastiveConfig:
 class LossConfig:
     """L = L_AR + alpha * L_contrastive, L_AR weighted by w_t = o_t + lambda (Eq. 3-4).
 
-    The weights come with the batch (lambda is `data.beats.lam`). alpha is not given by the paper;
-    ``beat_weighting=False`` and ``alpha=0`` give the AR baseline of Table 5.
+    The overlap o_t comes with the batch (`data.beats.match_window`). The paper gives neither alpha
+    nor lambda; ``beat_weighting=False`` and ``alpha=0`` give the AR baseline of Table 5.
+
+    Args:
+        alpha: weight of the contrastive loss.
+        beat_weighting: weight each step by w_t (False: every step 1).
+        beat_lambda: lambda > 0, the weight of steps without overlap (1.0: overlaps count twice).
+        contrastive: see `ContrastiveConfig`.
     """
 
     alpha: float = 0.1
     beat_weighting: bool = True
+    beat_lambda: float = 1.0
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+
+    def __post_init__(self):
+        if not self.beat_lambda > 0:
+            raise VMASError(f"model.loss.beat_lambda must be > 0 (steps without overlap would get no loss), "
+                            f"got {self.beat_lambda}")
 
 
 @dataclass
@@ -184,7 +198,8 @@ class VMASModule(L.LightningModule):
         features = self.model.encode_video(batch["video"])
         logits = self.model(features, tokens)
         overlap = batch["overlap"]
-        weights = batch["beat_weights"] if self.loss_config.beat_weighting else torch.ones_like(overlap)
+        config = self.loss_config
+        weights = beat_weights(overlap, config.beat_lambda) if config.beat_weighting else torch.ones_like(overlap)
         out = {"loss_ar": weighted_cross_entropy(logits, tokens, weights), "beat_share": overlap.mean()}
         out["loss"] = out["loss_ar"]
         if self.contrastive is not None:
@@ -398,3 +413,9 @@ class VMASModule(L.LightningModule):
         optimizer = build_optimizer(self, self.optim_config, {"model.encoder.": self.optim_config.encoder_lr_scale})
         scheduler = build_scheduler(optimizer, self.optim_config, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+
+def module_default(argument: str) -> Any:
+    """`VMASModule`'s default for `argument` (e.g. "codec"), for readers of a config outside
+    LightningCLI (`vmas profile`, `vmas prepare`): the one place each default is stated."""
+    return inspect.signature(VMASModule.__init__).parameters[argument].default

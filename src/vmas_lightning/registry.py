@@ -77,9 +77,11 @@ class Registry:
             raise UnknownPluginError(f"unknown {self.kind} '{name}'; known: {known}") from None
 
     def build(self, spec: str | Mapping[str, Any], **overrides: Any) -> Any:
-        """Build a plugin from ``"name"`` or ``{"name": ..., **options}``.
+        """Build a plugin from ``"name"`` or ``{"name": ..., **options}`` plus the caller's ``overrides``
+        (values derived from other settings, e.g. an encoder's ``num_frames`` from ``model.sequence``).
 
-        Options the factory does not accept fail with one line listing the accepted ones.
+        Options the factory does not accept, and a spec option that contradicts an override, fail
+        with one line.
         """
         if isinstance(spec, str):
             name, options = spec, {}
@@ -88,6 +90,11 @@ class Registry:
             if "name" not in options:
                 raise VMASError(f"{self.kind} spec {options} has no 'name'; known: {', '.join(self.names())}")
             name = options.pop("name")
+        conflicts = [f"{key}: {options[key]!r}" for key, value in overrides.items() if key in options and options[key] != value]
+        if conflicts:
+            derived = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
+            raise VMASError(f"{self.kind} '{name}': {', '.join(conflicts)} contradicts the value vmas derives from "
+                            f"the other settings ({derived}); leave it out of the spec")
         options.update(overrides)
         factory = self.get(name)
         check_options(f"{self.kind} '{name}'", factory, options)

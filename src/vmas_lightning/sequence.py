@@ -1,12 +1,19 @@
-"""Every length of a clip, derived from one small dataclass (seconds, frames, features, tokens)."""
+"""Every length of a clip, derived from one small dataclass (seconds, frames, tokens, samples)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
+
+from vmas_lightning.errors import VMASError
 
 
 @dataclass(frozen=True)
 class SequenceConfig:
     """Clip geometry shared by the data pipeline, the model, the losses and generation.
+
+    The data pipeline needs the codec's rates and codebook count without building the codec, so
+    they are stated here and checked against the built codec (`check_codec`). Encoder feature steps
+    are the encoder's own (`frames_per_feature` of the built encoder, see `VMASModel`).
 
     Args:
         duration_s: clip length in seconds (the paper trains on 10 s).
@@ -15,7 +22,6 @@ class SequenceConfig:
         sample_rate: audio sample rate of the codec (EnCodec 32 kHz).
         token_rate: codec frames per second (EnCodec 32 kHz: hop 640 -> 50 Hz).
         num_codebooks: residual codebooks per token step (K = 4).
-        frames_per_feature: video frames per encoder output step (efficient Hiera: 2).
     """
 
     duration_s: float = 10.0
@@ -24,7 +30,6 @@ class SequenceConfig:
     sample_rate: int = 32000
     token_rate: float = 50.0
     num_codebooks: int = 4
-    frames_per_feature: int = 2
 
     @property
     def num_frames(self) -> int:
@@ -51,16 +56,6 @@ class SequenceConfig:
         """Autoregressive steps with the delay pattern, T + K - 1 (503)."""
         return self.num_tokens + self.num_codebooks - 1
 
-    @property
-    def num_features(self) -> int:
-        """Encoder output steps per clip, S (48)."""
-        return self.num_frames // self.frames_per_feature
-
-    @property
-    def feature_rate(self) -> float:
-        """Encoder output steps per second (4.8)."""
-        return self.fps / self.frames_per_feature
-
     def frames_for(self, seconds: float) -> int:
         return round(seconds * self.fps)
 
@@ -72,3 +67,13 @@ class SequenceConfig:
 
     def with_duration(self, seconds: float) -> "SequenceConfig":
         return replace(self, duration_s=seconds)
+
+    def check_codec(self, codec: Any) -> None:
+        """One-line `VMASError` unless the built `codec` (`sample_rate`, `frame_rate`, `num_codebooks`)
+        runs at this config's `sample_rate`, `token_rate` and `num_codebooks`."""
+        found = {"sample_rate": (codec.sample_rate, self.sample_rate), "token_rate": (codec.frame_rate, self.token_rate),
+                 "num_codebooks": (codec.num_codebooks, self.num_codebooks)}
+        wrong = [f"model.sequence.{key} is {mine:g} but the codec has {theirs:g}"
+                 for key, (theirs, mine) in found.items() if abs(theirs - mine) > 1e-6 * max(1.0, abs(mine))]
+        if wrong:
+            raise VMASError(f"{'; '.join(wrong)} ({type(codec).__name__}): set model.sequence to the codec's values")

@@ -13,7 +13,8 @@ from vmas_lightning.sequence import SequenceConfig
 
 
 class VMASCLI(LightningCLI):
-    """`model.sequence` is the one clip geometry: the data module receives it by link."""
+    """`model.sequence` is the one clip geometry and `model.codec` the one codec: the data module
+    receives both by link."""
 
     def __init__(self, args: Optional[Sequence[str]] = None):
         super().__init__(
@@ -51,3 +52,4 @@ class VMASCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for field in fields(SequenceConfig):
             parser.link_arguments(f"model.sequence.{field.name}", f"data.sequence.{field.name}")
+        parser.link_arguments("model.codec", "data.codec")  # the data module checks the shards' codec against it

@@ -2,7 +2,6 @@
 `vmas prepare upload` copies the splits to object storage (`data.root: s3://bucket/prefix`)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -18,7 +17,7 @@ from vmas_lightning.data.prepare import (
     merge_output, merge_shards, output_lock, read_report, shard_dir, shard_of, write_report,
 )
 from vmas_lightning.data.object_store import upload_dataset
-from vmas_lightning.data.shards import SPLITS, DataConfig
+from vmas_lightning.data.shards import SPLITS, DataConfig, annotation_settings
 from vmas_lightning.errors import Interrupted, VMASError
 from vmas_lightning.registry import PluginSpec
 
@@ -55,11 +54,10 @@ def build_parser() -> ArgumentParser:
 
 
 def shard_settings(config: DataConfig, options: PrepareOptions) -> dict:
-    """What decides the clips, by config key and flag (not --split, --workers or --timeout-s)."""
-    sequence = {k: v for k, v in dataclasses.asdict(config.sequence).items() if k != "duration_s"}
+    """What decides the clips, by config key (`annotation_settings`) and flag (not --split, --workers
+    or --timeout-s)."""
     return json.loads(json.dumps({
-        "model.sequence": sequence, "model.codec": config.codec, "data.beats": dataclasses.asdict(config.beats),
-        "--clip-seconds": options.clip_s, "--hop-seconds": options.hop_s,
+        **annotation_settings(config), "--clip-seconds": options.clip_s, "--hop-seconds": options.hop_s,
         "--similarity-threshold": options.similarity_threshold, "--embedder": options.embedder,
         "--separator": options.separator, "--require-audio": options.require_audio, "--silence-rms": options.silence_rms,
     }))
@@ -115,7 +113,7 @@ def curate_into(output: Path, items: list[InputItem], config: DataConfig, option
     with tqdm(total=len(todo), unit="file", desc="prepare", dynamic_ncols=True) as bar:
 
         def on_outcome(outcome: Outcome) -> None:
-            commit_outcome(output, outcome, config.sequence.sample_rate)
+            commit_outcome(output, outcome, config)
             totals[outcome.status] += 1
             totals["clips"] += len(outcome.records)
             elapsed = max(time.monotonic() - started, 1e-6)

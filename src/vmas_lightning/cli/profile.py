@@ -82,13 +82,13 @@ def _count_flops(fn, *args) -> tuple[float, dict[str, float], Any]:
 
 def profile(model_block: Mapping[str, Any], where: str = "model") -> dict[str, Any]:
     """Build `VMASModel` from a `model:` block (named `where` in errors) on the meta device and measure it."""
+    from vmas_lightning.lit_module import module_default
+
     sequence = dataclass_from(SequenceConfig, model_block.get("sequence"), f"{where}.sequence")
-    specs = {part: _without_weights(model_block.get(part, default)) for part, default in
-             (("encoder", "efficient_hiera"), ("decoder", "musicgen"), ("codec", "encodec"))}
+    specs = {part: _without_weights(model_block.get(part, module_default(part))) for part in ("encoder", "decoder", "codec")}
     with torch.device("meta"):
         model = VMASModel(specs["encoder"], specs["decoder"], specs["codec"], sequence).eval()
         video = torch.empty(1, 3, sequence.num_frames, sequence.frame_size, sequence.frame_size)
-    sequence = model.sequence
     with torch.no_grad():
         enc_gflops, enc_by_op, features = _count_flops(model.encode_video, video)
         steps = sequence.num_delayed_steps
@@ -104,8 +104,8 @@ def profile(model_block: Mapping[str, Any], where: str = "model") -> dict[str, A
             "params": _params(model.encoder),
             "input_shape": list(video.shape[1:]),
             "output_shape": list(features.shape[1:]),
-            "frames_per_feature": sequence.frames_per_feature,
-            "feature_rate": sequence.feature_rate,
+            "frames_per_feature": model.frames_per_feature,
+            "feature_rate": model.feature_rate,
             "gflops": round(enc_gflops, 2),
             "gflops_by_op": {op: round(v, 2) for op, v in enc_by_op.items()},
         },

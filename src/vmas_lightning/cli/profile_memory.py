@@ -109,7 +109,6 @@ def fake_batch(sequence, batch_size: int) -> dict[str, torch.Tensor]:
         "video": torch.empty(batch_size, 3, sequence.num_frames, size, size, dtype=torch.uint8),
         "tokens": torch.zeros(batch_size, sequence.num_codebooks, sequence.num_tokens, dtype=torch.long),
         "overlap": torch.zeros(batch_size, sequence.num_tokens),
-        "beat_weights": torch.ones(batch_size, sequence.num_tokens),
     }
 
 

@@ -8,12 +8,16 @@ from typing import Any, Optional
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from litdata import StreamingDataLoader, StreamingDataset
 
-from vmas_lightning.data.object_store import check_dataset
-from vmas_lightning.data.shards import decode_sample, packed_frame_count, unpack_jpegs
+from vmas_lightning.data.object_store import check_dataset, read_text
+from vmas_lightning.data.shards import (
+    ANNOTATION_NAME, DataConfig, annotation_differences, decode_sample, packed_frame_count, unpack_jpegs,
+)
 from vmas_lightning.errors import VMASError
-from vmas_lightning.objectives.beats import BeatConfig, beat_weights, overlap
+from vmas_lightning.objectives.beats import BeatConfig, overlap
+from vmas_lightning.registry import PluginSpec
 from vmas_lightning.sequence import SequenceConfig
 
 
@@ -62,7 +66,6 @@ class ClipDataset(StreamingDataset):
         video = torch.from_numpy(sample["frames"]).permute(3, 0, 1, 2).contiguous()  # [3, F, H, W]: fast collation
         music = sample["music_beats"][tokens]
         visual = sample["video_beats"][tokens]
-        overlaps = overlap(music, visual, self.beats.match_window)
         item = {
             "id": sample["id"],
             "source": sample["source"],  # the source video's path (demo clips: "synthetic")
@@ -71,8 +74,7 @@ class ClipDataset(StreamingDataset):
             "tokens": torch.from_numpy(sample["tokens"][:, tokens]),
             "music_beats": torch.from_numpy(music),
             "video_beats": torch.from_numpy(visual),
-            "overlap": torch.from_numpy(overlaps),
-            "beat_weights": torch.from_numpy(beat_weights(overlaps, self.beats.lam)),
+            "overlap": torch.from_numpy(overlap(music, visual, self.beats.match_window)),
             "meta": json.dumps(window_meta(sample["meta"], start_s, seq.duration_s)),
         }
         if self.load_audio:
@@ -90,8 +92,11 @@ class VMASDataModule(L.LightningDataModule):
         sequence: clip geometry; linked from `model.sequence` by the CLI. It is also the training
             window: stored clips that are longer are cropped at random (only the window's frames
             are decoded).
-        beats: `overlap` is recomputed from the stored beats with `beats.match_window` and the loss
-            weights are `overlap + beats.lam`, so both can change without preparing the data again.
+        beats: `overlap` is computed from the stored beats with `beats.match_window`, so it can change
+            without preparing the data again (the loss weights it: `model.loss.beat_lambda`); the
+            other beat settings must be those the shards were made with (checked in `setup`).
+        codec: the codec the stored tokens must come from; linked from `model.codec` by the CLI
+            (None: not compared, for use without a model).
         batch_size: clips per device and step.
         num_workers: loader worker processes per device (decoding happens there).
         seed: shuffling and cropping seed (the same on every rank; litdata splits per rank).
@@ -104,6 +109,7 @@ class VMASDataModule(L.LightningDataModule):
         root: str,
         sequence: SequenceConfig = SequenceConfig(),
         beats: BeatConfig = BeatConfig(),
+        codec: Optional[PluginSpec] = None,
         batch_size: int = 8,
         num_workers: int = 2,
         seed: int = 0,
@@ -115,6 +121,7 @@ class VMASDataModule(L.LightningDataModule):
         self.root = root
         self.sequence = sequence
         self.beats = beats
+        self.codec = codec
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
@@ -152,6 +159,28 @@ class VMASDataModule(L.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def check_annotation(self, split: str) -> None:
+        """Fail in one line when the split's `annotation.json` records other settings than the config's
+        (geometry, codec, beats; `data.shards.annotation_settings`); warn once when it has none."""
+        where = self.split_dir(split)
+        if "://" not in where:
+            path = Path(where) / ANNOTATION_NAME
+            text = path.read_text(encoding="utf-8") if path.is_file() else None
+        else:
+            text = read_text(f"{where}/{ANNOTATION_NAME}") if where.startswith("s3://") else None
+        if text is None:
+            rank_zero_warn(f"{where}: no {ANNOTATION_NAME} (shards made before vmas recorded their settings): the "
+                           "geometry, codec and beat settings they were made with cannot be checked against the "
+                           "config; prepare the data again to have them checked")
+            return
+        recorded = json.loads(text)
+        if self.codec is None:  # not compared: None on both sides
+            recorded.pop("model.codec", None)
+        differences = annotation_differences(recorded, DataConfig(self.sequence, self.codec, self.beats))
+        if differences:
+            raise VMASError(f"{where}: made with other settings than the config's ({'; '.join(differences)}); "
+                            "prepare the data again with this config (vmas prepare/demo-data --config ...)")
+
     def check_geometry(self, split: str) -> None:
         """Fail in one line when the split's first clip does not fit `sequence` (data prepared with another config)."""
         seq = self.sequence
@@ -172,13 +201,15 @@ class VMASDataModule(L.LightningDataModule):
                             "prepare the data with the training config (vmas prepare/demo-data --config ...)")
 
     def setup(self, stage: str) -> None:
-        """Fail at once, in one line, on a missing folder or split, or data made for another clip geometry;
-        in object storage also on a wrong bucket, missing credentials or an unreachable endpoint."""
+        """Fail at once, in one line, on a missing folder or split, or data made with other annotation
+        settings or for another clip geometry; in object storage also on a wrong bucket, missing
+        credentials or an unreachable endpoint."""
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": (self.test_split,), "predict": (self.test_split,)}
         if "://" in self.root:
             check_dataset(self.root, splits.get(stage, ()))
         for split in splits.get(stage, ()):
-            self.check_geometry(split)  # also checks that a local folder and split exist
+            self.check_annotation(split)  # also checks that a local folder and split exist
+            self.check_geometry(split)
 
     def train_dataloader(self) -> StreamingDataLoader:
         loader = self.loader("train", train=True)

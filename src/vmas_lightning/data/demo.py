@@ -140,7 +140,7 @@ def write_demo_dataset(
     annotate = ClipAnnotator(config)
     seq = config.sequence
     for split, count in counts.items():
-        with ShardWriter(out / split, seq.sample_rate) as writer:
+        with ShardWriter(out / split, config) as writer:
             for index in range(count):
                 clip = synthesize_clip(seed, split, index, seq)
                 writer.write(annotate(clip["id"], "synthetic", 0.0, clip["frames"], clip["audio"], clip["meta"]))

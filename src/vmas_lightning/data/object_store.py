@@ -12,7 +12,7 @@ before any loader starts, and says what is wrong in one line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 from urllib.parse import urlparse
 
 from vmas_lightning.errors import VMASError
@@ -67,6 +67,22 @@ def _check_bucket(url: str, client) -> None:
          f"{url}: bucket '{bucket}' does not exist at {client.meta.endpoint_url}")
 
 
+def read_text(url: str) -> Optional[str]:
+    """The object at `url` (s3://bucket/key) as UTF-8 text; None when there is no such key."""
+    client = _client()
+    bucket, key = _bucket_and_prefix(url)
+    found = []
+
+    def request() -> None:
+        try:
+            found.append(client.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8"))
+        except client.exceptions.NoSuchKey:
+            pass
+
+    _ask(url, client, request, f"{url}: bucket '{bucket}' does not exist at {client.meta.endpoint_url}")
+    return found[0] if found else None
+
+
 def check_dataset(url: str, splits: Iterable[str]) -> None:
     """Fail in one line unless `url` (s3://bucket/prefix) is reachable with the configured credentials
     and holds `<split>/index.json` for every split. Other schemes are left to litdata."""
@@ -85,10 +101,10 @@ def check_dataset(url: str, splits: Iterable[str]) -> None:
 
 
 def upload_dataset(folder: str | Path, url: str) -> dict[str, int]:
-    """Copy the splits of a dataset folder (`<split>/index.json` and its chunks, as `vmas prepare` and
-    `vmas demo-data` write them) to `url` (s3://bucket/prefix); each split's index last, so a split
-    whose upload was cut off has no index and is not read. Returns the files per split."""
-    from vmas_lightning.data.shards import SPLITS
+    """Copy the splits of a dataset folder (`<split>/index.json`, its chunks and `annotation.json`, as
+    `vmas prepare` and `vmas demo-data` write them) to `url` (s3://bucket/prefix); each split's index
+    last, so a split whose upload was cut off has no index and is not read. Returns the files per split."""
+    from vmas_lightning.data.shards import ANNOTATION_NAME, SPLITS
 
     folder = Path(folder)
     splits = [s for s in SPLITS if (folder / s / INDEX).is_file()]
@@ -101,7 +117,8 @@ def upload_dataset(folder: str | Path, url: str) -> dict[str, int]:
     _check_bucket(url, client)
     counts = {}
     for split in splits:
-        files = sorted((folder / split).glob("chunk-*.bin")) + [folder / split / INDEX]
+        annotation = [folder / split / ANNOTATION_NAME] if (folder / split / ANNOTATION_NAME).is_file() else []
+        files = sorted((folder / split).glob("chunk-*.bin")) + annotation + [folder / split / INDEX]
         for path in files:
             key = f"{prefix}/{split}/{path.name}".lstrip("/")
             _ask(url, client, lambda: client.upload_file(str(path), bucket, key), f"{url}: bucket '{bucket}' vanished")

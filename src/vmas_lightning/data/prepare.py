@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 import numpy as np
 
 from vmas_lightning.data.frame_embedders import frame_similarity
-from vmas_lightning.data.shards import SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter
+from vmas_lightning.data.shards import ANNOTATION_NAME, SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter
 from vmas_lightning.data.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, frames_at, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.objectives.beats import video_flow
@@ -47,6 +47,8 @@ SETTINGS_NAME = "settings.json"
 LOCK_NAME = ".lock"
 PARTS_DIR = "parts"
 NUM_SAMPLED_FRAMES = 16
+# Recorded in settings.json by older versions, no longer deciding the clips: a folder made then goes on.
+RETIRED_SETTINGS = {"model.sequence.frames_per_feature", "data.beats.match_window", "data.beats.lam"}
 
 
 @dataclass(frozen=True)
@@ -372,7 +374,7 @@ def output_lock(output: Path) -> Iterator[None]:
 
 def check_settings(output: Path, settings: dict[str, Any]) -> None:
     """Record `settings` (what decides the clips) in a new output folder; refuse one whose clips were
-    made with other settings, in one line naming each difference."""
+    made with other settings, in one line naming each difference (`RETIRED_SETTINGS` not compared)."""
     path = output / SETTINGS_NAME
     if not path.exists():
         if read_report(output):
@@ -383,7 +385,7 @@ def check_settings(output: Path, settings: dict[str, Any]) -> None:
     recorded = _flatten(json.loads(path.read_text()))
     wanted = _flatten(settings)
     changed = [f"{key} {recorded.get(key)!r} there, {wanted.get(key)!r} now"
-               for key in sorted(set(recorded) | set(wanted)) if recorded.get(key) != wanted.get(key)]
+               for key in sorted((set(recorded) - RETIRED_SETTINGS) | set(wanted)) if recorded.get(key) != wanted.get(key)]
     if changed:
         raise VMASError(f"--output {output} holds clips made with other settings ({'; '.join(changed)}); "
                         "add inputs with the same settings, or prepare into a new --output")
@@ -427,12 +429,13 @@ def write_report(output: Path, lines: Iterable[dict[str, Any]]) -> None:
                                                     for line in lines))
 
 
-def commit_outcome(output: Path, outcome: Outcome, sample_rate: int) -> None:
-    """Write an input's clips as its part (from scratch), then append its report line (durably)."""
+def commit_outcome(output: Path, outcome: Outcome, config: DataConfig) -> None:
+    """Write an input's clips as its part (from scratch, annotated with `config`), then append its
+    report line (durably)."""
     part = output / PARTS_DIR / outcome.split / path_key(outcome.path)
     shutil.rmtree(part, ignore_errors=True)
     if outcome.records:
-        with ShardWriter(part, sample_rate) as writer:
+        with ShardWriter(part, config) as writer:
             for record in outcome.records:
                 writer.write(record)
     report = output / REPORT_NAME
@@ -455,7 +458,8 @@ def merge_parts(part_dirs: list[Path], target: Path) -> int:
     """Join litdata datasets (`part_dirs`, each with index.json) into one at `target`, replacing it.
 
     Chunks are hard-linked (copied across file systems) under new names and their index entries
-    concatenated in the order of `part_dirs`; returns the number of clips.
+    concatenated in the order of `part_dirs`; the parts' `annotation.json` (one line when they
+    differ) is kept. Returns the number of clips.
     """
     # Not `litdata.merge_datasets`: it copies every chunk (the parts stay, so the data would take
     # twice its size on disk), refuses one or no input and an existing output. This writes the same
@@ -464,6 +468,11 @@ def merge_parts(part_dirs: list[Path], target: Path) -> int:
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     chunks, config = [], None
+    annotations = {(part / ANNOTATION_NAME).read_text() for part in part_dirs if (part / ANNOTATION_NAME).exists()}
+    if len(annotations) > 1:
+        raise VMASError(f"{target}: its parts were annotated with different settings; prepare into a new --output")
+    for text in annotations:
+        (building / ANNOTATION_NAME).write_text(text)
     for number, part in enumerate(part_dirs):
         index = json.loads((part / "index.json").read_text())
         config = config or index["config"]

@@ -1,7 +1,8 @@
 """DISCO-MV shards: the one writer (used by `vmas prepare` and `vmas demo-data`) and the sample decoder.
 
 A dataset folder holds one litdata optimized dataset per split (`train/`, `val/`, `test/`), one
-sample per clip (schema in docs/DATA.md):
+sample per clip (schema in docs/DATA.md), and per split `annotation.json`: the settings its tokens
+and beats were made with (`annotation_settings`), which the data module checks against the config.
 
 | key | stored as | decoded |
 |---|---|---|
@@ -10,14 +11,14 @@ sample per clip (schema in docs/DATA.md):
 | frames | JPEGs packed in one blob | uint8 `[F, H, W, 3]` at the config's fps and size |
 | audio | FLAC (16 bit, mono, codec rate) | float32 `[N]` |
 | tokens | int16 `[K, T]` | int64 `[K, T]` |
-| music_beats, video_beats, overlap | uint8 `[T]` | float32 `[T]` |
+| music_beats, video_beats | uint8 `[T]` | float32 `[T]` |
 | meta | JSON str | dict |
 """
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,6 +36,7 @@ from vmas_lightning.registry import AUDIO_CODECS
 from vmas_lightning.sequence import SequenceConfig
 
 SPLITS = ("train", "val", "test")
+ANNOTATION_NAME = "annotation.json"
 JPEG_QUALITY = 90
 CHUNK_BYTES = "128MB"
 
@@ -51,7 +53,6 @@ class ClipRecord:
     tokens: np.ndarray  # [K, T]
     music_beats: np.ndarray  # [T]
     video_beats: np.ndarray  # [T]
-    overlap: np.ndarray  # [T]
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,13 +67,32 @@ class DataConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "DataConfig":
         """Read `model.sequence`, `model.codec` and `data.beats` of a `vmas fit` config file."""
+        from vmas_lightning.lit_module import module_default
+
         config = read_config(path)
         model, data = config_section(config, "model", path), config_section(config, "data", path)
         return cls(
             sequence=dataclass_from(SequenceConfig, model.get("sequence"), f"{path}: model.sequence"),
-            codec=model.get("codec", "encodec"),
+            codec=model.get("codec", module_default("codec")),
             beats=dataclass_from(BeatConfig, data.get("beats"), f"{path}: data.beats"),
         )
+
+
+def annotation_settings(config: DataConfig) -> dict[str, Any]:
+    """What decides a shard's stored frames, tokens and beats, by config key (`model.sequence.fps`,
+    `model.codec`, `data.beats.peak_window`, ...): JSON values. Not the clip length (a stored clip may
+    be longer than the training window; the data module checks the frame count) nor the beat settings
+    that act when the data is read (`BeatConfig.READ_TIME`)."""
+    sequence = {f"model.sequence.{k}": v for k, v in asdict(config.sequence).items() if k != "duration_s"}
+    beats = {f"data.beats.{k}": v for k, v in asdict(config.beats).items() if k not in BeatConfig.READ_TIME}
+    return json.loads(json.dumps({**sequence, "model.codec": config.codec, **beats}))
+
+
+def annotation_differences(recorded: Mapping[str, Any], config: DataConfig) -> list[str]:
+    """`"<key> <recorded> in the shards, <configured> in the config"` for each annotation setting that differs."""
+    wanted = annotation_settings(config)
+    return [f"{key} {recorded.get(key)!r} in the shards, {wanted.get(key)!r} in the config"
+            for key in sorted(set(recorded) | set(wanted)) if recorded.get(key) != wanted.get(key)]
 
 
 def pack_jpegs(frames: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -130,7 +150,6 @@ def encode_sample(record: ClipRecord, sample_rate: int) -> dict[str, Any]:
         "tokens": np.asarray(record.tokens, dtype=np.int16),
         "music_beats": np.asarray(record.music_beats, dtype=np.uint8),
         "video_beats": np.asarray(record.video_beats, dtype=np.uint8),
-        "overlap": np.asarray(record.overlap, dtype=np.uint8),
         "meta": json.dumps(record.meta, sort_keys=True),
     }
 
@@ -148,7 +167,6 @@ def decode_sample(sample: Mapping[str, Any], load_audio: bool = True, load_frame
         "tokens": np.asarray(sample["tokens"], dtype=np.int64),
         "music_beats": np.asarray(sample["music_beats"], dtype=np.float32),
         "video_beats": np.asarray(sample["video_beats"], dtype=np.float32),
-        "overlap": np.asarray(sample["overlap"], dtype=np.float32),
         "meta": json.loads(sample["meta"]),
     }
     if load_frames:
@@ -164,12 +182,7 @@ class ClipAnnotator:
     def __init__(self, config: DataConfig):
         self.config = config
         self.codec = AUDIO_CODECS.build(config.codec)
-        seq = config.sequence
-        if self.codec.sample_rate != seq.sample_rate or round(self.codec.frame_rate) != round(seq.token_rate):
-            raise VMASError(
-                f"codec runs at {self.codec.sample_rate} Hz / {self.codec.frame_rate} tokens/s but the sequence "
-                f"config says {seq.sample_rate} Hz / {seq.token_rate} tokens/s"
-            )
+        config.sequence.check_codec(self.codec)
 
     @torch.no_grad()
     def __call__(self, clip_id: str, source: str, start_s: float, frames: np.ndarray, audio: np.ndarray,
@@ -191,7 +204,7 @@ class ClipAnnotator:
         beats = compute_beats(audio, seq.sample_rate, flow, seq, self.config.beats)
         return ClipRecord(
             id=clip_id, source=source, start_s=start_s, frames=frames, audio=audio, tokens=tokens,
-            music_beats=beats["music_beats"], video_beats=beats["video_beats"], overlap=beats["overlap"], meta=meta,
+            music_beats=beats["music_beats"], video_beats=beats["video_beats"], meta=meta,
         )
 
 
@@ -203,20 +216,22 @@ class PlainStrings(StringSerializer):
 
 
 class ShardWriter:
-    """Writes `ClipRecord`s of one split into a litdata optimized dataset folder.
+    """Writes `ClipRecord`s of one split, annotated with `config`, into a litdata optimized dataset folder.
 
-    Use as a context manager; the index is written on exit. The writer owns its folder: a dataset
-    already there (index and chunks) is removed first, so writing again replaces it. Nothing is
-    created for a split that receives no clip.
+    Use as a context manager; `annotation.json` (`annotation_settings(config)`) and then the index
+    are written on exit. The writer owns its folder: a dataset already there (index, annotation and
+    chunks) is removed first, so writing again replaces it. Nothing is created for a split that
+    receives no clip.
     """
 
-    def __init__(self, output_dir: str | Path, sample_rate: int):
+    def __init__(self, output_dir: str | Path, config: DataConfig):
         self.output_dir = Path(output_dir)
-        self.sample_rate = sample_rate
+        self.config = config
         self._writer = None
         self.count = 0
         if self.output_dir.is_dir():
-            for stale in [*self.output_dir.glob("*index.json"), *self.output_dir.glob("chunk-*.bin")]:
+            for stale in [*self.output_dir.glob("*index.json"), *self.output_dir.glob("chunk-*.bin"),
+                          *self.output_dir.glob(ANNOTATION_NAME)]:
                 stale.unlink()
 
     def write(self, record: ClipRecord) -> None:
@@ -225,11 +240,13 @@ class ShardWriter:
 
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self._writer = BinaryWriter(str(self.output_dir), chunk_bytes=CHUNK_BYTES, serializers={"str": PlainStrings()})
-        self._writer.add_item(self.count, encode_sample(record, self.sample_rate))
+        self._writer.add_item(self.count, encode_sample(record, self.config.sequence.sample_rate))
         self.count += 1
 
     def close(self) -> None:
         if self._writer is not None:
+            settings = json.dumps(annotation_settings(self.config), indent=1, sort_keys=True)
+            (self.output_dir / ANNOTATION_NAME).write_text(settings + "\n", encoding="utf-8")
             self._writer.done()
             self._writer.merge()
             self._writer = None

@@ -53,6 +53,10 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
     # Plain values (LightningCLI saves dicts, a Trainer the dataclasses) without LightningCLI's _instantiator / _class_path.
     hparams = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
                for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    # Checkpoints written before the encoder alone stated it (the committed demo model among them)
+    # record `model.sequence.frames_per_feature`, a value the encoder's always replaced: drop it.
+    if isinstance(hparams.get("sequence"), Mapping):
+        hparams["sequence"] = {k: v for k, v in hparams["sequence"].items() if k != "frames_per_feature"}
     for key, options in checkpoint.get("rebuild_options", {}).items():  # every weight is in the checkpoint
         hparams[key] = {**(hparams[key] if isinstance(hparams[key], Mapping) else {"name": hparams[key]}), **options}
     try:

@@ -127,7 +127,7 @@ class MusicGenerator:
         real = clip.shape[2]
         hold = clip[:, :, -1:].expand(-1, -1, seq.num_frames - real, -1, -1)
         features = self.model.encode_video(torch.cat([clip, hold], dim=2))
-        return features[:, : math.ceil(real / seq.frames_per_feature)]
+        return features[:, : math.ceil(real / self.model.frames_per_feature)]
 
     @torch.no_grad()
     def generate_window(

@@ -1,7 +1,6 @@
 """`VMASModel`: video encoder -> MusicGen decoder cross-attending to the video -> EnCodec tokens."""
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -23,8 +22,9 @@ class VMASModel(nn.Module):
     """The three plugins built from their specs, plus the learned null condition.
 
     The encoder gets `num_frames` / `frame_size` from `sequence`; the decoder gets the codec's
-    `num_codebooks` / `codebook_size`, the encoder's `out_dim` and the token steps per feature step. `self.sequence` is `sequence`
-    with the encoder's `frames_per_feature`.
+    `num_codebooks` / `codebook_size`, the encoder's `out_dim` and the token steps per feature step.
+    `sequence`'s codec rates and codebook count are checked against the built codec (one line on a
+    mismatch); feature steps are the encoder's (`frames_per_feature`, `num_features`, `feature_rate`).
 
     Args:
         cond_dropout: probability, per training sample, of replacing its video features by the
@@ -45,20 +45,36 @@ class VMASModel(nn.Module):
     ):
         super().__init__()
         self.codec = AUDIO_CODECS.build(codec)
+        sequence.check_codec(self.codec)
+        self.sequence = sequence
         self.encoder = VIDEO_ENCODERS.build(encoder, num_frames=sequence.num_frames, frame_size=sequence.frame_size)
-        self.sequence = replace(sequence, frames_per_feature=self.encoder.frames_per_feature)
         self.decoder = MUSIC_DECODERS.build(
             decoder,
             num_codebooks=self.codec.num_codebooks,
             codebook_size=self.codec.codebook_size,
             cond_dim=self.encoder.out_dim,
-            tokens_per_cond_step=self.sequence.token_rate / self.sequence.feature_rate,
+            tokens_per_cond_step=sequence.token_rate / self.feature_rate,
         )
         self.cond_dropout = cond_dropout
         if activation_checkpointing:
             for part in self.checkpointed_parts():
                 part.enable_activation_checkpointing()
         self.null_condition = nn.Parameter(torch.zeros(self.encoder.out_dim))
+
+    @property
+    def frames_per_feature(self) -> int:
+        """Video frames per encoder output step (the encoder's; efficient Hiera: 2)."""
+        return self.encoder.frames_per_feature
+
+    @property
+    def num_features(self) -> int:
+        """Encoder output steps per clip, S (48)."""
+        return self.sequence.num_frames // self.frames_per_feature
+
+    @property
+    def feature_rate(self) -> float:
+        """Encoder output steps per second (4.8)."""
+        return self.sequence.fps / self.frames_per_feature
 
     def checkpointed_parts(self) -> tuple[nn.Module, nn.Module]:
         """Encoder and decoder, checked to have `checkpoint_units()` and `enable_activation_checkpointing()`."""

@@ -13,14 +13,14 @@ so a smooth camera motion gets a zig-zag magnitude whose every zig is a local ma
     m_t = 1 where a music onset falls in step t
     v_t = 1 where the interpolated flow magnitude peaks in a window of W steps (see `video_beats`)
     o_t = m_t * [some v_s = 1 with |s - t| <= match_window]
-    w_t = o_t + lambda
+    w_t = o_t + lambda     (lambda: `model.loss.beat_lambda`, applied by the loss)
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -33,7 +33,10 @@ from vmas_lightning.sequence import SequenceConfig
 
 @dataclass
 class BeatConfig:
-    """How beats and loss weights are computed; the paper gives neither W, the matching window nor lambda.
+    """How beats are computed (`data.beats`); the paper gives neither W nor the matching window.
+
+    Every setting but `match_window` decides what `vmas prepare` / `vmas demo-data` store, and the
+    shards record them (`data.shards.annotation_settings`); `match_window` acts when the data is read.
 
     Args:
         onset_detector: `ONSET_DETECTORS` plugin for music beats: onset_peaks (the strong peaks of the
@@ -45,8 +48,6 @@ class BeatConfig:
             (25 steps = 0.5 s, one beat per period of a 120 BPM tempo).
         match_window: a music beat is an overlap when a video beat lies within this many steps
             (5 steps = 0.1 s, about one video frame at 9.6 fps, MV-Align's matching tolerance).
-        lam: lambda > 0, the weight of steps without overlap (w_t = o_t + lambda; 1.0: overlaps
-            count twice).
         min_flow: smallest flow magnitude (pixels per frame pair at the flow's frame rate) a video
             beat may have, so that a still or near-still clip has none (0.1 as MV-Align's peak
             threshold).
@@ -65,18 +66,17 @@ class BeatConfig:
     optical_flow: PluginSpec = "farneback"
     peak_window: int = 25
     match_window: int = 5
-    lam: float = 1.0
     min_flow: float = 0.1
     min_prominence: float = 0.5
     flow_fps: Optional[float] = 15.0
+
+    READ_TIME: ClassVar[tuple[str, ...]] = ("match_window",)  # act when the data is read, not stored in shards
 
     def __post_init__(self):
         if self.peak_window < 1:
             raise VMASError(f"beats: peak_window must be >= 1 token step, got {self.peak_window}")
         if self.match_window < 0:
             raise VMASError(f"beats: match_window must be >= 0 token steps, got {self.match_window}")
-        if self.lam <= 0:
-            raise VMASError(f"beats: lam must be > 0 (steps without overlap would get no loss), got {self.lam}")
         if not 0 <= self.min_prominence < 1:
             raise VMASError(f"beats: min_prominence must be in [0, 1), got {self.min_prominence}")
         if self.flow_fps is not None and not self.flow_fps > 0:
@@ -211,20 +211,19 @@ def beat_weights(overlap: Any, lam: float) -> Any:
 def beats_at_token_rate(
     onset_times: np.ndarray, flow: FlowSeries, sequence: SequenceConfig, config: BeatConfig
 ) -> dict[str, np.ndarray]:
-    """Onset times (s) and a clip's flow -> the float32 `[T]` vectors `music_beats`, `video_beats`,
-    `overlap` and `weights` with T = `sequence.num_tokens`."""
+    """Onset times (s) and a clip's flow -> the float32 `[T]` vectors `music_beats`, `video_beats` and
+    `overlap` with T = `sequence.num_tokens`."""
     num_tokens, rate = sequence.num_tokens, sequence.token_rate
     music = music_beats(onset_times, num_tokens, rate)
     video = video_beats(flow, num_tokens, rate, config.peak_window, config.min_flow, config.min_prominence)
-    overlaps = overlap(music, video, config.match_window)
-    return {"music_beats": music, "video_beats": video, "overlap": overlaps, "weights": beat_weights(overlaps, config.lam)}
+    return {"music_beats": music, "video_beats": video, "overlap": overlap(music, video, config.match_window)}
 
 
 def compute_beats(
     wav: np.ndarray, sample_rate: int, flow: FlowSeries, sequence: SequenceConfig, config: BeatConfig
 ) -> dict[str, np.ndarray]:
     """One clip's beats: waveform `[N]` at `sample_rate` and its flow (`video_flow`, `frames_flow`)
-    -> float32 `[T]` `music_beats`, `video_beats`, `overlap`, `weights`."""
+    -> float32 `[T]` `music_beats`, `video_beats`, `overlap`."""
     onsets = build_plugin(ONSET_DETECTORS, config.onset_detector)(np.asarray(wav, dtype=np.float32).reshape(-1), sample_rate)
     return beats_at_token_rate(onsets, flow, sequence, config)
 
