@@ -335,3 +335,14 @@ def test_missing_separator_weights_stop_before_anything_is_written(videos, tmp_p
     assert main(["prepare", "--config", str(TINY_CONFIG), "--input", str(videos / "good_a.mp4"), "--output", str(out)]) == 2
     assert "hf download adefossez/HTDemucs" in one_line_error(capsys)  # the default separator's weights
     assert not out.exists()  # was: an empty output folder
+
+
+def test_prepare_flags_take_their_defaults_from_prepare_options():
+    """One place for the curation defaults: `vmas prepare`'s flags read `PrepareOptions`."""
+    from vmas_lightning.cli.prepare import build_parser
+    from vmas_lightning.data.prepare import PrepareOptions
+
+    flags, options = build_parser().get_defaults(), PrepareOptions()
+    assert (flags.separator, flags.embedder, flags.similarity_threshold, flags.hop_seconds, flags.silence_rms,
+            flags.split, flags.require_audio) == (options.separator, options.embedder, options.similarity_threshold,
+                                                  options.hop_s, options.silence_rms, options.split, options.require_audio)

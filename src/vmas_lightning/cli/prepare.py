@@ -21,6 +21,7 @@ from vmas_lightning.data.shards import SPLITS, DataConfig, annotation_settings
 from vmas_lightning.errors import Interrupted, VMASError
 from vmas_lightning.registry import PluginSpec
 
+DEFAULTS = PrepareOptions()  # the curation defaults live in PrepareOptions
 HELP = "Curate raw videos (files, folders, globs, manifests) into training shards with a per-file report."
 
 
@@ -38,17 +39,18 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="Worker processes on this machine.")
     parser.add_argument("--num-shards", type=int, default=1, help="Array-job size: inputs are split into this many shards.")
     parser.add_argument("--shard-index", type=int, default=0, help="This task's shard (e.g. $SLURM_ARRAY_TASK_ID).")
-    parser.add_argument("--separator", type=PluginSpec, default="htdemucs",
+    parser.add_argument("--separator", type=PluginSpec, default=DEFAULTS.separator,
                         help="Vocal removal: htdemucs | none, or with options: '{name: htdemucs, repo: DIR}'.")
-    parser.add_argument("--embedder", type=PluginSpec, default="pixel_stats",
+    parser.add_argument("--embedder", type=PluginSpec, default=DEFAULTS.embedder,
                         help="Frame embedder of the visual filter: pixel_stats | clip, or '{name: clip, pretrained: FILE}'.")
-    parser.add_argument("--similarity-threshold", type=float, default=0.7, help="Reject videos at or above this frame similarity.")
+    parser.add_argument("--similarity-threshold", type=float, default=DEFAULTS.similarity_threshold,
+                        help="Reject videos at or above this frame similarity (0.7: the paper's, for CLIP features).")
     parser.add_argument("--clip-seconds", type=Optional[float], default=None, help="Clip length (default: the config's duration).")
-    parser.add_argument("--hop-seconds", type=Optional[float], default=None, help="Clip hop (default: the clip length).")
-    parser.add_argument("--silence-rms", type=float, default=1e-3, help="Drop clips whose RMS is below this.")
+    parser.add_argument("--hop-seconds", type=Optional[float], default=DEFAULTS.hop_s, help="Clip hop (default: the clip length).")
+    parser.add_argument("--silence-rms", type=float, default=DEFAULTS.silence_rms, help="Drop clips whose RMS is below this.")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="Per-input time limit.")
-    parser.add_argument("--split", default="train", choices=list(SPLITS), help="Split of inputs (a manifest's split column wins).")
-    parser.add_argument("--require-audio", type=bool, default=True, help="Fail inputs without an audio track.")
+    parser.add_argument("--split", default=DEFAULTS.split, choices=list(SPLITS), help="Split of inputs (a manifest's split column wins).")
+    parser.add_argument("--require-audio", type=bool, default=DEFAULTS.require_audio, help="Fail inputs without an audio track.")
     parser.add_argument("--retry-failed", action="store_true", help="Curate again the inputs the report lists as failed.")
     return parser
 
