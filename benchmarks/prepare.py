@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vmas_lightning.beats import compute_beats
 from vmas_lightning.data.frame_embedders import frame_similarity
 from vmas_lightning.data.prepare import NUM_SAMPLED_FRAMES, PrepareOptions, clip_starts
 from vmas_lightning.data.shards import ClipAnnotator, ClipRecord, DataConfig, ShardWriter
 from vmas_lightning.data.video_io import read_audio, read_video, write_video
-from vmas_lightning.objectives.beats import compute_beats
 from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -60,10 +60,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vmas_lightning.beats import build_plugin
 from vmas_lightning.cli.beats import analyse, load_config
 from vmas_lightning.data.video_io import iter_frames, read_audio, write_video
 from vmas_lightning.generation.mux import write_wav
-from vmas_lightning.objectives.beats import build_plugin
 from vmas_lightning.registry import ONSET_DETECTORS
 
 SIZE = 240

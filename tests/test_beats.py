@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vmas_lightning.errors import VMASError
-from vmas_lightning.objectives.beats import (
+from vmas_lightning.beats import (
     BeatConfig,
     FlowSeries,
     beat_weights,
@@ -18,8 +17,9 @@ from vmas_lightning.objectives.beats import (
     shift_alignment,
     video_beats,
 )
-from vmas_lightning.objectives.flow import DISFlow, FarnebackFlow
-from vmas_lightning.objectives.onsets import BeatTrack, LibrosaOnsets, MadmomOnsets, OnsetPeaks
+from vmas_lightning.beats.onsets import BeatTrack, LibrosaOnsets, MadmomOnsets, OnsetPeaks
+from vmas_lightning.beats.optical_flow import DISFlow, FarnebackFlow
+from vmas_lightning.errors import VMASError
 from vmas_lightning.sequence import SequenceConfig
 
 FPS = 12.0  # frame times j / 12 s never fall on a 20 ms token boundary unless j % 6 == 0

@@ -9,9 +9,9 @@ import numpy as np
 from media import cut_frames, write_video
 from test_beats import clicks, moving_texture
 
-from vmas_lightning.cli.beats import plot_beats
+from vmas_lightning.beats import FlowSeries
+from vmas_lightning.beats.plot import plot_beats
 from vmas_lightning.cli.main import main
-from vmas_lightning.objectives.beats import FlowSeries
 from vmas_lightning.sequence import SequenceConfig
 
 FPS = 12
@@ -123,12 +123,16 @@ def test_alignment_z_score_tells_own_music_from_shifted_and_unrelated(tmp_path, 
 
 
 def test_plot_of_a_minute_widens_with_the_clip(tmp_path):
-    """A 60-s clip gets a 21-inch (2100-px) figure, a 3-s one the 12-inch minimum."""
+    """A 60-s clip gets a 21-inch (2100-px) figure, a 3-s one the 12-inch minimum; with the music on top too."""
     flow = FlowSeries.uniform(np.abs(np.sin(np.arange(1499) / 7.0)).astype(np.float32), 25.0)
     report = {"video": "clip.mp4", "soundtrack": True, "video_beats": [1.0, 2.5, 30.0], "music_beats": [1.02, 3.0, 59.0],
               "overlaps": [1.02], "alignment": {"z": 2.5}}
-    png = plot_beats(tmp_path / "long.png", report, flow, SequenceConfig(duration_s=60.0)).read_bytes()
+    png = plot_beats(tmp_path / "long.png", report, flow, SequenceConfig(duration_s=60.0), "clip.mp4").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 2100
     short = plot_beats(tmp_path / "short.png", report, FlowSeries.uniform(flow.magnitude[:74], 25.0),
-                       SequenceConfig(duration_s=3.0)).read_bytes()
+                       SequenceConfig(duration_s=3.0), "clip.mp4").read_bytes()
     assert int.from_bytes(short[16:20], "big") == 1200
+    # `vmas generate --plot`'s: the same plot under the music's spectrogram, as wide, taller
+    music = plot_beats(tmp_path / "music.png", report, flow, SequenceConfig(duration_s=60.0), "clip.mp4",
+                       audio=np.zeros(60 * 32000, dtype=np.float32), spectrogram=True).read_bytes()
+    assert int.from_bytes(music[16:20], "big") == 2100 and int.from_bytes(music[20:24], "big") > int.from_bytes(png[20:24], "big")

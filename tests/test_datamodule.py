@@ -8,10 +8,10 @@ import torch
 from litdata import StreamingDataset
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from vmas_lightning.beats import BeatConfig
 from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.data.shards import decode_sample
 from vmas_lightning.errors import VMASError
-from vmas_lightning.objectives.beats import BeatConfig
 from vmas_lightning.sequence import SequenceConfig
 
 TINY = SequenceConfig(frame_size=64)

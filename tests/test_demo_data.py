@@ -5,10 +5,10 @@ import numpy as np
 from litdata import StreamingDataset
 
 from conftest import TINY_CONFIG, one_line_error
+from vmas_lightning.beats import BeatConfig, overlap
 from vmas_lightning.data.demo import STYLES, synthesize_clip
 from vmas_lightning.data.shards import DataConfig, decode_sample
 from vmas_lightning.data.video_io import read_audio, read_video
-from vmas_lightning.objectives.beats import BeatConfig, overlap
 
 
 def test_same_seed_same_clip_other_seed_other_clip():

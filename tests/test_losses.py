@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
+from vmas_lightning.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
 
 
 def random_batch(batch=3, codebooks=4, steps=7, vocab=11, seed=0):

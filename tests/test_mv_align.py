@@ -6,6 +6,7 @@ import soundfile
 import torch
 from media import blob_video, write_video
 
+from vmas_lightning.beats.optical_flow import FarnebackFlow
 from vmas_lightning.errors import VMASError
 from vmas_lightning.metrics import MVAlign, mv_align, mv_align_score
 from vmas_lightning.metrics.mv_align import (
@@ -22,7 +23,6 @@ from vmas_lightning.metrics.mv_align import (
     source_peaks,
     video_peaks,
 )
-from vmas_lightning.objectives.flow import FarnebackFlow
 
 FPS, SECONDS, EVENTS = 10, 6, (1.0, 2.0, 3.0, 4.0, 5.0)
 

@@ -14,13 +14,13 @@ from litdata import StreamingDataset
 
 from conftest import TINY_CONFIG, install_plugin, one_line_error
 from media import gradient_frames, sine, truncated_copy, write_audio_only, write_surround_video, write_video
+from vmas_lightning.beats import BeatConfig
 from vmas_lightning.cli.main import main
 from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.data.prepare import collect_inputs, merge_parts, shard_of
 from vmas_lightning.data.shards import DataConfig, annotation_settings, decode_sample
 from vmas_lightning.data.video_io import read_audio
 from vmas_lightning.errors import VMASError
-from vmas_lightning.objectives.beats import BeatConfig
 
 FPS, SECONDS = 9.6, 10.6  # one 10-s clip per video and a dropped tail
 FAST = ["--config", str(TINY_CONFIG), "--separator", "none", "--embedder", "pixel_stats"]

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torchvision.models.optical_flow import raft_large, raft_small
 
+from vmas_lightning.beats import BeatConfig, frames_flow
+from vmas_lightning.beats.optical_flow import RAFTFlow
 from vmas_lightning.errors import MissingWeightsError, VMASError
-from vmas_lightning.objectives.beats import BeatConfig, frames_flow
-from vmas_lightning.objectives.flow import RAFTFlow
 from vmas_lightning.registry import OPTICAL_FLOWS
 
 

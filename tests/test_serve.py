@@ -27,7 +27,8 @@ def receive(queue: JobQueue, name: str, data: bytes, declared=None):
 
 @pytest.fixture(scope="module")
 def generation(tiny_ckpt):
-    from vmas_lightning.cli.generate import Generation, build_parser
+    from vmas_lightning.cli.generate import build_parser
+    from vmas_lightning.generation.pipeline import Generation
 
     return Generation(build_parser().parse_args(["--ckpt", str(tiny_ckpt), "--device", "cpu"]))
 

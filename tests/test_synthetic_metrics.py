@@ -5,15 +5,15 @@ import pytest
 import torch
 
 from conftest import DEMO_CONFIG, DEMO_STYLE_NET
+from vmas_lightning.beats import BeatConfig, frames_flow, video_beats
 from vmas_lightning.config_file import dataclass_from, read_config
 from vmas_lightning.data.demo import STYLES, synthesize_clip
 from vmas_lightning.errors import MissingWeightsError, VMASError
 from vmas_lightning.metrics import BeatAlignment, EvaluationSuite
 from vmas_lightning.metrics.demo_style import demo_style_classifier
-from vmas_lightning.metrics.suite import results_table
 from vmas_lightning.metrics.mv_align import frames_peaks
+from vmas_lightning.metrics.suite import results_table
 from vmas_lightning.metrics.synthetic import count_matches, note_pitch_classes, pitch_class
-from vmas_lightning.objectives.beats import BeatConfig, frames_flow, video_beats
 from vmas_lightning.sequence import SequenceConfig
 
 STYLE = {"name": "demo_style", "pretrained": str(DEMO_STYLE_NET)}

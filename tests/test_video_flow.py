@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from media import cut_frames, texture, write_video
 
+from vmas_lightning.beats import flow_series as flow_series_module
+from vmas_lightning.beats import BeatConfig, FlowSeries, video_beats, video_flow
 from vmas_lightning.data.video_io import iter_frames, source_stride
 from vmas_lightning.errors import InputFileError
-from vmas_lightning.objectives import beats as beats_module
-from vmas_lightning.objectives.beats import BeatConfig, FlowSeries, video_beats, video_flow
 
 SIZE = 64
 SECONDS = 4.0
@@ -84,7 +84,7 @@ def test_frames_are_dropped_evenly_never_duplicated(tmp_path):
 def test_chunks_and_windows_give_the_flow_of_the_whole_and_of_a_clip(tmp_path, monkeypatch):
     path = zoom_video(tmp_path / "cut.mp4", 25, CUT_S)
     whole = video_flow(path, BeatConfig(), SIZE)
-    monkeypatch.setattr(beats_module, "FLOW_CHUNK", 3)
+    monkeypatch.setattr(flow_series_module, "FLOW_CHUNK", 3)
     chunked = video_flow(path, BeatConfig(), SIZE)
     np.testing.assert_array_equal(chunked.magnitude, whole.magnitude)
     np.testing.assert_array_equal(chunked.times, whole.times)

@@ -12,18 +12,18 @@ import lightning as L
 import numpy as np
 import torch
 
+from vmas_lightning.beats import beat_weights
 from vmas_lightning.callbacks import is_sharded
 from vmas_lightning.errors import VMASError
 from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
 from vmas_lightning.generation.mux import write_wav
 from vmas_lightning.generation.sampling import clip_seed
+from vmas_lightning.losses import ContrastiveLoss, soft_music_embedding, token_music_embedding, weighted_cross_entropy
 from vmas_lightning.metrics.mv_align import VideoPeaks, frames_peaks, source_peaks
 from vmas_lightning.metrics.suite import REFERENCE_ROWS, EvaluationSuite, paper_table, results_table
 from vmas_lightning.models.vmas import VMASModel
-from vmas_lightning.objectives.beats import beat_weights
-from vmas_lightning.objectives.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
-from vmas_lightning.objectives.optim import OptimConfig, build_optimizer, build_scheduler, check_shardable
+from vmas_lightning.optim import OptimConfig, build_optimizer, build_scheduler, check_shardable
 from vmas_lightning.registry import PluginSpec
 from vmas_lightning.sequence import SequenceConfig
 
@@ -294,17 +294,18 @@ class VMASModule(L.LightningModule):
 
     def retrieval_features(self, video: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """`video [B, 3, F, H, W]`, reference `tokens [B, K, T]` -> pooled video and music features
-        `[B, E]` in the contrastive space, or None without it (the video is then not encoded).
+        `[B, E]` in the contrastive space (`ContrastiveLoss.embed`: projected and normalised as the loss
+        compares them), or None without it (the video is then not encoded).
 
-        The music side embeds the reference tokens (the one-hot case of the soft embedding of Eq. 2).
+        The music side embeds the reference tokens (`token_music_embedding`, the one-hot case of the
+        soft embedding of Eq. 2).
         """
         if self.contrastive is None:
             return None
         features = self.model.encode_video(video)  # [B, S, D]
-        codebooks = self.model.codec.codebook_embeddings()  # [K, V, Dc]
-        per_step = torch.stack([codebooks[k][tokens[:, k]] for k in range(tokens.shape[1])]).sum(0)  # [B, T, Dc]
-        music = self.contrastive.music_proj(per_step.mean(dim=1))
-        return self.contrastive.video_proj(features.mean(dim=1)), music
+        music = token_music_embedding(tokens, self.model.codec.codebook_embeddings())  # codebooks [K, V, Dc]
+        music, video = self.contrastive.embed(music, features.mean(dim=1))
+        return video, music
 
     def mv_align_peaks(self, batch: dict[str, Any]) -> list[VideoPeaks]:
         """MV-Align's video side of each clip of a test batch: by the AV-Align protocol on the clip's

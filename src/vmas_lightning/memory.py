@@ -9,7 +9,7 @@ What is measured and what is counted:
   autocast for `*-mixed` precision, collected with `torch.autograd.graph.saved_tensors_hooks` and
   counted once per storage. Saved parameters are parameters; saved autocast casts of parameters
   (their grad_fn is `ToCopyBackward0` of an `AccumulateGrad`) are the "weight casts".
-- optimizer states: the configured optimizer (`objectives.optim.build_optimizer`) is stepped once on
+- optimizer states: the configured optimizer (`optim.build_optimizer`) is stepped once on
   a small parameter and its state bytes per parameter byte are scaled to the trainable parameters.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode  # private module: torch has no public FakeTensorMode
 
-from vmas_lightning.objectives.optim import OptimConfig, build_optimizer
+from vmas_lightning.optim import OptimConfig, build_optimizer
 
 GiB = 2**30
 MIXED_PRECISION = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}

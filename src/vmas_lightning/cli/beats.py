@@ -7,7 +7,7 @@ at the training frame size (`model.sequence` of `--config`, else the defaults: 2
 way `vmas prepare` does, and beats with `data.beats` of `--config` (else `BeatConfig()` defaults). Times are the starts of the 20 ms token steps that carry a beat, in
 seconds. A video without a soundtrack (and no `--audio`) still gets its video beats.
 
-Beside the overlap share it reports `alignment` (`objectives.beats.shift_alignment`): the overlap
+Beside the overlap share it reports `alignment` (`beats.shift_alignment`): the overlap
 share against a null of the same music circularly shifted in time, as a z-score and a percentile,
 so a video's own cut-on-beat music stands out from shifted or unrelated music.
 """
@@ -22,17 +22,18 @@ from typing import Any, Optional
 import numpy as np
 from jsonargparse import ArgumentParser
 
-from vmas_lightning.cli import writable_folder
-from vmas_lightning.errors import InputFileError
-from vmas_lightning.objectives.beats import (
+from vmas_lightning.beats import (
     BeatConfig,
     FlowSeries,
     beats_at_token_rate,
     build_plugin,
-    flow_curve,
     shift_alignment,
+    step_times,
     video_flow,
 )
+from vmas_lightning.beats.plot import plot_beats
+from vmas_lightning.cli import writable_folder
+from vmas_lightning.errors import InputFileError
 from vmas_lightning.registry import ONSET_DETECTORS
 from vmas_lightning.sequence import SequenceConfig
 
@@ -73,11 +74,6 @@ def read_music(video: str, audio: Optional[str], sample_rate: int) -> Optional[n
         raise
 
 
-def step_times(beats: np.ndarray, token_rate: float) -> list[float]:
-    """0/1 `[T]` -> start times (s) of the steps with a 1."""
-    return [round(float(step) / token_rate, 3) for step in np.flatnonzero(beats)]
-
-
 def analyse(
     video: str, audio: Optional[str], sequence: SequenceConfig, config: BeatConfig
 ) -> tuple[dict[str, Any], FlowSeries, SequenceConfig]:
@@ -114,58 +110,12 @@ def alignment_report(beats: dict[str, np.ndarray], config: BeatConfig) -> dict[s
     return {key: None if value is None else round(value, 3) for key, value in found.items()}
 
 
-def plot_beats(path: str | Path, report: dict[str, Any], flow: FlowSeries, sequence: SequenceConfig) -> Path:
-    """PNG on one time axis, legible for a minute-long clip (the figure widens with the duration):
-    top, the flow magnitude at the token rate (and per frame pair for short clips) with the video
-    beats marked on it; below, one lane of music beats over one of video beats, each overlap a
-    green line from its music beat to the nearest video beat."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MultipleLocator
-
-    duration = sequence.duration_s
-    centres = (np.arange(sequence.num_tokens) + 0.5) / sequence.token_rate
-    curve = flow_curve(flow, sequence.num_tokens, sequence.token_rate)
-    width = float(np.clip(duration * 0.35, 12.0, 40.0))
-    fig, (top, lanes) = plt.subplots(2, 1, sharex=True, figsize=(width, 4.5), height_ratios=(3, 1.3),
-                                     constrained_layout=True)
-    top.plot(centres, curve, color="0.45", linewidth=0.9, label="flow magnitude (token rate)")
-    if flow.magnitude.size <= 400:
-        top.plot(flow.times, flow.magnitude, "o", color="0.25", markersize=2, label=f"flow per frame pair ({flow.fps:g} fps)")
-    video = np.asarray(report["video_beats"])
-    music = np.asarray(report["music_beats"] or [])
-    steps = np.minimum((video * sequence.token_rate).round().astype(int), sequence.num_tokens - 1)
-    top.plot(video, curve[steps], "v", color="tab:orange", markersize=6, label=f"video beats ({len(video)})")
-    top.set_ylim(0, max(float(curve.max()), 1e-3) * 1.15)
-    top.set_ylabel("mean flow (px / pair)")
-    top.legend(loc="upper right", fontsize=8, ncols=3)
-    lanes.vlines(music, 1.1, 1.9, colors="tab:blue", linewidth=1.2, label=f"music beats ({len(music)})")
-    lanes.vlines(video, 0.1, 0.9, colors="tab:orange", linewidth=1.2)
-    overlaps = report["overlaps"] or []
-    for time in overlaps:
-        nearest = video[np.argmin(np.abs(video - time))]
-        lanes.plot([time, nearest], [1.1, 0.9], color="tab:green", linewidth=2)
-    lanes.plot([], [], color="tab:green", linewidth=2, label=f"overlaps ({len(overlaps)})")
-    lanes.set_ylim(0, 2)
-    lanes.set_yticks([0.5, 1.5], ["video", "music"])
-    lanes.legend(loc="upper right", fontsize=8, ncols=2)
-    lanes.set_xlim(0, duration)
-    lanes.set_xlabel("time (s)")
-    lanes.xaxis.set_major_locator(MultipleLocator(1.0 if duration <= 20 else 5.0))
-    lanes.xaxis.set_minor_locator(MultipleLocator(0.5 if duration <= 20 else 1.0))
-    for axis in (top, lanes):
-        axis.grid(True, which="major", axis="x", color="0.85", linewidth=0.6)
+def plot_title(report: dict[str, Any]) -> str:
+    """The beat plot's title: the video's name, whether it has a soundtrack, the alignment z-score."""
     title = Path(report["video"]).name + ("" if report["soundtrack"] else " (no soundtrack)")
     if report["alignment"] and report["alignment"]["z"] is not None:
         title += f"  |  alignment vs. shifted music: z {report['alignment']['z']:+.2f}"
-    fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return title
 
 
 def alignment_line(alignment: dict[str, Optional[float]]) -> str:
@@ -183,7 +133,7 @@ def run(cfg) -> int:
     sequence, config = load_config(cfg.config)
     report, flow, clip = analyse(cfg.video, cfg.audio, sequence, config)
     if cfg.plot:
-        report["plot"] = str(plot_beats(cfg.plot, report, flow, clip))
+        report["plot"] = str(plot_beats(cfg.plot, report, flow, clip, plot_title(report)))
     if not report["soundtrack"]:
         print(f"vmas beats: {cfg.video} has no soundtrack; showing video beats only (pass --audio FILE)", file=sys.stderr)
     if cfg.json:

@@ -8,26 +8,19 @@ Batch mode reports every file that fails (and why), goes on with the rest, write
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
-import torch
 from jsonargparse import ArgumentParser
 
 from vmas_lightning.cli import writable_folder
 from vmas_lightning.data.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
-from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.generation.pipeline import Generation, muxed_suffix
 
 HELP = "Generate music for a video (or a folder of videos): a 32 kHz wav and the video with it muxed in."
-
-# Containers the muxed copy keeps; other sources are written as .mp4 (mux falls back to .mkv).
-KEPT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
-SAMPLING_FLAGS = ("top_k", "top_p", "temperature", "cfg_scale", "window_s", "overlap_s", "seed")
 
 
 def build_parser() -> ArgumentParser:
@@ -48,20 +41,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--no-cache", action="store_true", help="Disable the decoder's key/value cache (slow; for checks).")
     parser.add_argument("--keep-original-audio", action="store_true", help="Keep the source's audio as a second stream.")
     parser.add_argument("--no-video", action="store_true", help="Write only the wav, no muxed video.")
-    parser.add_argument("--plot", help="PNG of waveform, music beats and video beats (batch mode: a folder); prints the video beats and MV-Align.")
+    parser.add_argument("--plot", help="PNG of waveform, flow, music beats and video beats (batch mode: a folder); prints the video beats and MV-Align.")
     parser.add_argument("--plot-spectrogram", action="store_true", help="Plot a spectrogram instead of the waveform.")
     parser.add_argument("--beats-config", help="A vmas YAML config whose data.beats the --plot beats use (as vmas beats "
                         "--config; default: the data.beats defaults).")
     return parser
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; `cuda` without a GPU is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VMASError("--device cuda: no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def output_stem(out: str, video: Path) -> Path:
@@ -72,10 +56,6 @@ def output_stem(out: str, video: Path) -> Path:
     return path.with_suffix("") if path.suffix.lower() in VIDEO_SUFFIXES | {".wav"} else path
 
 
-def muxed_suffix(video: Path) -> str:
-    return video.suffix.lower() if video.suffix.lower() in KEPT_SUFFIXES else ".mp4"
-
-
 def check_outputs(video: Path, stem: Path, no_video: bool, flag: str) -> None:
     """One line, before any generation, when the muxed copy would replace its own input."""
     from vmas_lightning.generation.mux import add_extension
@@ -83,64 +63,6 @@ def check_outputs(video: Path, stem: Path, no_video: bool, flag: str) -> None:
     target = add_extension(stem, muxed_suffix(video))
     if not no_video and target.resolve() == video.resolve():
         raise VMASError(f"{target}: the output would overwrite the input video; choose another {flag}")
-
-
-class Generation:
-    """A loaded checkpoint that turns video files into music files (`vmas generate`, `vmas serve`)."""
-
-    def __init__(self, cfg):
-        from vmas_lightning.cli.beats import load_config
-        from vmas_lightning.generation.checkpoint import load_for_inference
-
-        self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        self.model, self.sequence, config = load_for_inference(cfg.ckpt, self.device)
-        overrides = {name: getattr(cfg, name) for name in SAMPLING_FLAGS if getattr(cfg, name) is not None}
-        if cfg.no_cache:
-            overrides["use_cache"] = False
-        self.config = dataclasses.replace(config, **overrides)
-        self.beats = load_config(cfg.beats_config)[1]  # the settings of the --plot beats
-
-    def __call__(self, video_path: Path, stem: Path, plot: Optional[Path] = None, config: Optional[GenerationConfig] = None,
-                 keep_original_audio: Optional[bool] = None, on_step: Optional[Callable[[int, int], None]] = None) -> dict:
-        """Generate for one file; returns what was written (raises `InputFileError` for a bad file).
-        `config` and `keep_original_audio` replace the command's settings for this file;
-        `on_step` is `MusicGenerator`'s progress callback."""
-        from vmas_lightning.data.video_io import read_video
-        from vmas_lightning.generation.generator import MusicGenerator
-        from vmas_lightning.generation.mux import add_extension, mux_audio, write_wav
-
-        seq = self.sequence
-        keep_original_audio = self.cfg.keep_original_audio if keep_original_audio is None else keep_original_audio
-        clip = read_video(video_path, fps=seq.fps, size=seq.frame_size)  # at least one frame, or InputFileError
-        video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None]  # uint8 [1, 3, F, H, W]
-        started = time.perf_counter()
-        generator = MusicGenerator(self.model, config or self.config, progress=True, on_step=on_step)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            tokens = generator.generate(video.to(self.device), duration_s=clip.duration_s)
-        audio = self.model.codec.decode(tokens)[0, 0].float().cpu().numpy()
-        music = audio[: seq.samples_for(clip.duration_s)]  # the video's length, as the wav holds it
-        result = {"video": str(video_path), "seconds": round(clip.duration_s, 3),
-                  "generation_s": round(time.perf_counter() - started, 2)}
-        result["wav"] = str(write_wav(add_extension(stem, ".wav"), music, seq.sample_rate))
-        if not self.cfg.no_video:
-            target = add_extension(stem, muxed_suffix(video_path))
-            result["video_out"] = str(mux_audio(video_path, audio, seq.sample_rate, target, keep_original_audio))
-        if plot is not None:
-            from vmas_lightning.cli.beats import step_times
-            from vmas_lightning.generation.plot import plot_alignment
-            from vmas_lightning.metrics.mv_align import align_score, source_peaks
-            from vmas_lightning.objectives.beats import compute_beats, video_flow
-
-            # the beats `vmas beats --audio <wav>` reports: the video's flow and its duration's token grid
-            flow = video_flow(video_path, self.beats, seq.frame_size)
-            grid = seq.with_duration(flow.duration_s)
-            beats = compute_beats(music, seq.sample_rate, flow, grid, self.beats)
-            result["video_beats"] = step_times(beats["video_beats"], grid.token_rate)
-            result["plot"] = str(plot_alignment(plot, music, beats, grid, spectrogram=self.cfg.plot_spectrogram,
-                                                title=video_path.name))
-            result["mv_align"] = align_score(source_peaks(video_path), music, seq.sample_rate)  # not the wav read back
-        return result
 
 
 def run(cfg) -> int:

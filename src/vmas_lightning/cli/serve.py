@@ -49,8 +49,8 @@ def check_port_free(host: str, port: int) -> None:
 def run(cfg) -> int:
     import uvicorn
 
-    from vmas_lightning.cli.generate import Generation
     from vmas_lightning.cli.generate import build_parser as generate_parser
+    from vmas_lightning.generation.pipeline import Generation
     from vmas_lightning.serve.app import create_app
     from vmas_lightning.serve.jobs import JobQueue
     from vmas_lightning.serve.settings import ServeSettings

@@ -11,12 +11,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from litdata import StreamingDataLoader, StreamingDataset
 
+from vmas_lightning.beats import BeatConfig, overlap
 from vmas_lightning.data.object_store import check_dataset, read_text
 from vmas_lightning.data.shards import (
     ANNOTATION_NAME, DataConfig, annotation_differences, decode_sample, packed_frame_count, unpack_jpegs,
 )
 from vmas_lightning.errors import VMASError
-from vmas_lightning.objectives.beats import BeatConfig, overlap
 from vmas_lightning.registry import PluginSpec
 from vmas_lightning.sequence import SequenceConfig
 

@@ -34,11 +34,11 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from vmas_lightning.beats import video_flow
 from vmas_lightning.data.frame_embedders import frame_similarity
 from vmas_lightning.data.shards import ANNOTATION_NAME, SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter
 from vmas_lightning.data.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, frames_at, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError, VMASError
-from vmas_lightning.objectives.beats import video_flow
 from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS, PluginSpec
 
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")

@@ -28,10 +28,10 @@ import soundfile
 import torch
 from litdata.streaming.serializers import StringSerializer
 
+from vmas_lightning.beats import BeatConfig, FlowSeries, compute_beats, frames_flow
 from vmas_lightning.config_file import config_section, dataclass_from, read_config
 from vmas_lightning.data.video_io import fit_length, limit_peak
 from vmas_lightning.errors import VMASError
-from vmas_lightning.objectives.beats import BeatConfig, FlowSeries, compute_beats, frames_flow
 from vmas_lightning.registry import AUDIO_CODECS
 from vmas_lightning.sequence import SequenceConfig
 
@@ -189,7 +189,7 @@ class ClipAnnotator:
                  meta: dict[str, Any] | None = None, flow: FlowSeries | None = None) -> ClipRecord:
         """frames uint8 `[F, H, W, 3]` at the config's fps, audio float32 `[N]` at its rate -> `ClipRecord`.
 
-        `flow` is the clip's window of its source video's flow (`objectives.beats.video_flow`); without
+        `flow` is the clip's window of its source video's flow (`beats.flow_series.video_flow`); without
         it the flow is computed on `frames` (clips rendered at the config's fps, as the demo's).
         Audio beyond full scale is scaled down, not clipped; `meta["audio_gain"]` records the factor.
         """

@@ -1,4 +1,4 @@
-"""Beat alignment against shifted music: `vmas beats`'s alignment score (`objectives.beats.shift_alignment`) in `vmas test`.
+"""Beat alignment against shifted music: `vmas beats`'s alignment score (`beats.shift_alignment`) in `vmas test`.
 
 Per clip, the music beats of the audio (`data.beats.onset_detector`, the detector of the training
 beats) are put on the token grid and compared with the clip's stored video beats (the beats the
@@ -16,8 +16,8 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from vmas_lightning.beats import BeatConfig, build_plugin, music_beats, shift_alignment
 from vmas_lightning.metrics.audio import mono_at
-from vmas_lightning.objectives.beats import BeatConfig, build_plugin, music_beats, shift_alignment
 from vmas_lightning.registry import ONSET_DETECTORS
 
 KEYS = ("alignment_z", "alignment_percentile")

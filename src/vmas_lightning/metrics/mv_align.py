@@ -14,11 +14,11 @@ The reference code divides by zero when a clip has neither onsets nor peaks; we 
 as 0.0 (a clip with no detectable events earns no alignment credit, as torchmetrics' IoU does with
 `zero_division=0`), so silence over a still video cannot raise the mean.
 
-Onsets reuse `objectives.onsets.LibrosaOnsets` with its settings pinned to librosa's defaults
+Onsets reuse `beats.onsets.LibrosaOnsets` with its settings pinned to librosa's defaults
 (hop 512, no backtracking), which is exactly the protocol. The flow is the `farneback` plugin
-(`objectives.flow.FarnebackFlow`, float64 means of `cv2.cartToPolar` magnitudes as the protocol
+(`beats.optical_flow.FarnebackFlow`, float64 means of `cv2.cartToPolar` magnitudes as the protocol
 computes them) with the protocol's parameters, and a video file's frames are read by
-`objectives.beats.source_flow`: the one flow path of video beats and MV-Align, here at the native
+`beats.flow_series.source_flow`: the one flow path of video beats and MV-Align, here at the native
 rate and size.
 
 Where the clip's frames come from is recorded with its peaks (`VideoPeaks.protocol`):
@@ -37,9 +37,9 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from vmas_lightning.objectives.beats import source_flow
-from vmas_lightning.objectives.flow import FarnebackFlow
-from vmas_lightning.objectives.onsets import LibrosaOnsets
+from vmas_lightning.beats import source_flow
+from vmas_lightning.beats.onsets import LibrosaOnsets
+from vmas_lightning.beats.optical_flow import FarnebackFlow
 
 AUDIO_RATE = 22050
 FARNEBACK = (0.5, 3, 15, 3, 5, 1.2, 0)  # pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags

@@ -17,15 +17,15 @@ import torch.distributed as dist
 from torch import nn
 from torchmetrics import MeanMetric
 
+from vmas_lightning.beats import BeatConfig
 from vmas_lightning.errors import VMASError
-from vmas_lightning.metrics.fad import FrechetAudioDistance
-from vmas_lightning.metrics.kl import KLDivergence
 from vmas_lightning.metrics.beat_alignment import KEYS as ALIGNMENT_KEYS
 from vmas_lightning.metrics.beat_alignment import BeatAlignment
+from vmas_lightning.metrics.fad import FrechetAudioDistance
+from vmas_lightning.metrics.kl import KLDivergence
 from vmas_lightning.metrics.mv_align import MIXED, MODEL_RATE_FRAMES, SOURCE_NATIVE_RATE, MVAlign, VideoPeaks
 from vmas_lightning.metrics.retrieval import RetrievalRecall
 from vmas_lightning.metrics.synthetic import SyntheticTaskMetrics, has_truth
-from vmas_lightning.objectives.beats import BeatConfig
 
 METRICS_FILE, CLIPS_FILE = "metrics.json", "clips.csv"
 CLIP_COLUMNS = ("id", "kl", "kl_gen_ref", "mv_align", "mv_align_protocol", "alignment_z", "alignment_percentile",

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
+from vmas_lightning.beats import build_plugin
 from vmas_lightning.metrics.audio import mono_at
-from vmas_lightning.objectives.beats import build_plugin
 from vmas_lightning.registry import ONSET_DETECTORS, PluginSpec
 
 ONSET_TOLERANCE_S = 0.05

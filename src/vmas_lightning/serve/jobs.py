@@ -56,7 +56,7 @@ def user_message(err: VMASError, name: str) -> str:
 
 
 class JobQueue:
-    """Generation jobs of `vmas serve`, run one at a time by `generation` (a `cli.generate.Generation`).
+    """Generation jobs of `vmas serve`, run one at a time by `generation` (a `generation.pipeline.Generation`).
 
     Args:
         generation: the loaded model.

@@ -52,6 +52,13 @@ def soft_music_embedding(logits: torch.Tensor, codebooks: torch.Tensor) -> torch
     return per_step.mean(dim=1)
 
 
+def token_music_embedding(tokens: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
+    """The one-hot case of `soft_music_embedding`: reference `tokens [B, K, T]` -> `[B, Dc]`, the sum
+    over the K codebooks of each token's codebook vector, mean-pooled over the T steps."""
+    per_step = torch.stack([codebooks[k][tokens[:, k]] for k in range(tokens.shape[1])]).sum(0)  # [B, T, Dc]
+    return per_step.mean(dim=1)
+
+
 class ContrastiveLoss(nn.Module):
     """Symmetric InfoNCE between clip-level music and video features (cosine similarity / temperature).
 
@@ -94,11 +101,15 @@ class ContrastiveLoss(nn.Module):
             self.register_buffer("logit_scale", logit_scale)
         self.register_load_state_dict_pre_hook(_scalar_logit_scale_to_1d)
 
+    def embed(self, music: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clip features `music [B, Dm]`, `video [B, Dv]` -> their projections to the shared space,
+        L2-normalised, float32 `[B, E]` each: what the loss compares and what retrieval ranks."""
+        return F.normalize(self.music_proj(music).float(), dim=-1), F.normalize(self.video_proj(video).float(), dim=-1)
+
     def forward(self, music: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`music [B, Dm]`, `video [B, Dv]` (row i of each from the same clip) -> (loss, top-1 accuracy
         of video -> music retrieval among the candidates), both scalars."""
-        music = F.normalize(self.music_proj(music).float(), dim=-1)
-        video = F.normalize(self.video_proj(video).float(), dim=-1)
+        music, video = self.embed(music, video)
         all_music, all_video, offset = music, video, 0
         if self.gather == "global" and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dim = music.shape[-1]

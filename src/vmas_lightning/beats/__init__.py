@@ -1,0 +1,39 @@
+"""Beat annotation (SPEC section 5): music beats from onset detectors (`onsets`, `ONSET_DETECTORS`),
+video beats from optical flow (`optical_flow`, `OPTICAL_FLOWS`; `flow_series`: a clip's flow
+magnitude over time), their overlap at the token rate (`annotate`), the settings (`config`) and
+the shifted-music alignment score (`alignment`). `data/` stores the beats in shards, the loss
+weights its tokens by them, `metrics/` and `vmas beats` score them.
+
+The plugin modules (`onsets`, `optical_flow`) are imported by the registry, not here.
+"""
+from vmas_lightning.beats.alignment import shift_alignment
+from vmas_lightning.beats.annotate import (
+    beat_weights,
+    beats_at_token_rate,
+    compute_beats,
+    flow_curve,
+    music_beats,
+    overlap,
+    step_times,
+    video_beats,
+)
+from vmas_lightning.beats.config import BeatConfig, build_plugin
+from vmas_lightning.beats.flow_series import FlowSeries, frames_flow, source_flow, video_flow
+
+__all__ = [
+    "BeatConfig",
+    "FlowSeries",
+    "beat_weights",
+    "beats_at_token_rate",
+    "build_plugin",
+    "compute_beats",
+    "flow_curve",
+    "frames_flow",
+    "music_beats",
+    "overlap",
+    "shift_alignment",
+    "source_flow",
+    "step_times",
+    "video_beats",
+    "video_flow",
+]

@@ -1,0 +1,95 @@
+"""The inference pipeline: a loaded checkpoint that turns a video file into a wav, a muxed copy of the
+video and, on request, a beat plot (`Generation`, run by `vmas generate` and `vmas serve`)."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from vmas_lightning.errors import VMASError
+from vmas_lightning.generation.config import GenerationConfig
+
+# Containers the muxed copy keeps; other sources are written as .mp4 (mux falls back to .mkv).
+KEPT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
+SAMPLING_FLAGS = ("top_k", "top_p", "temperature", "cfg_scale", "window_s", "overlap_s", "seed")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; `cuda` without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VMASError("--device cuda: no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def muxed_suffix(video: Path) -> str:
+    return video.suffix.lower() if video.suffix.lower() in KEPT_SUFFIXES else ".mp4"
+
+
+class Generation:
+    """A loaded checkpoint that turns video files into music files (`vmas generate`, `vmas serve`).
+
+    `cfg` holds `vmas generate`'s options (`cli.generate.build_parser`): `ckpt`, `device`, the sampling
+    overrides (`SAMPLING_FLAGS`, None: the checkpoint's), `no_cache`, `keep_original_audio`,
+    `no_video`, `plot_spectrogram` and `beats_config`."""
+
+    def __init__(self, cfg):
+        from vmas_lightning.beats import BeatConfig
+        from vmas_lightning.data.shards import DataConfig
+        from vmas_lightning.generation.checkpoint import load_for_inference
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.model, self.sequence, config = load_for_inference(cfg.ckpt, self.device)
+        overrides = {name: getattr(cfg, name) for name in SAMPLING_FLAGS if getattr(cfg, name) is not None}
+        if cfg.no_cache:
+            overrides["use_cache"] = False
+        self.config = dataclasses.replace(config, **overrides)
+        # the settings of the plot's beats: data.beats of `beats_config` (`vmas beats --config`), else the defaults
+        self.beats = BeatConfig() if cfg.beats_config is None else DataConfig.from_yaml(cfg.beats_config).beats
+
+    def __call__(self, video_path: Path, stem: Path, plot: Optional[Path] = None, config: Optional[GenerationConfig] = None,
+                 keep_original_audio: Optional[bool] = None, on_step: Optional[Callable[[int, int], None]] = None) -> dict:
+        """Generate for one file; returns what was written (raises `InputFileError` for a bad file).
+        `config` and `keep_original_audio` replace the command's settings for this file;
+        `on_step` is `MusicGenerator`'s progress callback."""
+        from vmas_lightning.data.video_io import read_video
+        from vmas_lightning.generation.generator import MusicGenerator
+        from vmas_lightning.generation.mux import add_extension, mux_audio, write_wav
+
+        seq = self.sequence
+        keep_original_audio = self.cfg.keep_original_audio if keep_original_audio is None else keep_original_audio
+        clip = read_video(video_path, fps=seq.fps, size=seq.frame_size)  # at least one frame, or InputFileError
+        video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None]  # uint8 [1, 3, F, H, W]
+        started = time.perf_counter()
+        generator = MusicGenerator(self.model, config or self.config, progress=True, on_step=on_step)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            tokens = generator.generate(video.to(self.device), duration_s=clip.duration_s)
+        audio = self.model.codec.decode(tokens)[0, 0].float().cpu().numpy()
+        music = audio[: seq.samples_for(clip.duration_s)]  # the video's length, as the wav holds it
+        result = {"video": str(video_path), "seconds": round(clip.duration_s, 3),
+                  "generation_s": round(time.perf_counter() - started, 2)}
+        result["wav"] = str(write_wav(add_extension(stem, ".wav"), music, seq.sample_rate))
+        if not self.cfg.no_video:
+            target = add_extension(stem, muxed_suffix(video_path))
+            result["video_out"] = str(mux_audio(video_path, audio, seq.sample_rate, target, keep_original_audio))
+        if plot is not None:
+            from vmas_lightning.beats import compute_beats, step_times, video_flow
+            from vmas_lightning.beats.plot import plot_beats
+            from vmas_lightning.metrics.mv_align import align_score, source_peaks
+
+            # the beats `vmas beats --audio <wav>` reports: the video's flow and its duration's token grid
+            flow = video_flow(video_path, self.beats, seq.frame_size)
+            grid = seq.with_duration(flow.duration_s)
+            beats = compute_beats(music, seq.sample_rate, flow, grid, self.beats)
+            times = {name: step_times(beats[key], grid.token_rate)
+                     for name, key in (("music_beats", "music_beats"), ("video_beats", "video_beats"), ("overlaps", "overlap"))}
+            result["video_beats"] = times["video_beats"]
+            result["plot"] = str(plot_beats(plot, times, flow, grid, title=video_path.name, audio=music,
+                                            spectrogram=self.cfg.plot_spectrogram))
+            result["mv_align"] = align_score(source_peaks(video_path), music, seq.sample_rate)  # not the wav read back
+        return result
