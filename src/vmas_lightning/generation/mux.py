@@ -17,8 +17,9 @@ import soundfile
 from vmas_lightning.data.video_io import fit_length, open_media
 from vmas_lightning.errors import InputFileError
 
-# Audio encoder for each output container; anything else gets AAC.
-AUDIO_CODECS = {".webm": "libopus", ".ogg": "libopus", ".ogv": "libopus"}
+# Audio encoder (PyAV codec name) for each output container suffix; anything else gets AAC. Not the
+# codec registry `registry.AUDIO_CODECS`.
+AUDIO_ENCODER_BY_SUFFIX = {".webm": "libopus", ".ogg": "libopus", ".ogv": "libopus"}
 AUDIO_BIT_RATE = 192_000
 FALLBACK_SUFFIX = ".mkv"
 FRAME_SAMPLES = 4096
@@ -119,7 +120,7 @@ def _remux(video_path, audio: np.ndarray, sample_rate: int, out_path: Path, keep
             video_out = target.add_stream_from_template(video_in, opaque=True)
         except ValueError as err:  # the container does not take this codec
             raise _UnsupportedCodec(str(err)) from None
-        codec = AUDIO_CODECS.get(out_path.suffix.lower(), "aac")
+        codec = AUDIO_ENCODER_BY_SUFFIX.get(out_path.suffix.lower(), "aac")
         music_out = target.add_stream(codec, rate=48000 if codec == "libopus" else sample_rate, layout="mono")
         music_out.bit_rate = AUDIO_BIT_RATE
         music_out.disposition = av.stream.Disposition.default
