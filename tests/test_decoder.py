@@ -58,19 +58,27 @@ def test_time_embedding_is_the_decoders_position_code_at_each_features_time():
     assert (code - table[14]).norm() < (code - table[20]).norm() and (code - table[15]).norm() < (code - table[9]).norm()
 
 
+def aligned_input(aligned, ids, cond, upsample=1):
+    """What the aligned condition adds to the first decoder layer's input `[B, T, D]`, and the aligned
+    projection of each feature's sub-steps `[B, S * upsample, D]` (run once as is, once with it zeroed)."""
+    seen = []
+    hook = aligned.lm.model.decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    aligned(ids, cond)
+    with torch.no_grad():
+        own = aligned.aligned_proj(cond).view(cond.shape[0], cond.shape[1], upsample, -1).flatten(1, 2)
+        aligned.aligned_proj.weight.zero_(), aligned.aligned_proj.bias.zero_()
+    aligned(ids, cond)
+    hook.remove()
+    return seen[0] - seen[1], own
+
+
 def test_aligned_condition_adds_each_steps_own_time_feature_to_its_input():
     torch.manual_seed(0)
     aligned = musicgen(K, V, D, tokens_per_cond_step=2.5, size="tiny", aligned_condition=True).eval()
     ids, cond = torch.randint(0, V + 1, (2, K, 9)), torch.randn(2, 4, D)
-    seen = []
-    aligned.lm.model.decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    aligned(ids, cond)
-    with torch.no_grad():
-        own = aligned.aligned_proj(cond)
-        aligned.aligned_proj.weight.zero_(), aligned.aligned_proj.bias.zero_()
-    aligned(ids, cond)
+    added, own = aligned_input(aligned, ids, cond)
     # step j gets feature floor(j / 2.5): 0 0 0 1 1 2 2 2 3
-    torch.testing.assert_close(seen[0] - seen[1], own[:, [0, 0, 0, 1, 1, 2, 2, 2, 3]])
+    torch.testing.assert_close(added, own[:, [0, 0, 0, 1, 1, 2, 2, 2, 3]])
     assert aligned._aligned is None  # nothing kept between calls
 
 
@@ -78,16 +86,9 @@ def test_aligned_upsample_gives_each_step_its_own_sub_step_feature():
     torch.manual_seed(0)
     aligned = musicgen(K, V, D, tokens_per_cond_step=2.5, size="tiny", aligned_condition=True, aligned_upsample=2).eval()
     ids, cond = torch.randint(0, V + 1, (2, K, 9)), torch.randn(2, 4, D)
-    seen = []
-    aligned.lm.model.decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    aligned(ids, cond)
-    with torch.no_grad():
-        # feature s gives sub-steps 2s and 2s + 1: the first and the second half of its projection
-        own = aligned.aligned_proj(cond).view(2, 4, 2, -1).flatten(1, 2)
-        aligned.aligned_proj.weight.zero_(), aligned.aligned_proj.bias.zero_()
-    aligned(ids, cond)
+    added, own = aligned_input(aligned, ids, cond, upsample=2)
     # sub-steps of 1.25 token steps: step j gets floor(j / 1.25): 0 0 1 2 3 4 4 5 6
-    torch.testing.assert_close(seen[0] - seen[1], own[:, [0, 0, 1, 2, 3, 4, 4, 5, 6]])
+    torch.testing.assert_close(added, own[:, [0, 0, 1, 2, 3, 4, 4, 5, 6]])
     assert not torch.allclose(own[:, 0], own[:, 1])  # the two halves of one feature differ
 
 
@@ -96,33 +97,20 @@ def test_aligned_linear_interpolation_mixes_the_two_sub_steps_around_each_step()
     aligned = musicgen(K, V, D, tokens_per_cond_step=2.5, size="tiny", aligned_condition=True, aligned_upsample=2,
                        aligned_interpolation="linear").eval()
     ids, cond = torch.randint(0, V + 1, (2, K, 9)), torch.randn(2, 4, D)
-    seen = []
-    aligned.lm.model.decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    aligned(ids, cond)
-    with torch.no_grad():
-        own = aligned.aligned_proj(cond).view(2, 4, 2, -1).flatten(1, 2)
-        aligned.aligned_proj.weight.zero_(), aligned.aligned_proj.bias.zero_()
-    aligned(ids, cond)
+    added, own = aligned_input(aligned, ids, cond, upsample=2)
     # sub-steps of 1.25 token steps: step j sits at j / 1.25 = 0, 0.8, 1.6, 2.4, 3.2, 4, 4.8, 5.6, 6.4
     at = torch.tensor([0, 0.8, 1.6, 2.4, 3.2, 4, 4.8, 5.6, 6.4])
     low, fraction = at.floor().long(), (at - at.floor())[:, None]
     expected = (1 - fraction) * own[:, low] + fraction * own[:, low + 1]
-    torch.testing.assert_close(seen[0] - seen[1], expected)
-    torch.testing.assert_close((seen[0] - seen[1])[:, 5], own[:, 4])  # on a sub-step's own time: that feature alone
+    torch.testing.assert_close(added, expected)
+    torch.testing.assert_close(added[:, 5], own[:, 4])  # on a sub-step's own time: that feature alone
 
 
 def test_aligned_linear_interpolation_holds_the_last_sub_step_at_the_end():
     aligned = musicgen(K, V, D, tokens_per_cond_step=2.0, size="tiny", aligned_condition=True,
                        aligned_interpolation="linear").eval()
     ids, cond = torch.randint(0, V + 1, (1, K, 12)), torch.randn(1, 3, D)  # steps 10, 11 lie past the last feature
-    seen = []
-    aligned.lm.model.decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
-    aligned(ids, cond)
-    with torch.no_grad():
-        own = aligned.aligned_proj(cond)
-        aligned.aligned_proj.weight.zero_(), aligned.aligned_proj.bias.zero_()
-    aligned(ids, cond)
-    added = seen[0] - seen[1]
+    added, own = aligned_input(aligned, ids, cond)
     torch.testing.assert_close(added[:, 4], own[:, 2])  # step 4 = feature 2, the last
     torch.testing.assert_close(added[:, 5:], own[:, 2:3].expand(-1, 7, -1))
     torch.testing.assert_close(added[:, 3], (own[:, 1] + own[:, 2]) / 2)

@@ -10,6 +10,7 @@ from vmas_lightning.beats.alignment import shift_alignment
 from vmas_lightning.beats.annotate import (
     beat_weights,
     beats_at_token_rate,
+    beat_times,
     compute_beats,
     flow_curve,
     music_beats,
@@ -26,6 +27,7 @@ __all__ = [
     "beat_weights",
     "beats_at_token_rate",
     "build_plugin",
+    "beat_times",
     "compute_beats",
     "flow_curve",
     "frames_flow",

@@ -36,6 +36,14 @@ def step_times(beats: np.ndarray, token_rate: float) -> list[float]:
     return [round(float(step) / token_rate, 3) for step in np.flatnonzero(beats)]
 
 
+def beat_times(beats: dict[str, np.ndarray], token_rate: float) -> dict[str, list[float]]:
+    """`compute_beats`'s 0/1 `[T]` arrays -> `music_beats`, `video_beats` and `overlaps` as step start
+    times (s): what `vmas beats` reports and `plot_beats` draws."""
+    return {"music_beats": step_times(beats["music_beats"], token_rate),
+            "video_beats": step_times(beats["video_beats"], token_rate),
+            "overlaps": step_times(beats["overlap"], token_rate)}
+
+
 def flow_curve(flow: FlowSeries, num_tokens: int, token_rate: float) -> np.ndarray:
     """`flow.magnitude [P]` -> float32 `[T]`, linearly interpolated in time at the step centres;
     before the first and after the last value the curve is held flat."""

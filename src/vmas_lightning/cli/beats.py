@@ -25,10 +25,10 @@ from jsonargparse import ArgumentParser
 from vmas_lightning.beats import (
     BeatConfig,
     FlowSeries,
+    beat_times,
     beats_at_token_rate,
     build_plugin,
     shift_alignment,
-    step_times,
     video_flow,
 )
 from vmas_lightning.beats.plot import plot_beats
@@ -85,6 +85,7 @@ def analyse(
     onsets = np.zeros(0) if wav is None else build_plugin(ONSET_DETECTORS, config.onset_detector)(wav, sequence.sample_rate)
     beats = beats_at_token_rate(onsets, flow, sequence, config)
     soundtrack = wav is not None
+    times = beat_times(beats, sequence.token_rate)
     report = {
         "video": video,
         "audio": audio if audio is not None else (video if soundtrack else None),
@@ -92,9 +93,9 @@ def analyse(
         "duration_s": round(sequence.duration_s, 3),
         "flow_fps": round(flow.fps, 3),
         "token_rate": sequence.token_rate,
-        "music_beats": step_times(beats["music_beats"], sequence.token_rate) if soundtrack else None,
-        "video_beats": step_times(beats["video_beats"], sequence.token_rate),
-        "overlaps": step_times(beats["overlap"], sequence.token_rate) if soundtrack else None,
+        "music_beats": times["music_beats"] if soundtrack else None,
+        "video_beats": times["video_beats"],
+        "overlaps": times["overlaps"] if soundtrack else None,
         "overlap_share": round(float(beats["overlap"].sum() / max(1.0, beats["music_beats"].sum())), 3) if soundtrack else None,
         "alignment": alignment_report(beats, config) if soundtrack else None,
         "flow": {"mean": round(float(flow.magnitude.mean()), 4), "max": round(float(flow.magnitude.max()), 4),

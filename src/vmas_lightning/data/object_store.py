@@ -35,8 +35,8 @@ def _bucket_and_prefix(url: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.strip("/")
 
 
-def _ask(url: str, client, request, not_found: str) -> None:
-    """Run `request()` against the store; one-line `VMASError` for what the user has to fix (`not_found`
+def _ask(url: str, client, request, not_found: str):
+    """`request()`'s answer from the store; one-line `VMASError` for what the user has to fix (`not_found`
     for a 404)."""
     from botocore.exceptions import (
         ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError,
@@ -46,7 +46,7 @@ def _ask(url: str, client, request, not_found: str) -> None:
     endpoint = client.meta.endpoint_url
     bucket, _ = _bucket_and_prefix(url)
     try:
-        request()
+        return request()
     except (NoCredentialsError, PartialCredentialsError):
         raise VMASError(f"{url}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)") from None
     except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError) as err:
@@ -71,16 +71,14 @@ def read_text(url: str) -> Optional[str]:
     """The object at `url` (s3://bucket/key) as UTF-8 text; None when there is no such key."""
     client = _client()
     bucket, key = _bucket_and_prefix(url)
-    found = []
 
-    def request() -> None:
+    def request() -> Optional[str]:
         try:
-            found.append(client.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8"))
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
         except client.exceptions.NoSuchKey:
-            pass
+            return None
 
-    _ask(url, client, request, f"{url}: bucket '{bucket}' does not exist at {client.meta.endpoint_url}")
-    return found[0] if found else None
+    return _ask(url, client, request, f"{url}: bucket '{bucket}' does not exist at {client.meta.endpoint_url}")
 
 
 def check_dataset(url: str, splits: Iterable[str]) -> None:

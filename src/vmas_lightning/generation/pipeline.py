@@ -78,7 +78,7 @@ class Generation:
             target = add_extension(stem, muxed_suffix(video_path))
             result["video_out"] = str(mux_audio(video_path, audio, seq.sample_rate, target, keep_original_audio))
         if plot is not None:
-            from vmas_lightning.beats import compute_beats, step_times, video_flow
+            from vmas_lightning.beats import beat_times, compute_beats, video_flow
             from vmas_lightning.beats.plot import plot_beats
             from vmas_lightning.metrics.mv_align import align_score, source_peaks
 
@@ -86,8 +86,7 @@ class Generation:
             flow = video_flow(video_path, self.beats, seq.frame_size)
             grid = seq.with_duration(flow.duration_s)
             beats = compute_beats(music, seq.sample_rate, flow, grid, self.beats)
-            times = {name: step_times(beats[key], grid.token_rate)
-                     for name, key in (("music_beats", "music_beats"), ("video_beats", "video_beats"), ("overlaps", "overlap"))}
+            times = beat_times(beats, grid.token_rate)
             result["video_beats"] = times["video_beats"]
             result["plot"] = str(plot_beats(plot, times, flow, grid, title=video_path.name, audio=music,
                                             spectrogram=self.cfg.plot_spectrogram))
