@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import yaml
 
 from conftest import ROOT, TINY_CONFIG, one_line_error
 from vmas_lightning.cli.main import main
@@ -79,7 +81,7 @@ def test_fit_refuses_data_made_with_other_beat_settings(capsys, tmp_path, demo_d
     # the codec is linked from model.codec: another codec's tokens are refused too
     assert main(["fit", "--config", TINY, "--data.root", str(demo_data), "--trainer.default_root_dir", str(tmp_path),
                  "--trainer.max_steps", "1", "--model.codec.seed", "1"]) == 2
-    assert "model.codec {'name': 'encodec', 'seed': 0, 'size': 'tiny'} in the shards" in one_line_error(capsys)
+    assert "(model.codec.seed 0 in the shards, 1 in the config)" in one_line_error(capsys)
 
 
 def test_trainer_gradient_clip_val_is_rejected_not_ignored(capsys, tmp_path, demo_data):
@@ -89,3 +91,54 @@ def test_trainer_gradient_clip_val_is_rejected_not_ignored(capsys, tmp_path, dem
     assert code == 2
     err = one_line_error(capsys)
     assert "trainer.gradient_clip_val 0.5 is not used" in err and "model.optim.grad_clip" in err
+
+
+def print_config(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as done:
+        main(["fit", *argv, "--print_config"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_print_config_shows_every_plugin_option_and_parses_back(capsys, tmp_path):
+    """Issue 15: the saved config lost the options the user did not type (the decoder's dropout,
+    max_positions); now every plugin's every option is printed with its default, and the printed
+    config, read again, prints the same text."""
+    printed = print_config(capsys, "--config", str(ROOT / "configs" / "demo.yaml"))
+    config = yaml.safe_load(printed)
+    decoder = config["model"]["decoder"]
+    assert decoder["dropout"] == 0.1 and decoder["max_positions"] == 2048 and decoder["config"] is None
+    assert decoder["num_layers"] == 4 and decoder["aligned_interpolation"] == "linear"  # the config's own values
+    assert config["model"]["encoder"]["q_strides"] == [[1, 4, 4], [1, 2, 2], [1, 2, 2]]
+    assert config["model"]["encoder"]["mask_units"] is None and config["model"]["codec"]["griffin_lim_iters"] == 32
+    assert config["data"]["beats"]["optical_flow"]["winsize"] == 15
+    assert config["model"]["evaluation"]["classifier"] == {"name": "demo_style",
+                                                           "pretrained": "checkpoints/demo/style_net.pt"}
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(printed)
+    assert print_config(capsys, "--config", str(saved)) == printed
+    # one option on the command line: merged into the expanded spec
+    changed = yaml.safe_load(print_config(capsys, "--config", str(saved), "--model.decoder.dropout", "0.3"))
+    assert changed["model"]["decoder"] == {**decoder, "dropout": 0.3}
+
+
+@pytest.mark.parametrize("spec, problem", [
+    ('{"name": "efficient_hiera", "sise": "tiny"}', "video_encoder 'efficient_hiera' has no option 'sise'; accepted: "
+                                                   "size, pretrained, freeze, q_strides, mask_units"),
+    ('{"name": "efficient_hiera", "num_frames": 16}', "video_encoder 'efficient_hiera': num_frames is derived from the "
+                                                     "other settings"),
+    ('{"name": "efficient_hiera", "freeze": "sometimes"}', "video_encoder 'efficient_hiera': Parser key \"freeze\""),
+])
+def test_a_wrong_plugin_option_stops_in_one_line(capsys, tmp_path, spec, problem):
+    code = main(["fit", "--config", TINY, "--data.root", str(tmp_path), "--model.encoder", spec])
+    assert code == 2
+    assert problem in one_line_error(capsys)
+
+
+def test_plugins_options_list_each_option_with_type_and_default(capsys):
+    assert main(["plugins", "--options", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    hiera = listing["video_encoder"]["efficient_hiera"]
+    assert hiera["size"] == "str = 'base'" and "num_frames" not in hiera  # derived: not an option
+    assert listing["audio_embedder"]["demo_style"] == {"pretrained": "str, required"}
+    assert listing["source_separator"]["none"] == {}

@@ -100,18 +100,25 @@ def test_shards_record_their_annotation_settings(demo_data):
     recorded = json.loads((demo_data / "train" / "annotation.json").read_text())
     assert recorded == {
         "model.sequence.fps": 9.6, "model.sequence.frame_size": 64, "model.sequence.sample_rate": 32000,
-        "model.sequence.token_rate": 50.0, "model.sequence.num_codebooks": 4, "model.codec": TINY_CODEC,
-        "data.beats.onset_detector": "onset_peaks", "data.beats.optical_flow": "farneback", "data.beats.peak_window": 25,
-        "data.beats.min_flow": 0.1, "data.beats.min_prominence": 0.5, "data.beats.flow_fps": 15.0,
+        "model.sequence.token_rate": 50.0, "model.sequence.num_codebooks": 4,
+        "model.codec": {**TINY_CODEC, "pretrained": None, "num_codebooks": 4, "config": None},  # every option
+        "data.beats.onset_detector": {"name": "onset_peaks", "hop_length": 512, "window_s": 0.1, "average_s": 0.5,
+                                      "delta": 0.2, "min_interval_s": 0.25},
+        "data.beats.optical_flow": {"name": "farneback", "pyr_scale": 0.5, "levels": 3, "winsize": 15, "iterations": 3,
+                                    "poly_n": 5, "poly_sigma": 1.2, "flags": 0},
+        "data.beats.peak_window": 25, "data.beats.min_flow": 0.1, "data.beats.min_prominence": 0.5,
+        "data.beats.flow_fps": 15.0,
     }
 
 
 @pytest.mark.parametrize("beats, codec, problem", [
     (BeatConfig(peak_window=31), TINY_CODEC, "data.beats.peak_window 25 in the shards, 31 in the config"),
     (BeatConfig(onset_detector="librosa", min_flow=0.2), TINY_CODEC,
-     "data.beats.min_flow 0.1 in the shards, 0.2 in the config; data.beats.onset_detector 'onset_peaks' in the shards, "
-     "'librosa' in the config"),
-    (BeatConfig(), "encodec", "model.codec {'name': 'encodec', 'seed': 0, 'size': 'tiny'} in the shards, 'encodec' in the config"),
+     "data.beats.min_flow 0.1 in the shards, 0.2 in the config; data.beats.onset_detector.name 'onset_peaks' in the "
+     "shards, 'librosa' in the config"),  # another plugin: its name, not each of its options
+    (BeatConfig(), "encodec", "model.codec.size 'tiny' in the shards, '32khz' in the config"),
+    (BeatConfig(optical_flow={"name": "farneback", "winsize": 9}), TINY_CODEC,
+     "data.beats.optical_flow.winsize 15 in the shards, 9 in the config"),
 ])
 def test_data_annotated_with_other_settings_is_refused_in_one_line(demo_data, beats, codec, problem):
     with pytest.raises(VMASError) as err:

@@ -342,7 +342,12 @@ def test_prepare_flags_take_their_defaults_from_prepare_options():
     from vmas_lightning.cli.prepare import build_parser
     from vmas_lightning.data.prepare import PrepareOptions
 
+    from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS
+
     flags, options = build_parser().get_defaults(), PrepareOptions()
-    assert (flags.separator, flags.embedder, flags.similarity_threshold, flags.hop_seconds, flags.silence_rms,
-            flags.split, flags.require_audio) == (options.separator, options.embedder, options.similarity_threshold,
-                                                  options.hop_s, options.silence_rms, options.split, options.require_audio)
+    assert (flags.similarity_threshold, flags.hop_seconds, flags.silence_rms, flags.split, flags.require_audio) == (
+        options.similarity_threshold, options.hop_s, options.silence_rms, options.split, options.require_audio)
+    # plugin flags are expanded to every option of the plugin
+    assert flags.separator == SOURCE_SEPARATORS.expand(options.separator) == {
+        "name": "htdemucs", "model": "htdemucs", "repo": None, "shifts": 1}
+    assert flags.embedder == FRAME_EMBEDDERS.expand(options.embedder) == {"name": "pixel_stats", "thumbnail": 16}

@@ -11,20 +11,55 @@ from vmas_lightning.registry import REGISTRIES, VIDEO_ENCODERS, Registry
 
 
 def test_build_by_name_and_spec():
-    reg = Registry("widget", "test widgets")
-    reg.register("square", lambda side=2: side * side)
-    assert reg.build("square") == 4
-    assert reg.build({"name": "square", "side": 3}) == 9
-    assert reg.build({"name": "square"}, side=5) == 25
-    assert reg.build({"name": "square", "side": 5}, side=5) == 25  # the same value: no conflict
+    reg = Registry("widget", "test widgets", derived=("scale",))
+
+    @reg.register("square")
+    def square(scale: int, side: int = 2):
+        return scale * side * side
+
+    assert reg.build("square", scale=1) == 4
+    assert reg.build({"name": "square", "side": 3}, scale=1) == 9
+    assert reg.build({"name": "square", "side": 3}, scale=2) == 18
+    with pytest.raises(ValueError, match="side passed as derived but not declared so"):
+        reg.build("square", scale=1, side=5)
 
 
-def test_spec_option_contradicting_a_derived_value_is_rejected_not_overridden():
+def test_expand_fills_every_option_checks_types_and_is_idempotent():
+    expanded = VIDEO_ENCODERS.expand({"name": "efficient_hiera", "size": "tiny", "q_strides": [[1, 4, 4], [1, 2, 2]]})
+    assert expanded == {"name": "efficient_hiera", "size": "tiny", "pretrained": None, "freeze": False,
+                        "q_strides": [[1, 4, 4], [1, 2, 2]], "mask_units": None}
+    assert VIDEO_ENCODERS.expand(expanded) == expanded  # what a saved config holds parses to itself
+    assert VIDEO_ENCODERS.expand("hiera") == {**expanded, "name": "hiera", "size": "base", "q_strides": None}
+    with pytest.raises(VMASError) as err:
+        VIDEO_ENCODERS.expand({"name": "clip", "size": 3})
+    assert str(err.value).startswith("video_encoder 'clip': Parser key \"size\": Expected a <class 'str'>")
+    assert "\n" not in str(err.value)
+
+
+def test_a_derived_option_in_a_spec_is_rejected_not_overridden():
     with pytest.raises(VMASError) as err:
         VIDEO_ENCODERS.build({"name": "clip", "size": "tiny", "num_frames": 16}, num_frames=96, frame_size=64)
-    message = str(err.value)
-    assert message == ("video_encoder 'clip': num_frames: 16 contradicts the value vmas derives from the other "
-                       "settings (num_frames=96, frame_size=64); leave it out of the spec")
+    assert str(err.value) == ("video_encoder 'clip': num_frames is derived from the other settings "
+                              "(model.sequence, the codec, the encoder); leave it out of the spec")
+
+
+def test_an_option_called_name_is_refused_at_registration():
+    reg = Registry("widget", "test widgets")
+    with pytest.raises(ValueError, match="'name' would clash"):
+        reg.register("bad", lambda name="x": name)
+
+
+def test_builtin_plugins_come_from_the_installed_entry_points(monkeypatch):
+    """vmas registers its own plugins through the entry-point group third parties use; without the
+    installed metadata (a checkout on PYTHONPATH only) it says how to install."""
+    from importlib.metadata import entry_points
+
+    values = {ep.value for ep in entry_points(group=registry.ENTRY_POINT_GROUP)}
+    assert {"vmas_lightning.models.encoders", "vmas_lightning.models.decoders", "vmas_lightning.models.codecs"} <= values
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [])
+    with pytest.raises(VMASError, match=r"not installed \(run `pip install -e \.`"):
+        registry.load_plugins()
 
 
 def test_unknown_name_lists_known_ones():

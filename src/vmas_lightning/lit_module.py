@@ -24,7 +24,9 @@ from vmas_lightning.metrics.mv_align import VideoPeaks, frames_peaks, source_pea
 from vmas_lightning.metrics.suite import REFERENCE_ROWS, EvaluationSuite, paper_table, results_table
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.optim import OptimConfig, build_optimizer, build_scheduler, check_shardable
-from vmas_lightning.registry import PluginSpec
+from vmas_lightning.registry import (
+    AudioClassifierSpec, AudioCodecSpec, AudioEmbedderSpec, MusicDecoderSpec, VideoEncoderSpec,
+)
 from vmas_lightning.sequence import SequenceConfig
 
 
@@ -99,8 +101,8 @@ class EvaluationConfig:
             here; false (or no such file): on the model-rate frames, labelled `model_rate_frames`.
     """
 
-    embedder: PluginSpec = "vggish"
-    classifier: PluginSpec = "ast"
+    embedder: AudioEmbedderSpec = "vggish"
+    classifier: AudioClassifierSpec = "ast"
     output_dir: Optional[str] = None
     reference_stats_cache: Optional[str] = None
     reference_set: Optional[str] = None
@@ -127,9 +129,9 @@ class VMASModule(L.LightningModule):
     def __init__(
         self,
         sequence: SequenceConfig = SequenceConfig(),
-        encoder: PluginSpec = "efficient_hiera",
-        decoder: PluginSpec = "musicgen",
-        codec: PluginSpec = "encodec",
+        encoder: VideoEncoderSpec = "efficient_hiera",
+        decoder: MusicDecoderSpec = "musicgen",
+        codec: AudioCodecSpec = "encodec",
         cond_dropout: float = 0.1,
         activation_checkpointing: bool = False,
         loss: LossConfig = LossConfig(),

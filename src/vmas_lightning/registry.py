@@ -3,41 +3,37 @@
 A built-in plugin registers itself with a decorator when its module is imported::
 
     @VIDEO_ENCODERS.register("efficient_hiera")
-    def efficient_hiera(pretrained: str | None = None, **kwargs) -> nn.Module: ...
+    def efficient_hiera(num_frames: int, frame_size: int, size: str = "base", ...) -> nn.Module: ...
 
-A third-party package adds plugins through the entry-point group ``vmas_lightning.plugins``;
-each entry point names a module (or callable) whose import registers its plugins::
+Built-in and third-party plugins load the same way: through the entry-point group
+``vmas_lightning.plugins`` (vmas's own in its pyproject.toml), each entry point naming a module (or
+callable) whose import registers its plugins::
 
     [project.entry-points."vmas_lightning.plugins"]
     my_encoder = "my_pkg.vmas_plugins"
+
+In a config a plugin is ``name`` or ``{name: ..., **options}``. Each kind has a typed spec
+(`VideoEncoderSpec`, ...) that the config parser expands to every option of the plugin's factory
+with its default, checked against the factory's signature (`Registry.expand`): `--print_config` and a
+run's saved config show them all, and a misspelt option or a value vmas derives from other settings
+(an encoder's `num_frames`) stops the parse with one line.
 """
 from __future__ import annotations
 
-import importlib
+import copy
 import inspect
+import json
 from importlib.metadata import entry_points
 from typing import Any, Callable, Mapping, Union
+
+from jsonargparse import ArgumentParser
+from jsonargparse.typing import register_type
 
 from vmas_lightning.errors import VMASError
 
 ENTRY_POINT_GROUP = "vmas_lightning.plugins"
 
-# Modules whose import registers the built-in plugins.
-BUILTIN_PLUGIN_MODULES = (
-    "vmas_lightning.models.encoders",
-    "vmas_lightning.models.decoders",
-    "vmas_lightning.models.codecs",
-    "vmas_lightning.beats.onsets",
-    "vmas_lightning.beats.optical_flow",
-    "vmas_lightning.metrics.embedders",
-    "vmas_lightning.metrics.classifiers",
-    "vmas_lightning.metrics.demo_style",
-    "vmas_lightning.data.frame_embedders",
-    "vmas_lightning.data.separators",
-)
-
-
-# A plugin in a config: its name, or {"name": ..., **options}.
+# A plugin in code: its name, or {"name": ..., **options} (configs use the typed specs below).
 PluginSpec = Union[str, dict[str, Any]]
 
 
@@ -46,11 +42,19 @@ class UnknownPluginError(VMASError):
 
 
 class Registry:
-    """Short name -> factory for one kind of plugin."""
+    """Short name -> factory for one kind of plugin.
 
-    def __init__(self, kind: str, description: str):
+    Args:
+        kind: the kind's name in messages (`video_encoder`).
+        description: what a plugin of this kind does, for `vmas plugins`.
+        derived: factory arguments vmas derives from other settings and passes at build time
+            (an encoder's `num_frames`); a spec may not set them.
+    """
+
+    def __init__(self, kind: str, description: str, derived: tuple[str, ...] = ()):
         self.kind = kind
         self.description = description
+        self.derived = derived
         self._factories: dict[str, Callable[..., Any]] = {}
 
     def register(self, name: str, factory: Callable[..., Any] | None = None):
@@ -59,6 +63,8 @@ class Registry:
         def add(obj: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._factories and self._factories[name] is not obj:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
+            if "name" in inspect.signature(obj).parameters:
+                raise ValueError(f"{self.kind} '{name}': an option called 'name' would clash with the spec's plugin name")
             self._factories[name] = obj
             return obj
 
@@ -76,44 +82,73 @@ class Registry:
             known = ", ".join(self.names()) or "none"
             raise UnknownPluginError(f"unknown {self.kind} '{name}'; known: {known}") from None
 
-    def build(self, spec: str | Mapping[str, Any], **overrides: Any) -> Any:
-        """Build a plugin from ``"name"`` or ``{"name": ..., **options}`` plus the caller's ``overrides``
-        (values derived from other settings, e.g. an encoder's ``num_frames`` from ``model.sequence``).
+    def options(self, name: str) -> dict[str, str]:
+        """Plugin ``name``'s options (less `derived`) -> `"type = default"` (or `"type, required"`)."""
+        params = inspect.signature(self.get(name)).parameters.values()
+        return {p.name: (f"{p.annotation} = {p.default!r}" if p.default is not p.empty else f"{p.annotation}, required")
+                for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in self.derived}
 
-        Options the factory does not accept, and a spec option that contradicts an override, fail
-        with one line.
-        """
+    def expand(self, spec: PluginSpec) -> dict[str, Any]:
+        """``"name"`` or ``{"name": ..., **options}`` -> ``{"name": ..., **every option}``: the factory's
+        arguments (less `derived`) with their defaults where the spec leaves them out, each checked
+        against its annotation; JSON values. Idempotent. An unknown name or option, a value of the
+        wrong type, a derived argument or a required one left out: one-line `VMASError`."""
         if isinstance(spec, str):
             name, options = spec, {}
-        else:
+        elif isinstance(spec, Mapping):
             options = dict(spec)
             if "name" not in options:
                 raise VMASError(f"{self.kind} spec {options} has no 'name'; known: {', '.join(self.names())}")
             name = options.pop("name")
-        conflicts = [f"{key}: {options[key]!r}" for key, value in overrides.items() if key in options and options[key] != value]
-        if conflicts:
-            derived = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
-            raise VMASError(f"{self.kind} '{name}': {', '.join(conflicts)} contradicts the value vmas derives from "
-                            f"the other settings ({derived}); leave it out of the spec")
-        options.update(overrides)
+        else:
+            raise VMASError(f"{self.kind} spec must be a plugin name or {{name: ..., options}}, got {spec!r}")
         factory = self.get(name)
-        check_options(f"{self.kind} '{name}'", factory, options)
-        return factory(**options)
+        what = f"{self.kind} '{name}'"
+        derived = sorted(set(options) & set(self.derived))
+        if derived:
+            raise VMASError(f"{what}: {', '.join(derived)} is derived from the other settings "
+                            f"(model.sequence, the codec, the encoder); leave it out of the spec")
+        params = inspect.signature(factory).parameters
+        accepted = [n for n, p in params.items()
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in self.derived]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise VMASError(f"{what} has no option {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted) or 'none'}")
+        parser = ArgumentParser(exit_on_error=False, default_env=False)
+        parser.add_function_arguments(factory, skip=set(self.derived), as_group=False)
+        try:
+            parsed = parser.parse_object(copy.deepcopy(options))  # parsing converts nested values in place
+        except Exception as exc:  # jsonargparse's ArgumentError: name the plugin and keep the first line
+            raise VMASError(f"{what}: {' '.join(str(exc).split())}") from None
+        return {"name": name, **json.loads(parser.dump(parsed, format="json", skip_none=False))}
+
+    def build(self, spec: PluginSpec, **derived: Any) -> Any:
+        """The plugin of ``spec`` (see `expand`), given the ``derived`` arguments vmas computes from
+        the other settings (e.g. an encoder's ``num_frames`` from ``model.sequence``)."""
+        undeclared = sorted(set(derived) - set(self.derived))
+        if undeclared:
+            raise ValueError(f"{self.kind}: {', '.join(undeclared)} passed as derived but not declared so")
+        options = self.expand(spec)
+        return self.get(options.pop("name"))(**options, **derived)
 
 
-def check_options(what: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> None:
-    """Raise a one-line error when ``options`` has a key ``factory`` does not accept."""
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise VMASError(f"{what} has no option {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}")
+def spec_type(registry: Registry, type_name: str) -> Any:
+    """The config type of ``registry``'s specs. jsonargparse parses a name or a whole spec with
+    `registry.expand` (so `--print_config` and saved configs show every option, and a wrong option
+    stops the parse); the plain-dict arm takes what `expand` cannot see whole, a command-line override
+    of one option (`--model.codec.seed 1`, merged into the expanded spec), which `Registry.build`
+    checks when the plugin is built."""
+    spec = type(type_name, (), {"__doc__": f"A {registry.kind} plugin: name or {{name: ..., options}}; "
+                                           f"`vmas plugins --options` lists them. {registry.description}.",
+                                "__module__": __name__})
+    register_type(spec, serializer=lambda value: value, deserializer=registry.expand)
+    return Union[spec, dict[str, Any]]
 
 
-VIDEO_ENCODERS = Registry("video_encoder", "video frames [B, 3, F, H, W] -> features [B, S, D]")
-MUSIC_DECODERS = Registry("music_decoder", "autoregressive token decoder cross-attending to video")
+VIDEO_ENCODERS = Registry("video_encoder", "video frames [B, 3, F, H, W] -> features [B, S, D]",
+                          derived=("num_frames", "frame_size"))
+MUSIC_DECODERS = Registry("music_decoder", "autoregressive token decoder cross-attending to video",
+                          derived=("num_codebooks", "codebook_size", "cond_dim", "tokens_per_cond_step"))
 AUDIO_CODECS = Registry("audio_codec", "waveform <-> discrete tokens [B, K, T]")
 ONSET_DETECTORS = Registry("onset_detector", "music beats: waveform -> onset times")
 OPTICAL_FLOWS = Registry("optical_flow", "video beats: frames -> mean flow magnitude per frame pair")
@@ -137,18 +172,30 @@ REGISTRIES: dict[str, Registry] = {
     )
 }
 
+VideoEncoderSpec = spec_type(VIDEO_ENCODERS, "VideoEncoderSpec")
+MusicDecoderSpec = spec_type(MUSIC_DECODERS, "MusicDecoderSpec")
+AudioCodecSpec = spec_type(AUDIO_CODECS, "AudioCodecSpec")
+OnsetDetectorSpec = spec_type(ONSET_DETECTORS, "OnsetDetectorSpec")
+OpticalFlowSpec = spec_type(OPTICAL_FLOWS, "OpticalFlowSpec")
+AudioEmbedderSpec = spec_type(AUDIO_EMBEDDERS, "AudioEmbedderSpec")
+AudioClassifierSpec = spec_type(AUDIO_CLASSIFIERS, "AudioClassifierSpec")
+FrameEmbedderSpec = spec_type(FRAME_EMBEDDERS, "FrameEmbedderSpec")
+SourceSeparatorSpec = spec_type(SOURCE_SEPARATORS, "SourceSeparatorSpec")
+
 _loaded = False
 
 
 def load_plugins() -> None:
-    """Import the built-in plugin modules and every entry point of ``vmas_lightning.plugins`` once."""
+    """Import every entry point of ``vmas_lightning.plugins`` (the built-ins' included) once."""
     global _loaded
     if _loaded:
         return
+    found = list(entry_points(group=ENTRY_POINT_GROUP))
+    if not any(ep.value.startswith("vmas_lightning.") for ep in found):
+        raise VMASError("vmas_lightning's built-in plugins are not registered: the package is not installed "
+                        "(run `pip install -e .` in the checkout, or `make install`)")
     _loaded = True
-    for module in BUILTIN_PLUGIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in found:
         try:
             loaded = ep.load()
         except Exception as exc:  # a broken third-party plugin must not break the CLI

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.registry import PluginSpec, Registry
+from vmas_lightning.registry import OnsetDetectorSpec, OpticalFlowSpec, PluginSpec, Registry
 
 
 @dataclass
@@ -41,8 +41,8 @@ class BeatConfig:
             magnitude zig-zags; at about 15 fps (close to the paper's 9.6) it is smooth.
     """
 
-    onset_detector: PluginSpec = "onset_peaks"
-    optical_flow: PluginSpec = "farneback"
+    onset_detector: OnsetDetectorSpec = "onset_peaks"
+    optical_flow: OpticalFlowSpec = "farneback"
     peak_window: int = 25
     match_window: int = 5
     min_flow: float = 0.1

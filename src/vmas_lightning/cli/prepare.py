@@ -17,9 +17,9 @@ from vmas_lightning.data.prepare import (
     merge_output, merge_shards, output_lock, read_report, shard_dir, shard_of, write_report,
 )
 from vmas_lightning.data.object_store import upload_dataset
-from vmas_lightning.data.shards import SPLITS, DataConfig, annotation_settings
+from vmas_lightning.data.shards import SPLITS, DataConfig, annotation_settings, expand_plugin_settings
 from vmas_lightning.errors import Interrupted, VMASError
-from vmas_lightning.registry import PluginSpec
+from vmas_lightning.registry import FrameEmbedderSpec, SourceSeparatorSpec
 
 DEFAULTS = PrepareOptions()  # the curation defaults live in PrepareOptions
 HELP = "Curate raw videos (files, folders, globs, manifests) into training shards with a per-file report."
@@ -39,9 +39,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="Worker processes on this machine.")
     parser.add_argument("--num-shards", type=int, default=1, help="Array-job size: inputs are split into this many shards.")
     parser.add_argument("--shard-index", type=int, default=0, help="This task's shard (e.g. $SLURM_ARRAY_TASK_ID).")
-    parser.add_argument("--separator", type=PluginSpec, default=DEFAULTS.separator,
+    parser.add_argument("--separator", type=SourceSeparatorSpec, default=DEFAULTS.separator,
                         help="Vocal removal: htdemucs | none, or with options: '{name: htdemucs, repo: DIR}'.")
-    parser.add_argument("--embedder", type=PluginSpec, default=DEFAULTS.embedder,
+    parser.add_argument("--embedder", type=FrameEmbedderSpec, default=DEFAULTS.embedder,
                         help="Frame embedder of the visual filter: pixel_stats | clip, or '{name: clip, pretrained: FILE}'.")
     parser.add_argument("--similarity-threshold", type=float, default=DEFAULTS.similarity_threshold,
                         help="Reject videos at or above this frame similarity (0.7: the paper's, for CLIP features).")
@@ -58,11 +58,11 @@ def build_parser() -> ArgumentParser:
 def shard_settings(config: DataConfig, options: PrepareOptions) -> dict:
     """What decides the clips, by config key (`annotation_settings`) and flag (not --split, --workers
     or --timeout-s)."""
-    return json.loads(json.dumps({
+    return expand_plugin_settings(json.loads(json.dumps({
         **annotation_settings(config), "--clip-seconds": options.clip_s, "--hop-seconds": options.hop_s,
         "--similarity-threshold": options.similarity_threshold, "--embedder": options.embedder,
         "--separator": options.separator, "--require-audio": options.require_audio, "--silence-rms": options.silence_rms,
-    }))
+    })))
 
 
 def run(cfg) -> int:

@@ -17,7 +17,7 @@ from vmas_lightning.data.shards import (
     ANNOTATION_NAME, DataConfig, annotation_differences, decode_sample, packed_frame_count, unpack_jpegs,
 )
 from vmas_lightning.errors import VMASError
-from vmas_lightning.registry import PluginSpec
+from vmas_lightning.registry import AudioCodecSpec
 from vmas_lightning.sequence import SequenceConfig
 
 
@@ -109,7 +109,7 @@ class VMASDataModule(L.LightningDataModule):
         root: str,
         sequence: SequenceConfig = SequenceConfig(),
         beats: BeatConfig = BeatConfig(),
-        codec: Optional[PluginSpec] = None,
+        codec: Optional[AudioCodecSpec] = None,
         batch_size: int = 8,
         num_workers: int = 2,
         seed: int = 0,

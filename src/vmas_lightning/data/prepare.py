@@ -36,10 +36,12 @@ import numpy as np
 
 from vmas_lightning.beats import video_flow
 from vmas_lightning.data.frame_embedders import frame_similarity
-from vmas_lightning.data.shards import ANNOTATION_NAME, SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter
+from vmas_lightning.data.shards import (
+    ANNOTATION_NAME, SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter, setting_differences,
+)
 from vmas_lightning.data.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, frames_at, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError, VMASError
-from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS, PluginSpec
+from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS, FrameEmbedderSpec, SourceSeparatorSpec
 
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
 REPORT_NAME = "report.jsonl"
@@ -48,7 +50,7 @@ LOCK_NAME = ".lock"
 PARTS_DIR = "parts"
 NUM_SAMPLED_FRAMES = 16
 # Recorded in settings.json by older versions, no longer deciding the clips: a folder made then goes on.
-RETIRED_SETTINGS = {"model.sequence.frames_per_feature", "data.beats.match_window", "data.beats.lam"}
+RETIRED_SETTINGS = frozenset({"model.sequence.frames_per_feature", "data.beats.match_window", "data.beats.lam"})
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ class PrepareOptions:
     clip_s: float = 10.0
     hop_s: Optional[float] = None  # None: clip_s (no overlap)
     similarity_threshold: float = 0.7
-    embedder: PluginSpec = "pixel_stats"
-    separator: PluginSpec = "htdemucs"
+    embedder: FrameEmbedderSpec = "pixel_stats"
+    separator: SourceSeparatorSpec = "htdemucs"
     require_audio: bool = True
     silence_rms: float = 1e-3  # a clip whose RMS is below this (-60 dBFS) is dropped as silent
     split: str = "train"
@@ -392,24 +394,11 @@ def check_settings(output: Path, settings: dict[str, Any]) -> None:
                             "vmas); prepare into a new --output")
         _write_atomically(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
         return
-    recorded = _flatten(json.loads(path.read_text()))
-    wanted = _flatten(settings)
-    changed = [f"{key} {recorded.get(key)!r} there, {wanted.get(key)!r} now"
-               for key in sorted((set(recorded) - RETIRED_SETTINGS) | set(wanted)) if recorded.get(key) != wanted.get(key)]
+    changed = [f"{key} {old!r} there, {new!r} now"
+               for key, old, new in setting_differences(json.loads(path.read_text()), settings, RETIRED_SETTINGS)]
     if changed:
         raise VMASError(f"--output {output} holds clips made with other settings ({'; '.join(changed)}); "
                         "add inputs with the same settings, or prepare into a new --output")
-
-
-def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -109,8 +109,9 @@ def load_demucs(name: str = "htdemucs", repo: Optional[str] = None) -> torch.nn.
 
 
 @SOURCE_SEPARATORS.register("htdemucs")
-def htdemucs(name: str = "htdemucs", repo: Optional[str] = None, shifts: int = 1) -> Separator:
+def htdemucs(model: str = "htdemucs", repo: Optional[str] = None, shifts: int = 1) -> Separator:
     """Hybrid Transformer Demucs (demucs 4.1): returns `separate(wav [N], sample_rate) -> wav [N]`
-    without the vocals. Weights: see `load_demucs`; nothing is downloaded when the hub is unreachable."""
-    model = load_demucs(name, repo)
-    return lambda wav, sample_rate: accompaniment(model, wav, sample_rate, shifts)
+    without the vocals. `model`: the demucs model name (`htdemucs`, `htdemucs_ft`, ...). Weights: see
+    `load_demucs`; nothing is downloaded when the hub is unreachable."""
+    network = load_demucs(model, repo)
+    return lambda wav, sample_rate: accompaniment(network, wav, sample_rate, shifts)

@@ -32,7 +32,7 @@ from vmas_lightning.beats import BeatConfig, FlowSeries, compute_beats, frames_f
 from vmas_lightning.config_file import config_section, dataclass_from, read_config
 from vmas_lightning.data.video_io import fit_length, limit_peak
 from vmas_lightning.errors import VMASError
-from vmas_lightning.registry import AUDIO_CODECS
+from vmas_lightning.registry import AUDIO_CODECS, FRAME_EMBEDDERS, ONSET_DETECTORS, OPTICAL_FLOWS, SOURCE_SEPARATORS
 from vmas_lightning.sequence import SequenceConfig
 
 SPLITS = ("train", "val", "test")
@@ -78,6 +78,12 @@ class DataConfig:
         )
 
 
+# Settings that name a plugin, by config key or `vmas prepare` flag.
+PLUGIN_SETTINGS = {"model.codec": AUDIO_CODECS, "data.beats.onset_detector": ONSET_DETECTORS,
+                   "data.beats.optical_flow": OPTICAL_FLOWS, "--embedder": FRAME_EMBEDDERS,
+                   "--separator": SOURCE_SEPARATORS}
+
+
 def annotation_settings(config: DataConfig) -> dict[str, Any]:
     """What decides a shard's stored frames, tokens and beats, by config key (`model.sequence.fps`,
     `model.codec`, `data.beats.peak_window`, ...): JSON values. Not the clip length (a stored clip may
@@ -85,14 +91,43 @@ def annotation_settings(config: DataConfig) -> dict[str, Any]:
     that act when the data is read (`BeatConfig.READ_TIME`)."""
     sequence = {f"model.sequence.{k}": v for k, v in asdict(config.sequence).items() if k != "duration_s"}
     beats = {f"data.beats.{k}": v for k, v in asdict(config.beats).items() if k not in BeatConfig.READ_TIME}
-    return json.loads(json.dumps({**sequence, "model.codec": config.codec, **beats}))
+    return expand_plugin_settings(json.loads(json.dumps({**sequence, "model.codec": config.codec, **beats})))
+
+
+def expand_plugin_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`settings` with each plugin spec (`PLUGIN_SETTINGS`) expanded to every option (`Registry.expand`),
+    so that `encodec` and `{name: encodec, size: 32khz, ...}` compare equal, as the run does them."""
+    return {key: PLUGIN_SETTINGS[key].expand(value) if key in PLUGIN_SETTINGS and value is not None else value
+            for key, value in settings.items()}
+
+
+def setting_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any],
+                        ignored: frozenset[str] = frozenset()) -> list[tuple[str, Any, Any]]:
+    """`(key, recorded, wanted)` for each setting that differs, plugin specs expanded
+    (`expand_plugin_settings`) and compared option by option (`model.codec.seed`); a plugin whose
+    name differs is one difference (`model.codec.name`), not one per option. `ignored`: keys that
+    `recorded` may hold but are no longer compared."""
+    old, new = (_flat(expand_plugin_settings(s)) for s in (recorded, wanted))
+    renamed = [key[: -len(".name")] for key in old if key.endswith(".name") and old[key] != new.get(key)]
+    return [(key, old.get(key), new.get(key)) for key in sorted((set(old) - ignored) | set(new))
+            if old.get(key) != new.get(key) and not any(key.startswith(f"{p}.") and key != f"{p}.name" for p in renamed)]
+
+
+def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def annotation_differences(recorded: Mapping[str, Any], config: DataConfig) -> list[str]:
     """`"<key> <recorded> in the shards, <configured> in the config"` for each annotation setting that differs."""
-    wanted = annotation_settings(config)
-    return [f"{key} {recorded.get(key)!r} in the shards, {wanted.get(key)!r} in the config"
-            for key in sorted(set(recorded) | set(wanted)) if recorded.get(key) != wanted.get(key)]
+    return [f"{key} {old!r} in the shards, {new!r} in the config"
+            for key, old, new in setting_differences(recorded, annotation_settings(config))]
 
 
 def pack_jpegs(frames: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:

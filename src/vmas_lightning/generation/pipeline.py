@@ -14,7 +14,8 @@ from vmas_lightning.generation.config import GenerationConfig
 
 # Containers the muxed copy keeps; other sources are written as .mp4 (mux falls back to .mkv).
 KEPT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
-SAMPLING_FLAGS = ("top_k", "top_p", "temperature", "cfg_scale", "window_s", "overlap_s", "seed")
+# `GenerationConfig` fields that `vmas generate` / `vmas serve` take as flags (`use_cache` is `--no-cache`).
+SAMPLING_FLAGS = tuple(f.name for f in dataclasses.fields(GenerationConfig) if f.name != "use_cache")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -73,7 +73,7 @@ def ast(pretrained: Optional[str] = AST_AUDIOSET, seed: int = 0) -> ASTClassifie
 
 
 @AUDIO_CLASSIFIERS.register("passt")
-def passt(**options) -> nn.Module:
+def passt() -> nn.Module:
     """MusicGen's PaSST classifier: not available (hear21passt needs torchaudio)."""
     raise VMASError(
         "audio classifier 'passt' (MusicGen's KL protocol) needs the hear21passt package, which needs "
