@@ -1,11 +1,12 @@
 """The paper's ablation (Table 5) and encoder comparison (Table 6) at laptop scale, with seeds and 95% intervals.
 
-    python benchmarks/ablation.py                       # both tables, 3 seeds, on 2 CPU cores (hours: see RESULTS.md)
+    python benchmarks/ablation.py                       # both tables, 3 seeds, on 2 CPU cores (about a day: RESULTS.md)
     python benchmarks/ablation.py --tables 5 --seeds 0 1 2 3 4
     python benchmarks/ablation.py --quick --out /tmp/x  # a few steps on a few clips: checks the pipeline only
 
-One demo dataset (`vmas demo-data --seed 0`) is written once. Each row trains `configs/demo.yaml`
-with its overlay for `--steps` steps per seed (`seed_everything`), and `vmas test` evaluates every
+One demo dataset (`vmas demo-data --seed 0`, 6,000 training clips as the demo model's) is written
+once. Each row trains `configs/demo.yaml` with its overlay for `--steps` steps (default: the
+config's 4,000) per seed (`seed_everything`), and `vmas test` evaluates every
 run on the same held-out test clips (the dataset's test split, never trained on). For each row and
 metric: mean and the half-width of the 95% t-interval over seeds. The reference rows come from the
 same evaluation: the clips' own music (the ideal) and another clip's music (chance).
@@ -14,7 +15,9 @@ Table 5 rows: AR baseline (alpha 0, no beat weighting), + contrastive (alpha fro
 + contrastive + video-beat weighting (the config itself, VMAs). Table 6 rows: the VMAs row with
 `efficient_hiera`, and the same recipe with `hiera` and `clip` encoders (tiny, same budget), with
 training wall time per step (measured in one process, both cores) and encoder GFLOPs per clip.
-Runs already finished under `--out` are reused, so an interrupted benchmark resumes.
+Runs already finished under `--out` are reused and a stopped run resumes from its newest checkpoint
+(every 250 steps), so a benchmark killed at any point goes on where it stopped: run the same command
+again. `--report-only` prints the tables of the runs finished so far.
 Prints one JSON object; writes it and the Markdown tables to `<out>/ablation.{json,md}`.
 """
 from __future__ import annotations
@@ -36,7 +39,7 @@ from vmas_lightning.cli.profile import profile
 from vmas_lightning.config_file import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ("fad", "kl", "mv_align", "onset_f1", "style_accuracy", "onsets_per_clip", "recall@1", "recall@10",
+METRICS = ("fad", "kl", "mv_align", "alignment_z", "onset_f1", "style_accuracy", "onsets_per_clip", "recall@1", "recall@10",
            "ce", "ce_shuffled_video")
 TABLE5 = {
     "AR baseline": {"model": {"loss": {"alpha": 0.0, "beat_weighting": False}}},
@@ -61,11 +64,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tables", nargs="+", default=["5", "6"], choices=["5", "6"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the config's)")
-    parser.add_argument("--num-train", type=int, default=1200)
+    parser.add_argument("--num-train", type=int, default=6000, help="training clips (the demo model's 6,000)")
     parser.add_argument("--num-test", type=int, default=32)
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: the tables from the runs finished so far under --out (others: '-')")
     parser.add_argument("--quick", action="store_true",
                         help="2 seeds, 2 steps, 8 training and 4 test clips: checks the pipeline only")
     args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = int(read_config(Path(args.config))["trainer"]["max_steps"])
     if args.quick:
         args.seeds, args.steps, args.num_train, args.num_test = args.seeds[:2], 2, 8, 4
     if len(args.seeds) < 2:
@@ -88,29 +95,61 @@ def run_vmas(*argv: str) -> None:
         raise SystemExit(f"vmas {' '.join(argv[:1])} failed with exit code {code}: {' '.join(argv)}")
 
 
+def run_dir_of(args, name: str, seed: int) -> Path:
+    return Path(args.out) / "runs" / name.split(" (")[0].replace(" ", "_").replace("+", "plus") / f"seed{seed}"
+
+
+def finished_run(args, name: str, seed: int) -> dict[str, Any] | None:
+    """A row and seed's result if that run has finished, else None."""
+    result_file = run_dir_of(args, name, seed) / "result.json"
+    return json.loads(result_file.read_text()) if result_file.is_file() else None
+
+
 def train_and_test(args, config: Path, name: str, overlay: dict, seed: int, data: Path) -> dict[str, Any]:
-    """One row and seed: fit, then test on the held-out clips; returns metrics.json plus `seconds_per_step`."""
-    run_dir = Path(args.out) / "runs" / name.split(" (")[0].replace(" ", "_").replace("+", "plus") / f"seed{seed}"
-    result_file = run_dir / "result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
+    """One row and seed: fit (resumed from its newest checkpoint when a previous call was stopped),
+    then test on the held-out clips; returns metrics.json plus `steps` and `seconds_per_step`."""
+    run_dir = run_dir_of(args, name, seed)
+    if (result := finished_run(args, name, seed)) is not None:
+        if result.get("steps") != args.steps:
+            raise SystemExit(f"{run_dir} was trained for {result.get('steps')} steps, not {args.steps}: "
+                             "use another --out for another budget")
+        return result
     run_dir.mkdir(parents=True, exist_ok=True)
     overlay_file = run_dir / "overlay.yaml"
     overlay_file.write_text(yaml.safe_dump(overlay or {}))
     common = ["--config", str(config), "--config", str(overlay_file), "--data.root", str(data),
               "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false"]
-    steps = ["--trainer.max_steps", str(args.steps)] if args.steps else []
     started = time.perf_counter()
-    run_vmas("fit", *common, *steps, "--seed_everything", str(seed), "--trainer.limit_val_batches", "0",
-             "--model.num_audio_samples", "0", "--trainer.log_every_n_steps", "1" if args.quick else "10")
+    ckpt = newest_checkpoint(run_dir)
+    if ckpt is None or trained_steps(ckpt) < args.steps:
+        resume = ["--ckpt_path", str(ckpt)] if ckpt is not None else []
+        # one validation batch at each of the config's validation intervals: what writes the checkpoints a
+        # stopped benchmark resumes from (the project's exact kill-and-resume)
+        run_vmas("fit", *common, "--trainer.max_steps", str(args.steps), "--seed_everything", str(seed),
+                 "--trainer.limit_val_batches", "0" if args.quick else "1", "--model.num_audio_samples", "0",
+                 "--trainer.log_every_n_steps", "1" if args.quick else "10", *resume)
+        ckpt = newest_checkpoint(run_dir)
     fit_seconds = time.perf_counter() - started
-    ckpt = sorted(run_dir.glob("lightning_logs/version_*/checkpoints/last.ckpt"))[-1]
     run_vmas("test", *common, "--model.evaluation.output_dir", str(run_dir / "test"),
              "--model.evaluation.save_audio", "false", "--ckpt_path", str(ckpt))
     result = json.loads((run_dir / "test" / "metrics.json").read_text())
-    result["seconds_per_step"] = seconds_per_step(ckpt.parents[1]) or fit_seconds / max(1, args.steps or 1)
-    result_file.write_text(json.dumps(result, indent=2))
+    result["steps"] = trained_steps(ckpt)
+    result["seconds_per_step"] = seconds_per_step(ckpt.parents[1]) or fit_seconds / max(1, result["steps"])
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The `last.ckpt` of the run's newest Lightning version (a resumed fit writes a new version)."""
+    found = sorted(run_dir.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def trained_steps(ckpt: Path) -> int:
+    """The optimizer steps a checkpoint was trained for."""
+    import torch
+
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
 
 
 def seconds_per_step(log_dir: Path) -> float | None:
@@ -143,13 +182,19 @@ def table(rows: dict[str, dict], reference: dict[str, dict], columns: tuple[str,
         cells = [_fmt(values.get(c)) for c in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + (" | |" if paper else " |"))
     for name, summary in rows.items():
+        seeds = len(summary[columns[0]]["values"])
+        label = name if summary["seeds_finished"] == seeds else f"{name} ({summary['seeds_finished']} of {seeds} seeds)"
         cells = []
         for c in columns:
             s = summary.get(c, {})
             cells.append("-" if s.get("mean") is None else _fmt(s["mean"]) + (f" ± {_fmt(s['ci95'])}" if s.get("ci95") is not None else ""))
         extra = f" | {' / '.join(map(str, paper[name]))} |" if paper and name in paper else (" | |" if paper else " |")
-        lines.append(f"| {name} | " + " | ".join(cells) + extra)
+        lines.append(f"| {label} | " + " | ".join(cells) + extra)
     return "\n".join(lines)
+
+
+def first_value(runs: list[dict], key: str) -> Any:
+    return next((run[key] for run in runs if key in run), None)
 
 
 def _fmt(value: float | None) -> str:
@@ -164,30 +209,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = Path(args.config)
     base = read_config(config)
     data = out / "data"
-    if not (data / "test" / "index.json").is_file():
+    if not args.report_only and not (data / "test" / "index.json").is_file():
         run_vmas("demo-data", "--config", str(config), "--seed", "0", "--out", str(data), "--num-train",
                  str(args.num_train), "--num-val", "4", "--num-test", str(args.num_test))
     started = time.perf_counter()
     rows = {"5": TABLE5, "6": TABLE6}
-    results: dict[str, dict[str, list[dict]]] = {}
+    results: dict[str, dict[int, dict]] = {}
     for number in args.tables:
-        for name, overlay in rows[number].items():
-            key = "+ contrastive + beat weighting (VMAs)" if name == "efficient_hiera (VMAs)" else name
-            if key not in results:
-                results[key] = {"runs": [train_and_test(args, config, key, overlay, seed, data) for seed in args.seeds]}
-    report: dict[str, Any] = {"config": str(config), "seeds": args.seeds, "steps": args.steps, "quick": args.quick,
-                              "num_test_clips": args.num_test, "tables": {}}
-    first = next(iter(results.values()))["runs"][0]
+        for seed in args.seeds:  # seed-major: an interrupted benchmark has every row of a table at a seed
+            for name, overlay in rows[number].items():
+                key = "+ contrastive + beat weighting (VMAs)" if name == "efficient_hiera (VMAs)" else name
+                runs = results.setdefault(key, {})
+                if seed not in runs:
+                    runs[seed] = (finished_run(args, key, seed) if args.report_only
+                                  else train_and_test(args, config, key, overlay, seed, data))
+    finished = [run for runs in results.values() for run in runs.values() if run is not None]
+    if not finished:
+        raise SystemExit(f"no finished run under {out / 'runs'}")
+    trained_steps = sorted({run.get("steps") for run in finished}, key=str)  # one value unless recipes were mixed
+    report: dict[str, Any] = {"config": str(config), "seeds": args.seeds, "steps": trained_steps, "quick": args.quick,
+                              "num_test_clips": first_value(finished, "num_clips"), "tables": {}}
+    first = finished[0]
     reference = {row.replace("_", " "): {m: first["reference_rows"][row].get(m) for m in METRICS}
                  for row in ("ground_truth", "another_clip") if row in first.get("reference_rows", {})}
     markdown = []
     for number in args.tables:
         summaries = {}
         for name, overlay in rows[number].items():
-            runs = results["+ contrastive + beat weighting (VMAs)" if name == "efficient_hiera (VMAs)" else name]["runs"]
+            runs = results["+ contrastive + beat weighting (VMAs)" if name == "efficient_hiera (VMAs)" else name]
+            runs = [runs[seed] or {} for seed in args.seeds]
             summaries[name] = {m: summarise([r.get(m) for r in runs]) for m in METRICS}
+            summaries[name]["seeds_finished"] = sum(bool(r) for r in runs)
             if number == "6":
-                summaries[name]["seconds_per_step"] = summarise([r["seconds_per_step"] for r in runs])
+                summaries[name]["seconds_per_step"] = summarise([r.get("seconds_per_step") for r in runs])
                 model_block = deep_merge(base["model"], overlay.get("model", {}))
                 summaries[name]["encoder_gflops"] = {"mean": profile(model_block)["encoder"]["gflops"], "ci95": None}
         columns = METRICS + (("seconds_per_step", "encoder_gflops") if number == "6" else ())

@@ -22,7 +22,7 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
     ablation = load_ablation()
     report = ablation.main(["--quick", "--out", str(tmp_path)])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
-    assert report["quick"] and report["seeds"] == [0, 1] and report["steps"] == 2
+    assert report["quick"] and report["seeds"] == [0, 1] and report["steps"] == [2]  # every run trained 2 steps
     assert set(report["tables"]) == {"table5", "table6"}
     for number, names in (("table5", ablation.TABLE5), ("table6", ablation.TABLE6)):
         table = report["tables"][number]
@@ -43,3 +43,12 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
     assert "### Table 5" in markdown and "### Table 6" in markdown and "| ground truth |" in markdown
     # finished runs are reused: a second call trains nothing and reports the same numbers
     assert ablation.main(["--quick", "--out", str(tmp_path)])["tables"] == report["tables"]
+    # --report-only reads the finished runs; a missing run is a '-' and the row says how many seeds it has
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "AR_baseline" / "seed1")
+    partial = ablation.main(["--quick", "--report-only", "--out", str(tmp_path)])
+    baseline = partial["tables"]["table5"]["rows"]["AR baseline"]
+    assert baseline["seeds_finished"] == 1 and baseline["fad"]["values"][1] is None and baseline["fad"]["ci95"] is None
+    assert partial["tables"]["table6"] == report["tables"]["table6"]  # its rows lost no run
+    assert "| AR baseline (1 of 2 seeds) |" in (tmp_path / "ablation.md").read_text()
