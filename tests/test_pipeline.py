@@ -5,16 +5,24 @@ import math
 import numpy as np
 import pytest
 import soundfile
+import yaml
 
 from conftest import ROOT, TINY_CONFIG, fit_tiny
 from vmas_lightning.cli.main import main
 
 
 @pytest.mark.slow
-def test_fit_test_generate(demo_data, tmp_path):
+def test_fit_test_generate(demo_data, tmp_path, capsys):
     ckpt = fit_tiny(demo_data, tmp_path / "train")
     events = list((tmp_path / "train").glob("lightning_logs/version_*/events.out.tfevents.*"))
     assert events, "TensorBoard logs"
+    # the run's saved config holds every plugin option and, read again, prints itself (issue 15)
+    saved = next((tmp_path / "train").glob("lightning_logs/version_*/config.yaml"))
+    assert yaml.safe_load(saved.read_text())["model"]["decoder"]["max_positions"] == 2048  # a default never typed
+    capsys.readouterr()  # the fit's own output
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(saved), "--print_config"])
+    assert capsys.readouterr().out == saved.read_text()
 
     out = tmp_path / "test"
     code = main(["test", "--config", str(TINY_CONFIG), "--data.root", str(demo_data), "--data.num_workers", "0",
