@@ -117,7 +117,10 @@ class VMASModule(L.LightningModule):
 
     Args:
         sequence: clip geometry (duration, fps, frame size, codec rates).
-        encoder, decoder, codec: plugin specs (`vmas plugins` lists the names).
+        encoder: video encoder plugin, `name` or `{name: ..., options}` (`vmas plugins --options`
+            lists the plugins and their options; `--print_config` shows every option).
+        decoder: music decoder plugin, likewise.
+        codec: audio codec plugin, likewise.
         cond_dropout: fraction of training samples whose video is replaced by the learned null
             condition, for classifier-free guidance.
         activation_checkpointing: recompute each decoder layer and encoder block in backward
