@@ -135,6 +135,15 @@ def test_a_wrong_plugin_option_stops_in_one_line(capsys, tmp_path, spec, problem
     assert problem in one_line_error(capsys)
 
 
+def test_a_misspelt_option_on_the_command_line_stops_fit_in_one_line(capsys, tmp_path):
+    """`--model.X.option value` is merged into the spec; the misspelt option stops `vmas fit`, also for
+    the evaluation plugins that only `vmas test` builds."""
+    for flag, problem in (("--model.decoder.dropuot", "music_decoder 'musicgen' has no option 'dropuot'"),
+                          ("--model.evaluation.classifier.sead", "audio_classifier 'ast' has no option 'sead'")):
+        assert main(["fit", "--config", TINY, "--data.root", str(tmp_path), flag, "0"]) == 2
+        assert problem in one_line_error(capsys)
+
+
 def test_plugins_options_list_each_option_with_type_and_default(capsys):
     assert main(["plugins", "--options", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)

@@ -25,7 +25,8 @@ from vmas_lightning.metrics.suite import REFERENCE_ROWS, EvaluationSuite, paper_
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.optim import OptimConfig, build_optimizer, build_scheduler, check_shardable
 from vmas_lightning.registry import (
-    AudioClassifierSpec, AudioCodecSpec, AudioEmbedderSpec, MusicDecoderSpec, VideoEncoderSpec,
+    AUDIO_CLASSIFIERS, AUDIO_EMBEDDERS, AudioClassifierSpec, AudioCodecSpec, AudioEmbedderSpec, MusicDecoderSpec,
+    VideoEncoderSpec,
 )
 from vmas_lightning.sequence import SequenceConfig
 
@@ -150,6 +151,8 @@ class VMASModule(L.LightningModule):
         self.optim_config = optim
         self.generation_config = generation
         self.evaluation_config = evaluation
+        AUDIO_EMBEDDERS.expand(evaluation.embedder)  # a wrong option stops `vmas fit` too, not only `vmas test`
+        AUDIO_CLASSIFIERS.expand(evaluation.classifier)
         self.num_audio_samples = num_audio_samples
         self.contrastive = (
             ContrastiveLoss(
