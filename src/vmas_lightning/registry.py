@@ -15,8 +15,9 @@ callable) whose import registers its plugins::
 In a config a plugin is ``name`` or ``{name: ..., **options}``. Each kind has a typed spec
 (`VideoEncoderSpec`, ...) that the config parser expands to every option of the plugin's factory
 with its default, checked against the factory's signature (`Registry.expand`): `--print_config` and a
-run's saved config show them all, and a misspelt option or a value vmas derives from other settings
-(an encoder's `num_frames`) stops the parse with one line.
+run's saved config show them all, and a misspelt option, a wrongly typed value or a value vmas
+derives from other settings (an encoder's `num_frames`) stops `vmas` with one line before anything
+is trained.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import json
 from importlib.metadata import entry_points
 from typing import Any, Callable, Mapping, Union
 
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser
 from jsonargparse.typing import register_type
 
 from vmas_lightning.errors import VMASError
@@ -118,7 +119,7 @@ class Registry:
         parser.add_function_arguments(factory, skip=set(self.derived), as_group=False)
         try:
             parsed = parser.parse_object(copy.deepcopy(options))  # parsing converts nested values in place
-        except Exception as exc:  # jsonargparse's ArgumentError: name the plugin and keep the first line
+        except ArgumentError as exc:  # jsonargparse's message, on one line, naming the plugin
             raise VMASError(f"{what}: {' '.join(str(exc).split())}") from None
         return {"name": name, **json.loads(parser.dump(parsed, format="json", skip_none=False))}
 
@@ -134,10 +135,11 @@ class Registry:
 
 def spec_type(registry: Registry, type_name: str) -> Any:
     """The config type of ``registry``'s specs. jsonargparse parses a name or a whole spec with
-    `registry.expand` (so `--print_config` and saved configs show every option, and a wrong option
-    stops the parse); the plain-dict arm takes what `expand` cannot see whole, a command-line override
-    of one option (`--model.codec.seed 1`, merged into the expanded spec), which `Registry.build`
-    checks when the plugin is built."""
+    `registry.expand`, so `--print_config` and saved configs show every option. The plain-dict arm
+    takes what `expand` cannot see whole, a command-line override of one option (`--model.codec.seed
+    1`, which jsonargparse merges into the expanded spec), and a spec `expand` refuses, kept as given:
+    `Registry.build` (or `VMASModule` for the evaluation plugins) refuses it in one line before
+    anything is trained."""
     spec = type(type_name, (), {"__doc__": f"A {registry.kind} plugin: name or {{name: ..., options}}; "
                                            f"`vmas plugins --options` lists them. {registry.description}.",
                                 "__module__": __name__})
