@@ -178,3 +178,16 @@ def test_resume_mid_epoch_continues_the_same_sample_order(demo_data, tmp_path):
     assert len(straight) == 12 and first == straight[:6]
     assert first + resumed == straight
     assert sorted(straight[:8]) == sorted(f"demo-train-{i:04d}" for i in range(8))  # one epoch = every clip once
+
+
+def test_settings_recorded_before_specs_were_expanded_still_match():
+    """An annotation.json written with short specs (`onset_peaks`, the codec as typed) fits the same
+    config, and a real difference inside a short spec is still named by its option."""
+    from vmas_lightning.data.shards import DataConfig, annotation_differences, annotation_settings
+
+    config = DataConfig(TINY, TINY_CODEC, BeatConfig())
+    recorded = {**annotation_settings(config), "model.codec": TINY_CODEC,
+                "data.beats.onset_detector": "onset_peaks", "data.beats.optical_flow": "farneback"}
+    assert annotation_differences(recorded, config) == []
+    recorded["data.beats.optical_flow"] = {"name": "farneback", "levels": 5}
+    assert annotation_differences(recorded, config) == ["data.beats.optical_flow.levels 5 in the shards, 3 in the config"]

@@ -58,11 +58,12 @@ def build_parser() -> ArgumentParser:
 def shard_settings(config: DataConfig, options: PrepareOptions) -> dict:
     """What decides the clips, by config key (`annotation_settings`) and flag (not --split, --workers
     or --timeout-s)."""
-    return expand_plugin_settings(json.loads(json.dumps({
+    return json.loads(json.dumps({
         **annotation_settings(config), "--clip-seconds": options.clip_s, "--hop-seconds": options.hop_s,
-        "--similarity-threshold": options.similarity_threshold, "--embedder": options.embedder,
-        "--separator": options.separator, "--require-audio": options.require_audio, "--silence-rms": options.silence_rms,
-    })))
+        "--similarity-threshold": options.similarity_threshold,
+        **expand_plugin_settings({"--embedder": options.embedder, "--separator": options.separator}),
+        "--require-audio": options.require_audio, "--silence-rms": options.silence_rms,
+    }))
 
 
 def run(cfg) -> int:

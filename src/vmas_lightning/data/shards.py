@@ -103,11 +103,12 @@ def expand_plugin_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def setting_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any],
                         ignored: frozenset[str] = frozenset()) -> list[tuple[str, Any, Any]]:
-    """`(key, recorded, wanted)` for each setting that differs, plugin specs expanded
-    (`expand_plugin_settings`) and compared option by option (`model.codec.seed`); a plugin whose
-    name differs is one difference (`model.codec.name`), not one per option. `ignored`: keys that
+    """`(key, recorded, wanted)` for each setting that differs, compared option by option
+    (`model.codec.seed`); a plugin whose name differs is one difference (`model.codec.name`), not one
+    per option. `wanted` comes expanded (`annotation_settings`, `shard_settings`); `recorded` is
+    expanded here (files written before vmas expanded specs hold `encodec`). `ignored`: keys that
     `recorded` may hold but are no longer compared."""
-    old, new = (_flat(expand_plugin_settings(s)) for s in (recorded, wanted))
+    old, new = _flat(expand_plugin_settings(recorded)), _flat(wanted)
     renamed = [key[: -len(".name")] for key in old if key.endswith(".name") and old[key] != new.get(key)]
     return [(key, old.get(key), new.get(key)) for key in sorted((set(old) - ignored) | set(new))
             if old.get(key) != new.get(key) and not any(key.startswith(f"{p}.") and key != f"{p}.name" for p in renamed)]
