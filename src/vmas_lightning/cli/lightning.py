@@ -16,7 +16,9 @@ class VMASCLI(LightningCLI):
     """`model.sequence` is the one clip geometry and `model.codec` the one codec: the data module
     receives both by link."""
 
-    def __init__(self, args: Optional[Sequence[str]] = None):
+    def __init__(self, args: Optional[Sequence[str]] = None, run: bool = True):
+        """`run=False`: parse `args` without a subcommand and build `model`, `datamodule` and `trainer`
+        only (as `benchmarks/train_step.py` does)."""
         super().__init__(
             VMASModule,
             VMASDataModule,
@@ -24,6 +26,7 @@ class VMASCLI(LightningCLI):
             seed_everything_default=0,
             parser_kwargs={"exit_on_error": False},
             save_config_kwargs={"overwrite": True},
+            run=run,
         )
 
     # An override of a private LightningCLI method: Lightning 2.6 has no public way to keep the
@@ -41,11 +44,11 @@ class VMASCLI(LightningCLI):
         """Stop in one line before any network is built: without `--config` the defaults are the
         paper's 1.9 B-parameter model with random weights; evaluating or predicting without
         `--ckpt_path` would use untrained weights."""
-        config = self.config[self.subcommand]
+        config = self.config[self.subcommand] if self.subcommand else self.config
         if not config.get("config"):
-            raise VMASError(f"vmas {self.subcommand} needs --config (configs/tiny.yaml for a CPU run, "
+            raise VMASError(f"vmas {self.subcommand or 'fit'} needs --config (configs/tiny.yaml for a CPU run, "
                             "configs/vmas.yaml for the paper's model)")
-        if self.subcommand != "fit" and not config.get("ckpt_path"):
+        if self.subcommand not in ("fit", None) and not config.get("ckpt_path"):
             raise VMASError(f"vmas {self.subcommand} needs --ckpt_path CKPT, the trained checkpoint "
                             "(without it the model has untrained weights)")
 

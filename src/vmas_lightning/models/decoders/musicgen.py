@@ -141,7 +141,10 @@ class MusicGenDecoder(nn.Module):
 
     def enable_activation_checkpointing(self) -> None:
         """Recompute each decoder layer in backward (transformers' non-reentrant activation checkpointing)."""
-        self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(self.lm, "activation_checkpointing_enable"):
+            self.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # transformers before the rename (5.17 has only the old name; later 5.x warn on it)
+            self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def rebuild_options(self) -> dict:
         """Options of `musicgen` that build this network again without its weights source (checkpoints record them)."""

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU figures of benchmarks/RESULTS.md in one go, on one CUDA device (about 6 minutes on an H100):
+#     bash benchmarks/gpu.sh OUT_DIR
+# Writes OUT_DIR/<name>.json (what each benchmark printed) and OUT_DIR/<name>.log (its stderr). A
+# benchmark that fails or runs past STEP_TIMEOUT seconds (default 300) is reported and the rest go on.
+set -u
+out=${1:?usage: bash benchmarks/gpu.sh OUT_DIR}
+python=${PYTHON:-python}
+mkdir -p "$out"
+no_checkpointing=$(mktemp --suffix .yaml)
+printf 'model:\n  activation_checkpointing: false\n' > "$no_checkpointing"
+failed=0
+
+run() {
+    local name=$1; shift
+    echo "== $name: $*"
+    if timeout "${STEP_TIMEOUT:-300}" "$python" "$@" > "$out/$name.json" 2> "$out/$name.log"; then
+        cat "$out/$name.json"
+    else
+        echo "$name failed (exit $?):"; tail -n 25 "$out/$name.log"; failed=1
+    fi
+}
+
+run train_step benchmarks/train_step.py --config configs/vmas.yaml                        # as configured
+run generate benchmarks/generate.py --full on                                             # MusicGen-medium, bf16
+run train_step_no_checkpointing benchmarks/train_step.py --config configs/vmas.yaml --config "$no_checkpointing"
+rm -f "$no_checkpointing"
+exit $failed

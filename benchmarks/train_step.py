@@ -1,0 +1,146 @@
+"""Training step at full size: seconds per step and the GPU memory peak of a config, printed as JSON.
+
+    python benchmarks/train_step.py --config configs/vmas.yaml [--config MORE.yaml] [--steps 12] [--warmup 4]
+
+The model, trainer and callbacks are what `vmas fit --config ...` builds (`VMASCLI`: precision,
+strategy, EMA, `PeakMemoryMonitor`, optimizer, gradient clipping, activation checkpointing), on one
+device, with random weights (the `pretrained` sources set to null, as `vmas profile` drops them:
+speed and memory do not depend on the weights) and no checkpoints written (logs go to a temporary folder). Every step
+trains on the same batch of random video, tokens and beats of the data module's shapes and dtypes
+(`vmas profile --memory`'s `fake_batch`), moved to the device each step as a real batch is.
+
+Prints `seconds_per_step` (median over the steps after `--warmup`, each timed between
+synchronisations of the device), `clips_per_s`, `peak_allocated_gib` (the largest step peak of
+`PeakMemoryMonitor`: forward, backward, optimizer and EMA update), `peak_reserved_gib` (the caching
+allocator's), the device, the library versions, and `estimate_gib`, what `vmas profile --memory`
+says for the same configs on one device, with the measured peak's ratio to it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from types import SimpleNamespace
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from vmas_lightning.callbacks import PeakMemoryMonitor
+from vmas_lightning.cli.lightning import VMASCLI
+from vmas_lightning.cli.profile_memory import fake_batch, memory_report
+from vmas_lightning.memory import GiB
+
+
+class StepTimer(L.Callback):
+    """Wall time of each training step, forward to the end of the last batch-end hook (EMA update)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.device = torch.device("cpu")  # where training ran (the strategy moves the module back at the end)
+        self._start = 0.0
+
+    def _sync(self, module: L.LightningModule) -> None:
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.device = pl_module.device
+        self._sync(pl_module)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync(pl_module)
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+class RepeatedBatch(torch.utils.data.IterableDataset):
+    """`steps` times the same random batch (`batch_size=None` in the loader: it is one batch already)."""
+
+    def __init__(self, batch: dict[str, torch.Tensor], steps: int):
+        self.batch, self.steps = batch, steps
+
+    def __iter__(self):
+        return (self.batch for _ in range(self.steps))
+
+
+def random_batch(sequence, batch_size: int, codebook_size: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    batch = fake_batch(sequence, batch_size)
+    batch["video"] = torch.randint(0, 256, batch["video"].shape, dtype=torch.uint8, generator=generator)
+    batch["tokens"] = torch.randint(0, codebook_size, batch["tokens"].shape, generator=generator)
+    batch["overlap"] = (torch.rand(batch["overlap"].shape, generator=generator) < 0.1).float()
+    return batch
+
+
+def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None) -> dict:
+    args = [arg for path in configs for arg in ("--config", path)]
+    overrides = {
+        "trainer.devices": "1", "trainer.num_nodes": "1", "trainer.max_steps": str(steps),
+        "trainer.enable_progress_bar": "false", "trainer.enable_model_summary": "false", "trainer.limit_val_batches": "0",
+        "model.encoder.pretrained": "null", "model.decoder.pretrained": "null", "model.codec.pretrained": "null",
+    }
+    if batch_size is not None:
+        overrides["data.batch_size"] = str(batch_size)
+    with tempfile.TemporaryDirectory() as root:
+        overrides["trainer.default_root_dir"] = root
+        cli = VMASCLI(args + [item for key, value in overrides.items() for item in (f"--{key}", value)], run=False)
+        trainer, module = cli.trainer, cli.model
+        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]  # no 30-GB files
+        timer = StepTimer()
+        trainer.callbacks.append(timer)
+        monitor = next((c for c in trainer.callbacks if isinstance(c, PeakMemoryMonitor)), None)
+        if monitor is None:
+            monitor = PeakMemoryMonitor()
+            trainer.callbacks.append(monitor)
+        batch_size = cli.datamodule.batch_size
+        batch = random_batch(module.model.sequence, batch_size, module.model.codec.codebook_size)
+        loader = torch.utils.data.DataLoader(RepeatedBatch(batch, steps), batch_size=None)
+        trainer.fit(module, train_dataloaders=loader)
+    timed = timer.seconds[warmup:]
+    seconds = statistics.median(timed)
+    device = timer.device
+    cuda = device.type == "cuda"
+    estimate = memory_report(configs, SimpleNamespace(devices=1, strategy=None, batch_size=batch_size, gpu_memory=None))
+    peak = monitor.max_allocated / GiB
+    return {
+        "configs": configs,
+        "batch_size": batch_size,
+        "precision": str(trainer.precision),
+        "strategy": type(trainer.strategy).__name__,
+        "activation_checkpointing": bool(module.hparams.activation_checkpointing),
+        "optimizer": module.optim_config.optimizer,
+        "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
+        "steps_timed": len(timed),
+        "seconds_per_step": round(seconds, 4),
+        "seconds_per_step_range": [round(min(timed), 4), round(max(timed), 4)],
+        "first_step_seconds": round(timer.seconds[0], 2),
+        "clips_per_s": round(batch_size / seconds, 2),
+        "peak_allocated_gib": round(peak, 2) if cuda else None,
+        "peak_reserved_gib": round(torch.cuda.max_memory_reserved(device) / GiB, 2) if cuda else None,
+        "estimate_gib": round(estimate["total_bytes"] / GiB, 2),
+        "peak_over_estimate": round(peak / (estimate["total_bytes"] / GiB), 3) if cuda else None,
+        "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", action="append", required=True, help="LightningCLI config; repeat to stack")
+    parser.add_argument("--steps", type=int, default=12, help="training steps in all")
+    parser.add_argument("--warmup", type=int, default=4, help="first steps left out of the timing")
+    parser.add_argument("--batch-size", type=int, default=None, help="clips per step (default: data.batch_size)")
+    args = parser.parse_args(argv)
+    if not 0 <= args.warmup < args.steps:
+        parser.error("--warmup must be below --steps")
+    result = measure(args.config, args.steps, args.warmup, args.batch_size)
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""benchmarks/train_step.py on the tiny config: `vmas fit`'s model and trainer built without running
+(`VMASCLI(run=False)`), a few timed steps, pure JSON on stdout, and the memory estimate of the same
+setup beside the (CUDA-only) measured peak. Its numbers are results (benchmarks/RESULTS.md), never asserted."""
+import importlib.util
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import ROOT
+from vmas_lightning.cli.lightning import VMASCLI
+from vmas_lightning.cli.profile_memory import memory_report
+from vmas_lightning.errors import VMASError
+from vmas_lightning.memory import GiB
+
+
+def load_train_step():
+    spec = importlib.util.spec_from_file_location("train_step", ROOT / "benchmarks" / "train_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_step_benchmark_on_cpu(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    report = load_train_step().main(["--config", "configs/tiny.yaml", "--steps", "3", "--warmup", "1",
+                                     "--batch-size", "2"])
+    assert json.loads(capsys.readouterr().out) == report  # nothing but the JSON on stdout
+    assert report["batch_size"] == 2 and report["steps_timed"] == 2
+    assert report["strategy"] == "SingleDeviceStrategy" and report["optimizer"] == "adamw"
+    low, high = report["seconds_per_step_range"]
+    assert 0 < low <= report["seconds_per_step"] <= high
+    assert report["clips_per_s"] == pytest.approx(2 / report["seconds_per_step"], rel=0.01)
+    assert report["peak_allocated_gib"] is None and report["peak_over_estimate"] is None  # CPU: no CUDA peak
+    estimate = memory_report(["configs/tiny.yaml"], SimpleNamespace(devices=1, strategy=None, batch_size=2,
+                                                                    gpu_memory=None))
+    assert report["estimate_gib"] == round(estimate["total_bytes"] / GiB, 2) > 0
+
+
+def test_cli_without_running_needs_a_config():
+    with pytest.raises(VMASError, match="needs --config"):
+        VMASCLI(["--data.root", "data"], run=False)  # no subcommand: the check still runs
