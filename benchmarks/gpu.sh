@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of benchmarks/RESULTS.md in one go, on one CUDA device (about 6 minutes on an H100):
+# The GPU figures of benchmarks/RESULTS.md in one go, on one CUDA device (about 7 minutes on an H100):
 #     bash benchmarks/gpu.sh OUT_DIR
 # Writes OUT_DIR/<name>.json (what each benchmark printed) and OUT_DIR/<name>.log (its stderr). A
 # benchmark that fails or runs past STEP_TIMEOUT seconds (default 300) is reported and the rest go on.
@@ -24,5 +24,6 @@ run() {
 run train_step benchmarks/train_step.py --config configs/vmas.yaml                        # as configured
 run generate benchmarks/generate.py --full on                                             # MusicGen-medium, bf16
 run train_step_no_checkpointing benchmarks/train_step.py --config configs/vmas.yaml --config "$no_checkpointing"
+run optical_flow benchmarks/optical_flow.py                                               # RAFT on CUDA and CPU
 rm -f "$no_checkpointing"
 exit $failed

@@ -30,7 +30,8 @@ the defaults of `vmas beats` without `--config`, or `--config`'s `model.sequence
    play consecutive frames of one shot (carphone's 29.97-fps frames shown at 25 fps: slowed, never
    resampled), cycling bikes -> bigbuckbunny -> carphone and never across a shot's own cut. The
    edit is written with the window's music as its soundtrack (`video_io.write_video`, H.264 + AAC).
-3. Scores of the edit (`alignment`: the shift-null z-score and percentile, `overlap_share`) with
+3. Scores of the edit (`alignment`: the shift-null z-score and percentile, `overlap_share`;
+   `onset_alignment`: `onset_z`, `onset_percentile`) with
    - `own`: its own soundtrack;
    - `shifted`: the same music delayed by 0.5 s (the file's audio from 0.5 s before the window, not
      wrapped around); the song is at about 114 BPM, so 0.5 s is within 30 ms of one beat period;
@@ -175,9 +176,10 @@ def beats_report(video: Path, audio: Path | None, sequence, config) -> dict:
 
 def score(report: dict) -> dict:
     """The alignment numbers of a report."""
-    alignment = report["alignment"]
+    alignment, onsets = report["alignment"], report["onset_alignment"]
     return {"z": alignment["z"], "percentile": alignment["percentile"], "overlap_share": report["overlap_share"],
-            "music_beats_per_s": report["music_beats_per_s"]}
+            "music_beats_per_s": report["music_beats_per_s"], "onset_z": onsets["z"],
+            "onset_percentile": onsets["percentile"]}
 
 
 def measure(media: Path, work: Path, config_path: str | None) -> dict:

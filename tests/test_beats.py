@@ -14,6 +14,8 @@ from vmas_lightning.beats import (
     frames_flow,
     music_beats,
     overlap,
+    onset_alignment,
+    onset_strength_curve,
     shift_alignment,
     video_beats,
 )
@@ -162,6 +164,35 @@ def test_shift_alignment_hand_computed():
     assert shift_alignment(np.zeros(20), video, 0)["z"] is None and shift_alignment(music, np.zeros(20), 0)["share"] is None
     dense = np.ones(20, np.float32)  # music beats everywhere: every shift scores the same
     assert shift_alignment(dense, video, 0)["z"] is None and shift_alignment(dense, video, 0)["percentile"] == 50.0
+
+
+def test_onset_alignment_hand_computed():
+    strength, video = np.full(20, 1.0), np.zeros(20, np.float32)
+    strength[[3, 11]] = 5.0  # mean 1.4
+    video[[3, 11]] = 1
+    found = onset_alignment(strength, video, match_window=0)
+    near = strength / strength.mean()
+    null = np.array([near[[(3 + s) % 20, (11 + s) % 20]].mean() for s in range(1, 20)])  # every shift but 0
+    assert found["strength"] == pytest.approx(5.0 / 1.4) and found["percentile"] == 100.0
+    assert found["null_mean"] == pytest.approx(null.mean()) and found["z"] == pytest.approx((5.0 / 1.4 - null.mean()) / null.std())
+    # window 1: a video beat one step off the onset still reads it, and the 1-step shifts leave the null
+    late = np.roll(video, 1)
+    assert onset_alignment(strength, late, 1)["strength"] == pytest.approx(5.0 / 1.4)
+    assert onset_alignment(strength, late, 0)["strength"] == pytest.approx(1.0 / 1.4)
+    assert onset_alignment(strength, np.zeros(20), 0)["z"] is None
+    assert onset_alignment(np.zeros(20), video, 0)["strength"] is None  # silent music
+    assert onset_alignment(np.ones(20), video, 0)["z"] is None  # no onset anywhere stronger: every shift the same
+
+
+def test_onset_strength_curve_peaks_at_the_clicks():
+    rate, sr = 50.0, 32000
+    clicks = np.array([0.5, 1.3, 2.02])
+    wav = librosa.clicks(times=clicks, sr=sr, length=3 * sr, click_duration=0.05) + 0.01 * np.random.default_rng(0).standard_normal(3 * sr)
+    curve = onset_strength_curve(wav, sr, num_tokens=150, token_rate=rate)
+    assert curve.shape == (150,) and curve.dtype == np.float32
+    peaks = np.sort(np.argsort(curve)[-3:])
+    assert np.abs(peaks - np.floor(clicks * rate)).max() <= 1  # within one 20-ms step of each click
+    assert not onset_strength_curve(np.zeros(3 * sr), sr, 150, rate).any()
 
 
 @pytest.mark.parametrize("flow_name", ["farneback", "dis"])

@@ -104,22 +104,28 @@ def click_music(times: np.ndarray, seed: int) -> np.ndarray:
 
 def test_alignment_z_score_tells_own_music_from_shifted_and_unrelated(tmp_path, capsys):
     """A 25-fps video cut on the onsets of its own music: the music shifted by 0.5 s and an
-    unrelated track have as many beats, but only the own music beats its circular shifts."""
+    unrelated track have as many beats, but only the own music beats its circular shifts, by
+    both scores (music beats near video beats; onset strength at the video beats)."""
     events = cut_times(0)
     own = click_music(events, 0)
     video = write_video(tmp_path / "cuts.mp4", cut_frames(events, CUT_SECONDS, 25), 25, audio=own, sample_rate=SAMPLE_RATE)
     soundfile.write(tmp_path / "shifted.wav", np.roll(own, SAMPLE_RATE // 2), SAMPLE_RATE)
     soundfile.write(tmp_path / "unrelated.wav", click_music(cut_times(1), 1), SAMPLE_RATE)
-    scores = {}
+    scores, onsets = {}, {}
     for name, extra in (("own", []), ("shifted", ["--audio", str(tmp_path / "shifted.wav")]),
                         ("unrelated", ["--audio", str(tmp_path / "unrelated.wav")])):
         assert main(["beats", "--video", str(video), "--json", *extra]) == 0
-        scores[name] = json.loads(capsys.readouterr().out)["alignment"]
+        report = json.loads(capsys.readouterr().out)
+        scores[name], onsets[name] = report["alignment"], report["onset_alignment"]
     assert scores["own"]["z"] > 4.0 and scores["own"]["percentile"] > 99.0
+    assert onsets["own"]["z"] > 4.0 and onsets["own"]["percentile"] > 99.0 and onsets["own"]["strength"] > 2.0
     for other in ("shifted", "unrelated"):
         assert scores[other]["z"] < 1.5 and scores[other]["percentile"] < 90.0
+        assert onsets[other]["z"] < 2.5 and onsets[other]["z"] < onsets["own"]["z"] - 3  # own 8.9, others -0.3 and 1.4
     assert main(["beats", "--video", str(video)]) == 0
-    assert "alignment vs. the music circularly shifted: z +" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "alignment vs. the music circularly shifted: z +" in text
+    assert "onset alignment vs. the music circularly shifted: z +" in text and "within 0.02 s of the video beats" in text
 
 
 def test_plot_of_a_minute_widens_with_the_clip(tmp_path):

@@ -64,7 +64,8 @@ def read_outputs(folder):
 def test_two_processes_give_the_one_process_metrics(tmp_path):
     single = evaluate([range(0, 3), range(3, NUM_CLIPS)], tmp_path / "one")
     assert single["num_clips"] == NUM_CLIPS
-    for key in ("fad", "kl", "kl_gen_ref", "mv_align", "alignment_z", "alignment_percentile", "recall@1", "recall@10",
+    for key in ("fad", "kl", "kl_gen_ref", "mv_align", "alignment_z", "alignment_percentile", "onset_alignment_z",
+                "onset_alignment_percentile", "recall@1", "recall@10",
                 "recall_m2v@1", "recall_m2v@10"):
         assert isinstance(single[key], float) and single[key] == single[key], key  # finite
     assert single["embedder"] == "encodec" and single["classifier_calibrated"] is False and "note" in single
@@ -83,7 +84,8 @@ def test_two_processes_give_the_one_process_metrics(tmp_path):
     for row_one, row_two in zip(one_rows, two_rows):  # float32 networks: batch composition moves the last digits
         assert [float(row_two[k]) for k in ("kl", "kl_gen_ref", "mv_align")] == pytest.approx(
             [float(row_one[k]) for k in ("kl", "kl_gen_ref", "mv_align")], rel=1e-6, abs=1e-9)
-        assert [row_two[k] for k in ("alignment_z", "alignment_percentile")] == [row_one[k] for k in ("alignment_z", "alignment_percentile")]
+        alignment = ("alignment_z", "alignment_percentile", "onset_alignment_z", "onset_alignment_percentile")
+        assert [row_two[k] for k in alignment] == [row_one[k] for k in alignment]
         assert row_two["mv_align_protocol"] == row_one["mv_align_protocol"] == "model_rate_frames"
 
 

@@ -69,21 +69,23 @@ def test_ground_truth_scores_ideal_and_another_clip_scores_near_chance(held_out)
     different_style = np.mean([a["meta"]["style"] != b["meta"]["style"] for a, b in zip(clips, clips[-1:] + clips[:-1])])
     assert other["style_accuracy"] == pytest.approx(1 - different_style)  # right only where the styles agree
     assert other["onset_f1"] < 0.6 and other["kl"] > 1.0
-    assert truth["alignment_z"] > 2.5 and other["alignment_z"] < 1.0  # the beat alignment (test below)
+    assert truth["alignment_z"] > 2.5 and other["alignment_z"] < 1.0  # the beat alignments (test below)
+    assert truth["onset_alignment_z"] > 2.5 and other["onset_alignment_z"] < 1.0
     assert truth["mv_align_protocol"] == "model_rate_frames"  # demo clips: their frames are all there is
     assert truth["paper_protocol"] is False and "not the paper" in truth["note"]
     table = results_table({**other, "reference_rows": {"ground_truth": truth}}, name="another clip")
     header, _, truth_row, other_row = table.splitlines()
-    assert header.startswith("| audio | FAD | KL | MV-Align | align z | align %ile | style acc | onset F1 | onsets/clip |"
-                             " true onsets/clip |")
+    assert header.startswith("| audio | FAD | KL | MV-Align | align z | align %ile | onset align z | style acc | onset F1 |"
+                             " onsets/clip | true onsets/clip |")
     assert truth_row.startswith("| ground truth |") and "| 1.00 | 1.00 |" in truth_row
     assert other_row.startswith("| **another clip** |")
 
 
 def test_cut_on_note_music_aligns_with_the_cuts_and_shifted_or_other_music_does_not(held_out):
-    """Known answer of `alignment_z` / `alignment_percentile` (`vmas beats`'s score in `vmas test`):
-    the clips' own music, whose notes start at the cuts, is far above its own shifts (z 3.1, 99th
-    percentile on these clips); the same music 0.5 s late and another clip's music are not."""
+    """Known answer of `alignment_z` / `alignment_percentile` and of their onset-strength twins
+    (`vmas beats`'s scores in `vmas test`): the clips' own music, whose notes start at the cuts, is
+    far above its own shifts (z 3.3 and 3.6, 98th-99th percentile on these clips); the same music
+    0.5 s late and another clip's music are not."""
     sequence, clips, audio, video = held_out
 
     def alignment(music):
@@ -93,9 +95,11 @@ def test_cut_on_note_music_aligns_with_the_cuts_and_shifted_or_other_music_does_
 
     own = alignment(audio)
     assert own["alignment_z"] > 2.5 and own["alignment_percentile"] > 95, own
+    assert own["onset_alignment_z"] > 2.5 and own["onset_alignment_percentile"] > 95, own  # 3.6, 97.6
     for shifted in (alignment(audio.roll(round(0.5 * sequence.sample_rate), dims=-1)), alignment(audio.roll(1, dims=0))):
-        assert shifted["alignment_z"] < 1.0 and shifted["alignment_percentile"] < 75, shifted
-        assert own["alignment_z"] > shifted["alignment_z"] + 2
+        for score in ("alignment", "onset_alignment"):  # -0.3 to 0.4, 42-64
+            assert shifted[f"{score}_z"] < 1.0 and shifted[f"{score}_percentile"] < 75, shifted
+            assert own[f"{score}_z"] > shifted[f"{score}_z"] + 2
 
 
 def test_style_classifier_labels_and_wrong_files(tmp_path):

@@ -1,12 +1,12 @@
 """Beat annotation (SPEC section 5): music beats from onset detectors (`onsets`, `ONSET_DETECTORS`),
 video beats from optical flow (`optical_flow`, `OPTICAL_FLOWS`; `flow_series`: a clip's flow
 magnitude over time), their overlap at the token rate (`annotate`), the settings (`config`) and
-the shifted-music alignment score (`alignment`). `data/` stores the beats in shards, the loss
+the shifted-music alignment scores (`alignment`). `data/` stores the beats in shards, the loss
 weights its tokens by them, `metrics/` and `vmas beats` score them.
 
 The plugin modules (`onsets`, `optical_flow`) are imported by the registry, not here.
 """
-from vmas_lightning.beats.alignment import shift_alignment
+from vmas_lightning.beats.alignment import onset_alignment, onset_strength_curve, shift_alignment
 from vmas_lightning.beats.annotate import (
     beat_weights,
     beats_at_token_rate,
@@ -32,6 +32,8 @@ __all__ = [
     "flow_curve",
     "frames_flow",
     "music_beats",
+    "onset_alignment",
+    "onset_strength_curve",
     "overlap",
     "shift_alignment",
     "source_flow",

@@ -14,8 +14,9 @@ from vmas_lightning.registry import OnsetDetectorSpec, OpticalFlowSpec, PluginSp
 class BeatConfig:
     """How beats are computed (`data.beats`); the paper gives neither W nor the matching window.
 
-    Every setting but `match_window` decides what `vmas prepare` / `vmas demo-data` store, and the
-    shards record them (`data.shards.annotation_settings`); `match_window` acts when the data is read.
+    Every setting but `match_window` and `onset_match_window` decides what `vmas prepare` / `vmas
+    demo-data` store, and the shards record them (`data.shards.annotation_settings`); those two act
+    when the data is read.
 
     Args:
         onset_detector: `ONSET_DETECTORS` plugin for music beats: onset_peaks (the strong peaks of the
@@ -27,6 +28,11 @@ class BeatConfig:
             (25 steps = 0.5 s, one beat per period of a 120 BPM tempo).
         match_window: a music beat is an overlap when a video beat lies within this many steps
             (5 steps = 0.1 s, about one video frame at 9.6 fps, MV-Align's matching tolerance).
+        onset_match_window: the onset alignment score (`beats.onset_alignment`) reads the music's onset
+            strength at most this many steps from each video beat (1 step = 20 ms: a cut on an onset
+            lands within half a frame of it at 25 fps; at 5 steps dense music has an onset near every
+            step, and the score stops telling the video's own music from the same music shifted by a
+            beat: benchmarks/RESULTS.md, "Beats on real footage").
         min_flow: smallest flow magnitude (pixels per frame pair at the flow's frame rate) a video
             beat may have, so that a still or near-still clip has none (0.1 as MV-Align's peak
             threshold).
@@ -45,17 +51,19 @@ class BeatConfig:
     optical_flow: OpticalFlowSpec = "farneback"
     peak_window: int = 25
     match_window: int = 5
+    onset_match_window: int = 1
     min_flow: float = 0.1
     min_prominence: float = 0.5
     flow_fps: Optional[float] = 15.0
 
-    READ_TIME: ClassVar[tuple[str, ...]] = ("match_window",)  # act when the data is read, not stored in shards
+    READ_TIME: ClassVar[tuple[str, ...]] = ("match_window", "onset_match_window")  # act when the data is read, not stored in shards
 
     def __post_init__(self):
         if self.peak_window < 1:
             raise VMASError(f"beats: peak_window must be >= 1 token step, got {self.peak_window}")
-        if self.match_window < 0:
-            raise VMASError(f"beats: match_window must be >= 0 token steps, got {self.match_window}")
+        for name in ("match_window", "onset_match_window"):
+            if getattr(self, name) < 0:
+                raise VMASError(f"beats: {name} must be >= 0 token steps, got {getattr(self, name)}")
         if not 0 <= self.min_prominence < 1:
             raise VMASError(f"beats: min_prominence must be in [0, 1), got {self.min_prominence}")
         if self.flow_fps is not None and not self.flow_fps > 0:

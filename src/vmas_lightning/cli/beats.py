@@ -7,9 +7,11 @@ at the training frame size (`model.sequence` of `--config`, else the defaults: 2
 way `vmas prepare` does, and beats with `data.beats` of `--config` (else `BeatConfig()` defaults). Times are the starts of the 20 ms token steps that carry a beat, in
 seconds. A video without a soundtrack (and no `--audio`) still gets its video beats.
 
-Beside the overlap share it reports `alignment` (`beats.shift_alignment`): the overlap
-share against a null of the same music circularly shifted in time, as a z-score and a percentile,
-so a video's own cut-on-beat music stands out from shifted or unrelated music.
+Beside the overlap share it reports two scores against a null of the same music circularly shifted
+in time, each as a z-score and a percentile: `alignment` (`beats.shift_alignment`), the overlap
+share of the music beats, and `onset_alignment` (`beats.onset_alignment`), the music's onset
+strength at the video beats, which tells a video cut on any onsets (strong or weak) from the same
+music shifted by a beat or from unrelated music (benchmarks/RESULTS.md, "Beats on real footage").
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ from vmas_lightning.beats import (
     beat_times,
     beats_at_token_rate,
     build_plugin,
+    onset_alignment,
+    onset_strength_curve,
     shift_alignment,
     video_flow,
 )
@@ -98,6 +102,7 @@ def analyse(
         "overlaps": times["overlaps"] if soundtrack else None,
         "overlap_share": round(float(beats["overlap"].sum() / max(1.0, beats["music_beats"].sum())), 3) if soundtrack else None,
         "alignment": alignment_report(beats, config) if soundtrack else None,
+        "onset_alignment": onset_alignment_report(wav, beats, sequence, config) if soundtrack else None,
         "flow": {"mean": round(float(flow.magnitude.mean()), 4), "max": round(float(flow.magnitude.max()), 4),
                  "peak_s": round(float(flow.times[flow.magnitude.argmax()]), 3)},
         "config": dataclasses.asdict(config),
@@ -111,11 +116,22 @@ def alignment_report(beats: dict[str, np.ndarray], config: BeatConfig) -> dict[s
     return {key: None if value is None else round(value, 3) for key, value in found.items()}
 
 
+def onset_alignment_report(wav: np.ndarray, beats: dict[str, np.ndarray], sequence: SequenceConfig,
+                           config: BeatConfig) -> dict[str, Optional[float]]:
+    """`onset_alignment` of a clip's video beats with its music's onset strength, rounded for the report."""
+    video = beats["video_beats"]
+    strength = onset_strength_curve(wav, sequence.sample_rate, video.size, sequence.token_rate)
+    found = onset_alignment(strength, video, config.onset_match_window)
+    return {key: None if value is None else round(value, 3) for key, value in found.items()}
+
+
 def plot_title(report: dict[str, Any]) -> str:
-    """The beat plot's title: the video's name, whether it has a soundtrack, the alignment z-score."""
+    """The beat plot's title: the video's name, whether it has a soundtrack, the two alignment z-scores."""
     title = Path(report["video"]).name + ("" if report["soundtrack"] else " (no soundtrack)")
-    if report["alignment"] and report["alignment"]["z"] is not None:
-        title += f"  |  alignment vs. shifted music: z {report['alignment']['z']:+.2f}"
+    scores = [f"{label} z {report[key]['z']:+.2f}" for key, label in (("alignment", "beats"), ("onset_alignment", "onsets"))
+              if report.get(key) and report[key]["z"] is not None]
+    if scores:
+        title += "  |  vs. shifted music: " + ", ".join(scores)
     return title
 
 
@@ -126,6 +142,16 @@ def alignment_line(alignment: dict[str, Optional[float]]) -> str:
     z = "n/a (every shift scores the same)" if alignment["z"] is None else f"{alignment['z']:+.2f}"
     return (f"alignment vs. the music circularly shifted: z {z}, above {alignment['percentile']:.0f}% of shifts "
             f"(overlap share {alignment['share']:.0%}, shifts {alignment['null_mean']:.0%} +- {alignment['null_std']:.0%})")
+
+
+def onset_alignment_line(alignment: dict[str, Optional[float]], window_s: float) -> str:
+    """The text line of the onset-strength alignment score."""
+    if alignment["strength"] is None:
+        return "onset alignment vs. shifted music: none (no video beats or silent music)"
+    z = "n/a (every shift scores the same)" if alignment["z"] is None else f"{alignment['z']:+.2f}"
+    return (f"onset alignment vs. the music circularly shifted: z {z}, above {alignment['percentile']:.0f}% of shifts "
+            f"(onset strength within {window_s:.2f} s of the video beats {alignment['strength']:.2f} x its mean, "
+            f"shifts {alignment['null_mean']:.2f} +- {alignment['null_std']:.2f})")
 
 
 def run(cfg) -> int:
@@ -150,6 +176,7 @@ def run(cfg) -> int:
         print(f"{report['overlap_share']:.0%} of music beats have a video beat within "
               f"{config.match_window / sequence.token_rate:.2f} s")
         print(alignment_line(report["alignment"]))
+        print(onset_alignment_line(report["onset_alignment"], config.onset_match_window / sequence.token_rate))
     if cfg.plot:
         print(f"plot: {report['plot']}")
     return 0

@@ -29,7 +29,7 @@ from vmas_lightning.metrics.synthetic import SyntheticTaskMetrics, has_truth
 
 METRICS_FILE, CLIPS_FILE = "metrics.json", "clips.csv"
 CLIP_COLUMNS = ("id", "kl", "kl_gen_ref", "mv_align", "mv_align_protocol", "alignment_z", "alignment_percentile",
-                "style", "predicted_style", "onset_f1", "onsets", "true_onsets")
+                "onset_alignment_z", "onset_alignment_percentile", "style", "predicted_style", "onset_f1", "onsets", "true_onsets")
 # Teacher-forced cross-entropy of the reference tokens given the clip's video, another clip's video
 # and the null condition (`VMASModule.video_reliance`).
 CROSS_ENTROPY_KEYS = ("ce", "ce_shuffled_video", "ce_null")
@@ -182,7 +182,7 @@ class EvaluationSuite(nn.Module):
 
     def compute(self) -> dict[str, Any]:
         """`fad`, `kl`, `kl_gen_ref`, `mv_align` with `mv_align_protocol`, `alignment_z`,
-        `alignment_percentile`, `recall@K`, `recall_m2v@K` (None when not measured), the embedder /
+        `alignment_percentile`, `onset_alignment_z`, `onset_alignment_percentile`, `recall@K`, `recall_m2v@K` (None when not measured), the embedder /
         classifier names and whether their weights are calibrated, and `num_clips`."""
         num_clips = len(self.clip_rows())
         if num_clips == 0:
@@ -268,7 +268,8 @@ def _cell(value: Optional[float], digits: int) -> str:
 # (key, header, digits, scale) of `results_table`
 RESULT_COLUMNS = (
     ("fad", "FAD", 3, 1), ("kl", "KL", 3, 1), ("mv_align", "MV-Align", 3, 1), ("alignment_z", "align z", 2, 1),
-    ("alignment_percentile", "align %ile", 0, 1), ("style_accuracy", "style acc", 2, 1),
+    ("alignment_percentile", "align %ile", 0, 1), ("onset_alignment_z", "onset align z", 2, 1),
+    ("style_accuracy", "style acc", 2, 1),
     ("onset_f1", "onset F1", 2, 1), ("onsets_per_clip", "onsets/clip", 1, 1), ("recall@1", "R@1 (%)", 1, 100),
     ("recall@10", "R@10 (%)", 1, 100), ("ce", "CE", 3, 1), ("ce_shuffled_video", "CE other video", 3, 1),
     ("ce_null", "CE null", 3, 1),
