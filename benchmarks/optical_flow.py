@@ -6,7 +6,7 @@ Each `OPTICAL_FLOWS` plugin on the same frames (a smooth texture panning 2 px pe
 square): `farneback` and `dis` on the CPU; `raft` small and large (12 refinements, 8 pairs per
 batch) with random weights (speed does not depend on them) on the CPU and, when CUDA is there, on
 CUDA, where `max_rel_diff_vs_cpu` compares the magnitudes with the CPU's from the same weights
-(cuDNN's TF32 convolutions make them differ in the third digit or so). `ms_per_pair` is the wall
+(cuDNN's TF32 convolutions may make them differ in the last digits: 2e-4 on an H100). `ms_per_pair` is the wall
 time of one call over all pairs (after one warm-up call) divided by the pairs.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training step at full size: seconds per step and the GPU memory peak of a config, printed as JSON.
 
-    python benchmarks/train_step.py --config configs/vmas.yaml [--config MORE.yaml] [--steps 12] [--warmup 4]
+    python benchmarks/train_step.py --config configs/vmas.yaml [--config MORE.yaml] [--steps 10] [--warmup 3]
 
 The model, trainer and callbacks are what `vmas fit --config ...` builds (`VMASCLI`: precision,
 strategy, EMA, `PeakMemoryMonitor`, optimizer, gradient clipping, activation checkpointing), on one
@@ -12,7 +12,7 @@ trains on the same batch of random video, tokens and beats of the data module's 
 Prints `seconds_per_step` (median over the steps after `--warmup`, each timed between
 synchronisations of the device), `clips_per_s`, `peak_allocated_gib` (the largest step peak of
 `PeakMemoryMonitor`: forward, backward, optimizer and EMA update), `peak_reserved_gib` (the caching
-allocator's), the device, the library versions, and `estimate_gib`, what `vmas profile --memory`
+allocator's peak in the last step; it does not hand memory back between steps), the device, the library versions, and `estimate_gib`, what `vmas profile --memory`
 says for the same configs on one device, with the measured peak's ratio to it.
 """
 from __future__ import annotations
@@ -131,8 +131,8 @@ def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None)
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", action="append", required=True, help="LightningCLI config; repeat to stack")
-    parser.add_argument("--steps", type=int, default=12, help="training steps in all")
-    parser.add_argument("--warmup", type=int, default=4, help="first steps left out of the timing")
+    parser.add_argument("--steps", type=int, default=10, help="training steps in all")
+    parser.add_argument("--warmup", type=int, default=3, help="first steps left out of the timing")
     parser.add_argument("--batch-size", type=int, default=None, help="clips per step (default: data.batch_size)")
     args = parser.parse_args(argv)
     if not 0 <= args.warmup < args.steps:

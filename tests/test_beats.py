@@ -177,7 +177,7 @@ def test_onset_alignment_hand_computed():
     assert found["null_mean"] == pytest.approx(null.mean()) and found["z"] == pytest.approx((5.0 / 1.4 - null.mean()) / null.std())
     # window 1: a video beat one step off the onset still reads it, and the 1-step shifts leave the null
     late = np.roll(video, 1)
-    assert onset_alignment(strength, late, 1)["strength"] == pytest.approx(5.0 / 1.4)
+    assert onset_alignment(strength, late, 1)["strength"] == pytest.approx(5.0 / 2.2)  # windowed mean: (6 x 5 + 14) / 20
     assert onset_alignment(strength, late, 0)["strength"] == pytest.approx(1.0 / 1.4)
     assert onset_alignment(strength, np.zeros(20), 0)["z"] is None
     assert onset_alignment(np.zeros(20), video, 0)["strength"] is None  # silent music

@@ -19,8 +19,8 @@ UNDEFINED = {"null_mean": None, "null_std": None, "z": None, "percentile": None}
 
 def _against_shifts(near: np.ndarray, steps: np.ndarray, match_window: int) -> dict[str, Optional[float]]:
     """The mean of `near [T]` at `steps [M]` (`value`), against its mean at the steps circularly shifted
-    by every s whose distance from 0 is more than `match_window` (a smaller shift meets the same
-    values): `null_mean`, `null_std`, `z` (None where every shift scores the same) and `percentile`
+    by every s whose distance from 0 is more than `match_window` (the shifts within the window
+    would read the same beats; the null keeps those a little farther, so it errs high): `null_mean`, `null_std`, `z` (None where every shift scores the same) and `percentile`
     (% of shifts scoring below, ties counted half)."""
     num_tokens = near.size
     shifts = np.arange(num_tokens)
@@ -62,17 +62,17 @@ def onset_alignment(strength: np.ndarray, video: np.ndarray, match_window: int) 
     `match_window` steps of each video beat, averaged over the video beats.
 
     Returns:
-        `strength`: that mean for the unshifted music, as a multiple of the curve's mean (1: no
-        better than a random step); `null_mean`, `null_std` (the same unit), `z`, `percentile`: see
-        `_against_shifts`. All None without video beats or with a silent curve.
+        `strength`: that mean for the unshifted music, as a multiple of the windowed maximum's mean
+        over all steps (1: no better than beats at random steps); `null_mean`, `null_std` (the same
+        unit), `z`, `percentile`: see `_against_shifts`. All None without video beats or with a
+        silent curve.
     """
     strength, video = np.asarray(strength, dtype=np.float64).reshape(-1), np.asarray(video).reshape(-1) > 0
     steps = np.flatnonzero(video)
-    mean = float(strength.mean()) if strength.size else 0.0
-    if steps.size == 0 or not mean > 0 or strength.size <= 2 * match_window + 1:
+    if steps.size == 0 or not strength.any() or strength.size <= 2 * match_window + 1:
         return {"strength": None, **UNDEFINED}
-    near = maximum_filter1d(strength / mean, size=2 * match_window + 1, mode="wrap")
-    found = _against_shifts(near, steps, match_window)
+    near = maximum_filter1d(strength, size=2 * match_window + 1, mode="wrap")
+    found = _against_shifts(near / near.mean(), steps, match_window)
     return {"strength": found.pop("value"), **found}
 
 

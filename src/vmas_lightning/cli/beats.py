@@ -150,7 +150,7 @@ def onset_alignment_line(alignment: dict[str, Optional[float]], window_s: float)
         return "onset alignment vs. shifted music: none (no video beats or silent music)"
     z = "n/a (every shift scores the same)" if alignment["z"] is None else f"{alignment['z']:+.2f}"
     return (f"onset alignment vs. the music circularly shifted: z {z}, above {alignment['percentile']:.0f}% of shifts "
-            f"(onset strength within {window_s:.2f} s of the video beats {alignment['strength']:.2f} x its mean, "
+            f"(onset strength within {window_s:.2f} s of the video beats {alignment['strength']:.2f} x that of random steps, "
             f"shifts {alignment['null_mean']:.2f} +- {alignment['null_std']:.2f})")
 
 

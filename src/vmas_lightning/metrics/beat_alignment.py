@@ -44,7 +44,7 @@ class BeatAlignment(Metric):
         super().__init__(**kwargs)
         self.beats = beats or BeatConfig()
         self.token_rate = token_rate
-        for key in KEYS:  # NaN where a clip has no music beats or no video beats (or a constant null)
+        for key in KEYS:  # NaN where a clip has no music beats, no video beats or silent audio (or a constant null)
             self.add_state(key, default=[], dist_reduce_fx="cat")
 
     @torch.no_grad()
