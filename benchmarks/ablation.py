@@ -100,9 +100,14 @@ def run_dir_of(args, name: str, seed: int) -> Path:
 
 
 def finished_run(args, name: str, seed: int) -> dict[str, Any] | None:
-    """A row and seed's result if that run has finished, else None."""
-    result_file = run_dir_of(args, name, seed) / "result.json"
-    return json.loads(result_file.read_text()) if result_file.is_file() else None
+    """A row and seed's result if that run has finished, else None; `seconds_per_step` read again from
+    its logs (results written by older versions of this script timed pauses and resumes too)."""
+    run_dir = run_dir_of(args, name, seed)
+    if not (run_dir / "result.json").is_file():
+        return None
+    result = json.loads((run_dir / "result.json").read_text())
+    result["seconds_per_step"] = seconds_per_step(run_dir) or result.get("seconds_per_step")
+    return result
 
 
 def train_and_test(args, config: Path, name: str, overlay: dict, seed: int, data: Path) -> dict[str, Any]:
@@ -134,7 +139,7 @@ def train_and_test(args, config: Path, name: str, overlay: dict, seed: int, data
              "--model.evaluation.save_audio", "false", "--ckpt_path", str(ckpt))
     result = json.loads((run_dir / "test" / "metrics.json").read_text())
     result["steps"] = trained_steps(ckpt)
-    result["seconds_per_step"] = seconds_per_step(ckpt.parents[1]) or fit_seconds / max(1, result["steps"])
+    result["seconds_per_step"] = seconds_per_step(run_dir) or fit_seconds / max(1, result["steps"])
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
 
@@ -152,18 +157,21 @@ def trained_steps(ckpt: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
 
 
-def seconds_per_step(log_dir: Path) -> float | None:
-    """Training wall time per step from the TensorBoard log (first to last logged step: start-up excluded)."""
+def seconds_per_step(run_dir: Path) -> float | None:
+    """Training wall time per step: the median over the intervals between logged steps in all the run's
+    TensorBoard logs (one per fit, resumed fits included), so start-up, validation, a pause or a
+    stop and resume do not count, and a busy stretch of the machine counts only if it lasts most of
+    the run."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(log_dir))
-    events.Reload()
-    if "train/loss_ar" not in events.Tags()["scalars"]:
-        return None
-    scalars = events.Scalars("train/loss_ar")
-    if len(scalars) < 2 or scalars[-1].step == scalars[0].step:
-        return None
-    return (scalars[-1].wall_time - scalars[0].wall_time) / (scalars[-1].step - scalars[0].step)
+    per_step = []
+    for log_dir in sorted(run_dir.glob("lightning_logs/version_*")):
+        events = EventAccumulator(str(log_dir))
+        events.Reload()
+        if "train/loss_ar" in events.Tags()["scalars"]:
+            scalars = events.Scalars("train/loss_ar")
+            per_step += [(b.wall_time - a.wall_time) / (b.step - a.step) for a, b in zip(scalars, scalars[1:]) if b.step > a.step]
+    return float(np.median(per_step)) if per_step else None
 
 
 def summarise(values: list[float | None]) -> dict[str, Any]:
