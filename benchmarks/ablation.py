@@ -39,8 +39,8 @@ from vmas_lightning.cli.profile import profile
 from vmas_lightning.config_file import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
-METRICS = ("fad", "kl", "mv_align", "alignment_z", "onset_alignment_z", "onset_f1", "style_accuracy", "onsets_per_clip", "recall@1", "recall@10",
-           "ce", "ce_shuffled_video")
+METRICS = ("fad", "kl", "mv_align", "alignment_z", "onset_alignment_z", "onset_f1", "style_accuracy", "onsets_per_clip",
+           "recall@1", "recall@10", "ce", "ce_shuffled_video")
 TABLE5 = {
     "AR baseline": {"model": {"loss": {"alpha": 0.0, "beat_weighting": False}}},
     "+ contrastive": {"model": {"loss": {"beat_weighting": False}}},
@@ -170,7 +170,8 @@ def seconds_per_step(run_dir: Path) -> float | None:
         events.Reload()
         if "train/loss_ar" in events.Tags()["scalars"]:
             scalars = events.Scalars("train/loss_ar")
-            per_step += [(b.wall_time - a.wall_time) / (b.step - a.step) for a, b in zip(scalars, scalars[1:]) if b.step > a.step]
+            per_step += [(b.wall_time - a.wall_time) / (b.step - a.step)
+                         for a, b in zip(scalars, scalars[1:]) if b.step > a.step]
     return float(np.median(per_step)) if per_step else None
 
 

@@ -2,12 +2,14 @@
 
     python benchmarks/optical_flow.py [--pairs 32] [--size 224] [--threads N]
 
-Each `OPTICAL_FLOWS` plugin on the same frames (a smooth texture panning 2 px per frame, `--size`
-square): `farneback` and `dis` on the CPU; `raft` small and large (12 refinements, 8 pairs per
-batch) with random weights (speed does not depend on them) on the CPU and, when CUDA is there, on
-CUDA, where `max_rel_diff_vs_cpu` compares the magnitudes with the CPU's from the same weights
-(cuDNN's TF32 convolutions may make them differ in the last digits: 2e-4 on an H100). `ms_per_pair` is the wall
-time of one call over all pairs (after one warm-up call) divided by the pairs.
+Each `OPTICAL_FLOWS` plugin on the same frames (`benchmarks/dataloader.py`'s smooth multi-scale
+texture, panned diagonally across one frame side over the clip, `--size` square): `farneback` and
+`dis` on the CPU; `raft` small and large (12 refinements, 8 pairs per batch) with random weights
+(speed does not depend on them) on the CPU and, when CUDA is there, on CUDA, where
+`max_rel_diff_vs_cpu` compares the magnitudes with the CPU's from the same weights (cuDNN's TF32
+convolutions may make them differ in the last digits: 2e-4 on an H100). `ms_per_pair` is the wall
+time of one call over all pairs (after one warm-up call) divided by the pairs. Each method does a
+fixed amount of work per pair (fixed pyramid levels and iterations, fixed RAFT refinements).
 """
 from __future__ import annotations
 
@@ -15,23 +17,11 @@ import argparse
 import json
 import time
 
-import cv2
 import numpy as np
 import torch
+from dataloader import textured_frames  # benchmarks/: the data-loader benchmark's panning texture
 
 from vmas_lightning.registry import OPTICAL_FLOWS
-
-SHIFT_PX = 2
-
-
-def panning_frames(num_frames: int, size: int) -> np.ndarray:
-    """uint8 `[F, size, size, 3]`: a window moving SHIFT_PX to the right per frame over smooth noise."""
-    rng = np.random.default_rng(0)
-    width = size + SHIFT_PX * num_frames
-    texture = cv2.resize(rng.random((size // 8, width // 8, 3), dtype=np.float32), (width, size),
-                         interpolation=cv2.INTER_CUBIC)
-    texture = (255 * (texture - texture.min()) / np.ptp(texture)).astype(np.uint8)
-    return np.stack([texture[:, SHIFT_PX * i : SHIFT_PX * i + size] for i in range(num_frames)])
 
 
 def timed(flow, frames: np.ndarray) -> tuple[float, np.ndarray]:
@@ -51,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    frames = panning_frames(args.pairs + 1, args.size)
+    frames = textured_frames(np.random.default_rng(0), args.pairs + 1, args.size)
     specs = [("farneback", "cpu", "farneback"), ("dis", "cpu", "dis")]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     specs += [(f"raft_{size}", device, {"name": "raft", "size": size, "pretrained": None, "device": device})
@@ -67,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
             reference = cpu_magnitudes[label]
             row["max_rel_diff_vs_cpu"] = float(np.abs(magnitudes - reference).max() / np.abs(reference).max())
         rows.append(row)
-    result = {"pairs": args.pairs, "size": args.size, "shift_px": SHIFT_PX, "torch_threads": torch.get_num_threads(),
+    result = {"pairs": args.pairs, "size": args.size, "torch_threads": torch.get_num_threads(),
               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "rows": rows}
     print(json.dumps(result, indent=2))
     return result

@@ -12,8 +12,9 @@ trains on the same batch of random video, tokens and beats of the data module's 
 Prints `seconds_per_step` (median over the steps after `--warmup`, each timed between
 synchronisations of the device), `clips_per_s`, `peak_allocated_gib` (the largest step peak of
 `PeakMemoryMonitor`: forward, backward, optimizer and EMA update), `peak_reserved_gib` (the caching
-allocator's peak in the last step; it does not hand memory back between steps), the device, the library versions, and `estimate_gib`, what `vmas profile --memory`
-says for the same configs on one device, with the measured peak's ratio to it.
+allocator's peak in the last step; it does not hand memory back between steps), the device, the
+library versions, and `estimate_gib`, what `vmas profile --memory` says for the same configs on
+one device, with the measured peak's ratio to it.
 """
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None)
     args = [arg for path in configs for arg in ("--config", path)]
     overrides = {
         "trainer.devices": "1", "trainer.num_nodes": "1", "trainer.max_steps": str(steps),
-        "trainer.enable_progress_bar": "false", "trainer.enable_model_summary": "false", "trainer.limit_val_batches": "0",
+        "trainer.enable_progress_bar": "false", "trainer.enable_model_summary": "false",
+        "trainer.limit_val_batches": "0",
         "model.encoder.pretrained": "null", "model.decoder.pretrained": "null", "model.codec.pretrained": "null",
     }
     if batch_size is not None:

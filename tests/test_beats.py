@@ -238,6 +238,7 @@ def test_madmom_missing_is_a_one_line_error():
 @pytest.mark.parametrize(
     "options, message",
     [({"peak_window": 0}, "peak_window"), ({"match_window": -1}, "match_window"),
+     ({"onset_match_window": -1}, r"^beats: onset_match_window must be >= 0 token steps, got -1$"),
      ({"min_prominence": 1.0}, r"min_prominence must be in \[0, 1\), got 1.0"),
      ({"flow_fps": 0}, "flow_fps must be > 0 frames per second")],
 )

@@ -366,7 +366,8 @@ class VMASModule(L.LightningModule):
                 row: suite.compute() for row, suite in self.reference_evaluations.items() if suite.clip_rows()
             }
         out = self.evaluation.save(self.test_output_dir(), metrics)
-        for name in ("fad", "kl", "mv_align", "alignment_z", "onset_alignment_z", "recall@1", "recall@10", "style_accuracy", "onset_f1", "ce"):
+        for name in ("fad", "kl", "mv_align", "alignment_z", "onset_alignment_z", "recall@1", "recall@10",
+                     "style_accuracy", "onset_f1", "ce"):
             if metrics.get(name) is not None:
                 self.log(f"test/{name}", float(metrics[name]), rank_zero_only=True)
         if self.trainer.is_global_zero:

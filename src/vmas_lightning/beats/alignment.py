@@ -19,9 +19,10 @@ UNDEFINED = {"null_mean": None, "null_std": None, "z": None, "percentile": None}
 
 def _against_shifts(near: np.ndarray, steps: np.ndarray, match_window: int) -> dict[str, Optional[float]]:
     """The mean of `near [T]` at `steps [M]` (`value`), against its mean at the steps circularly shifted
-    by every s whose distance from 0 is more than `match_window` (the shifts within the window
-    would read the same beats; the null keeps those a little farther, so it errs high): `null_mean`, `null_std`, `z` (None where every shift scores the same) and `percentile`
-    (% of shifts scoring below, ties counted half)."""
+    by every s whose distance from 0 is more than `match_window` (the shifts within the window would
+    read the same beats; the null keeps those a little farther, so it errs high): `null_mean`,
+    `null_std`, `z` (None where every shift scores the same) and `percentile` (% of shifts scoring
+    below, ties counted half)."""
     num_tokens = near.size
     shifts = np.arange(num_tokens)
     values = near[(steps[None, :] + shifts[:, None]) % num_tokens].mean(axis=1)  # [T]

@@ -56,7 +56,8 @@ class BeatConfig:
     min_prominence: float = 0.5
     flow_fps: Optional[float] = 15.0
 
-    READ_TIME: ClassVar[tuple[str, ...]] = ("match_window", "onset_match_window")  # act when the data is read, not stored in shards
+    # act when the data is read, not stored in shards
+    READ_TIME: ClassVar[tuple[str, ...]] = ("match_window", "onset_match_window")
 
     def __post_init__(self):
         if self.peak_window < 1:

@@ -112,8 +112,7 @@ def analyse(
 
 def alignment_report(beats: dict[str, np.ndarray], config: BeatConfig) -> dict[str, Optional[float]]:
     """`shift_alignment` of a clip's beats, rounded for the report."""
-    found = shift_alignment(beats["music_beats"], beats["video_beats"], config.match_window)
-    return {key: None if value is None else round(value, 3) for key, value in found.items()}
+    return _rounded(shift_alignment(beats["music_beats"], beats["video_beats"], config.match_window))
 
 
 def onset_alignment_report(wav: np.ndarray, beats: dict[str, np.ndarray], sequence: SequenceConfig,
@@ -121,14 +120,19 @@ def onset_alignment_report(wav: np.ndarray, beats: dict[str, np.ndarray], sequen
     """`onset_alignment` of a clip's video beats with its music's onset strength, rounded for the report."""
     video = beats["video_beats"]
     strength = onset_strength_curve(wav, sequence.sample_rate, video.size, sequence.token_rate)
-    found = onset_alignment(strength, video, config.onset_match_window)
-    return {key: None if value is None else round(value, 3) for key, value in found.items()}
+    return _rounded(onset_alignment(strength, video, config.onset_match_window))
+
+
+def _rounded(scores: dict[str, Optional[float]]) -> dict[str, Optional[float]]:
+    """An alignment score's numbers to 3 decimals for the report (None stays None)."""
+    return {key: None if value is None else round(value, 3) for key, value in scores.items()}
 
 
 def plot_title(report: dict[str, Any]) -> str:
     """The beat plot's title: the video's name, whether it has a soundtrack, the two alignment z-scores."""
     title = Path(report["video"]).name + ("" if report["soundtrack"] else " (no soundtrack)")
-    scores = [f"{label} z {report[key]['z']:+.2f}" for key, label in (("alignment", "beats"), ("onset_alignment", "onsets"))
+    scores = [f"{label} z {report[key]['z']:+.2f}"
+              for key, label in (("alignment", "beats"), ("onset_alignment", "onsets"))
               if report.get(key) and report[key]["z"] is not None]
     if scores:
         title += "  |  vs. shifted music: " + ", ".join(scores)
@@ -150,7 +154,8 @@ def onset_alignment_line(alignment: dict[str, Optional[float]], window_s: float)
         return "onset alignment vs. shifted music: none (no video beats or silent music)"
     z = "n/a (every shift scores the same)" if alignment["z"] is None else f"{alignment['z']:+.2f}"
     return (f"onset alignment vs. the music circularly shifted: z {z}, above {alignment['percentile']:.0f}% of shifts "
-            f"(onset strength within {window_s:.2f} s of the video beats {alignment['strength']:.2f} x that of random steps, "
+            f"(onset strength within {window_s:.2f} s of the video beats {alignment['strength']:.2f} x that of "
+            f"random steps, "
             f"shifts {alignment['null_mean']:.2f} +- {alignment['null_std']:.2f})")
 
 

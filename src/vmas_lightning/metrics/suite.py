@@ -29,7 +29,8 @@ from vmas_lightning.metrics.synthetic import SyntheticTaskMetrics, has_truth
 
 METRICS_FILE, CLIPS_FILE = "metrics.json", "clips.csv"
 CLIP_COLUMNS = ("id", "kl", "kl_gen_ref", "mv_align", "mv_align_protocol", "alignment_z", "alignment_percentile",
-                "onset_alignment_z", "onset_alignment_percentile", "style", "predicted_style", "onset_f1", "onsets", "true_onsets")
+                "onset_alignment_z", "onset_alignment_percentile", "style", "predicted_style", "onset_f1", "onsets",
+                "true_onsets")
 # Teacher-forced cross-entropy of the reference tokens given the clip's video, another clip's video
 # and the null condition (`VMASModule.video_reliance`).
 CROSS_ENTROPY_KEYS = ("ce", "ce_shuffled_video", "ce_null")
@@ -182,8 +183,9 @@ class EvaluationSuite(nn.Module):
 
     def compute(self) -> dict[str, Any]:
         """`fad`, `kl`, `kl_gen_ref`, `mv_align` with `mv_align_protocol`, `alignment_z`,
-        `alignment_percentile`, `onset_alignment_z`, `onset_alignment_percentile`, `recall@K`, `recall_m2v@K` (None when not measured), the embedder /
-        classifier names and whether their weights are calibrated, and `num_clips`."""
+        `alignment_percentile`, `onset_alignment_z`, `onset_alignment_percentile`, `recall@K`,
+        `recall_m2v@K` (None when not measured), the embedder / classifier names and whether their
+        weights are calibrated, and `num_clips`."""
         num_clips = len(self.clip_rows())
         if num_clips == 0:
             raise VMASError("no clip was evaluated: the test set is empty")
