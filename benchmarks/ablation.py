@@ -40,7 +40,7 @@ from vmas_lightning.config_file import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("fad", "kl", "mv_align", "alignment_z", "onset_alignment_z", "onset_f1", "style_accuracy", "onsets_per_clip",
-           "recall@1", "recall@10", "ce", "ce_shuffled_video")
+           "recall@1", "recall@10", "ce", "ce_shuffled_video", "ce_beats", "ce_off_beats")
 TABLE5 = {
     "AR baseline": {"model": {"loss": {"alpha": 0.0, "beat_weighting": False}}},
     "+ contrastive": {"model": {"loss": {"beat_weighting": False}}},

@@ -10,6 +10,7 @@ import torch.multiprocessing as mp
 
 from vmas_lightning.metrics import EvaluationSuite, paper_table
 from vmas_lightning.metrics.mv_align import frames_peaks
+from vmas_lightning.metrics.suite import CROSS_ENTROPY_KEYS
 
 NUM_CLIPS, SAMPLE_RATE, FPS = 4, 32000, 10.0
 SUITE = dict(embedder={"name": "encodec", "size": "tiny"}, classifier={"name": "ast", "pretrained": None})
@@ -26,10 +27,13 @@ def clips(indices):
     video_features = torch.randn(NUM_CLIPS, 8, generator=g)
     music_features = video_features + 0.5 * torch.randn(NUM_CLIPS, 8, generator=g)
     ids = [f"clip{i}" for i in range(NUM_CLIPS)]
+    cross_entropy = {key: torch.rand(NUM_CLIPS, generator=g) for key in CROSS_ENTROPY_KEYS}
+    cross_entropy["ce_beats"][-1] = float("nan")  # a clip without beat-weighted steps
     idx = list(indices)
     return dict(generated=generated[idx], reference=reference[idx], sample_rate=SAMPLE_RATE,
                 video_peaks=[frames_peaks(frames[i].numpy(), FPS) for i in idx], video_beats=video_beats[idx],
-                video_features=video_features[idx], music_features=music_features[idx], ids=[ids[i] for i in idx])
+                video_features=video_features[idx], music_features=music_features[idx], ids=[ids[i] for i in idx],
+                cross_entropy={key: values[idx] for key, values in cross_entropy.items()})
 
 
 def evaluate(indices_per_batch, out_dir):
@@ -70,13 +74,16 @@ def test_two_processes_give_the_one_process_metrics(tmp_path):
         assert isinstance(single[key], float) and single[key] == single[key], key  # finite
     assert single["embedder"] == "encodec" and single["classifier_calibrated"] is False and "note" in single
     assert single["mv_align_protocol"] == "model_rate_frames" and "MV-Align on the model-rate frames" in single["note"]
+    given = clips(range(NUM_CLIPS))["cross_entropy"]  # means over clips; the clip without beats left out of ce_beats
+    assert [single[key] for key in CROSS_ENTROPY_KEYS] == pytest.approx([float(given[key].nanmean()) for key in CROSS_ENTROPY_KEYS])
 
     mp.spawn(_worker, args=(2, tmp_path / "two"), nprocs=2, join=True)
     (one, one_rows), (two, two_rows) = read_outputs(tmp_path / "one"), read_outputs(tmp_path / "two")
     assert one.keys() == two.keys()
     for key, value in one.items():
         if isinstance(value, float):
-            assert two[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+            rel = 1e-6 if key in CROSS_ENTROPY_KEYS else 1e-9  # float32 MeanMetric sums in another order
+            assert two[key] == pytest.approx(value, rel=rel, abs=1e-9), key
         else:
             assert two[key] == value, key
     assert [row["id"] for row in one_rows] == [f"clip{i}" for i in range(NUM_CLIPS)]
@@ -87,6 +94,8 @@ def test_two_processes_give_the_one_process_metrics(tmp_path):
         alignment = ("alignment_z", "alignment_percentile", "onset_alignment_z", "onset_alignment_percentile")
         assert [row_two[k] for k in alignment] == [row_one[k] for k in alignment]
         assert row_two["mv_align_protocol"] == row_one["mv_align_protocol"] == "model_rate_frames"
+        assert [row_two[k] for k in CROSS_ENTROPY_KEYS] == [row_one[k] for k in CROSS_ENTROPY_KEYS]
+    assert one_rows[-1]["ce_beats"] == "" and float(one_rows[0]["ce_beats"]) == pytest.approx(float(given["ce_beats"][0]))
 
 
 def test_paper_table_puts_the_run_next_to_the_paper():

@@ -163,3 +163,36 @@ def test_ar_loss_weights_each_step_by_overlap_plus_beat_lambda(beat_weighting, b
         torch.testing.assert_close(module.compute_losses(batch)["loss_ar"], expected)
     with pytest.raises(VMASError, match="model.loss.beat_lambda must be > 0"):
         LossConfig(beat_lambda=0.0)
+
+
+def test_cross_entropy_splits_at_the_beat_weighted_steps():
+    """`video_reliance`: per clip, `ce_beats` and `ce_off_beats` are the own-video cross-entropy at the
+    steps with o_t = 1 and at the others (their step-weighted mean is `ce`); a clip without beats has
+    NaN `ce_beats`, which `EvaluationSuite` leaves out of the mean."""
+    from vmas_lightning.lit_module import VMASModule
+    from vmas_lightning.losses import weighted_cross_entropy
+    from vmas_lightning.metrics.suite import EvaluationSuite
+
+    torch.manual_seed(0)
+    module = VMASModule(SEQUENCE, ENCODER, DECODER, CODEC).eval()
+    overlap = torch.zeros(2, SEQUENCE.num_tokens)
+    overlap[0, 5:10] = 1.0  # clip 1 has no beat
+    batch = {"video": torch.rand(2, 3, SEQUENCE.num_frames, 64, 64), "overlap": overlap,
+             "tokens": torch.randint(0, 256, (2, 4, SEQUENCE.num_tokens))}
+    reliance = module.video_reliance(batch)
+    assert all(values.shape == (2,) for values in reliance.values())
+    with torch.no_grad():
+        logits = module.model(module.model.encode_video(batch["video"]), batch["tokens"])
+    first = (logits[:1], batch["tokens"][:1])
+    torch.testing.assert_close(reliance["ce_beats"][0], weighted_cross_entropy(*first, overlap[:1]))
+    torch.testing.assert_close(reliance["ce_off_beats"][0], weighted_cross_entropy(*first, 1 - overlap[:1]))
+    torch.testing.assert_close(reliance["ce"][0], (5 * reliance["ce_beats"][0] + 20 * reliance["ce_off_beats"][0]) / 25)
+    torch.testing.assert_close(reliance["ce_off_beats"][1], reliance["ce"][1])
+    assert torch.isnan(reliance["ce_beats"][1])
+    assert not torch.allclose(reliance["ce_beats"][0], reliance["ce_off_beats"][0])
+
+    suite = EvaluationSuite({"name": "encodec", "size": "tiny"}, {"name": "ast", "pretrained": None})
+    for key, values in reliance.items():
+        suite.cross_entropy[key].update(values)
+    assert suite.cross_entropy["ce_beats"].compute() == reliance["ce_beats"][0]
+    torch.testing.assert_close(suite.cross_entropy["ce"].compute(), reliance["ce"].mean())

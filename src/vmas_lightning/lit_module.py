@@ -19,7 +19,8 @@ from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
 from vmas_lightning.generation.mux import write_wav
 from vmas_lightning.generation.sampling import clip_seed
-from vmas_lightning.losses import ContrastiveLoss, soft_music_embedding, token_music_embedding, weighted_cross_entropy
+from vmas_lightning.losses import (ContrastiveLoss, soft_music_embedding, token_cross_entropy, token_music_embedding,
+                                   weighted_cross_entropy)
 from vmas_lightning.metrics.mv_align import VideoPeaks, frames_peaks, source_peaks
 from vmas_lightning.metrics.suite import REFERENCE_ROWS, EvaluationSuite, paper_table, results_table
 from vmas_lightning.models.vmas import VMASModel
@@ -229,28 +230,36 @@ class VMASModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         losses = self.compute_losses(batch)
-        losses.update(self.video_reliance(batch))
+        losses.update({name: per_clip.nanmean() for name, per_clip in self.video_reliance(batch).items()})
         self._log_losses("val", losses, batch["tokens"].shape[0])
         if batch_idx == 0:
             self._audio_batch = {k: batch[k][: self.num_audio_samples] for k in ("id", "video")}
 
     @torch.no_grad()
     def video_reliance(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Plain (unweighted) cross-entropy of the batch's tokens given its own video (`ce`), another
-        clip's video (`ce_shuffled_video`: the batch's videos rolled by one) and the null condition
-        (`ce_null`). A model that follows the video has `ce` clearly below the other two."""
+        """Per-clip `[B]` plain (unweighted) cross-entropies of the batch's tokens given its own video
+        (`ce`), another clip's video (`ce_shuffled_video`: the batch's videos rolled by one) and the
+        null condition (`ce_null`); and, given its own video, `ce` split at the steps that beat
+        weighting weights up (`ce_beats`: overlap o_t = 1) and the others (`ce_off_beats`), NaN for a
+        clip without such steps. A model that follows the video has `ce` clearly below the other two."""
         tokens = batch["tokens"]
         features = self.model.encode_video(batch["video"])
         keep = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-        ones = torch.ones(tokens.shape[0], tokens.shape[2], device=tokens.device)
 
-        def cross_entropy(cond: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-            return weighted_cross_entropy(self.model(cond, tokens, drop_condition=drop), tokens, ones)
+        def per_step(cond: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:  # [B, T], mean over the K codebooks
+            return token_cross_entropy(self.model(cond, tokens, drop_condition=drop), tokens).mean(dim=1)
 
+        def mean_where(values: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+            return (values * steps).sum(dim=1) / steps.sum(dim=1)
+
+        own = per_step(features, keep)
+        on_beats = (batch["overlap"] > 0).to(own.dtype)
         return {
-            "ce": cross_entropy(features, keep),
-            "ce_shuffled_video": cross_entropy(features.roll(1, dims=0), keep),
-            "ce_null": cross_entropy(features, ~keep),
+            "ce": own.mean(dim=1),
+            "ce_shuffled_video": per_step(features.roll(1, dims=0), keep).mean(dim=1),
+            "ce_null": per_step(features, ~keep).mean(dim=1),
+            "ce_beats": mean_where(own, on_beats),
+            "ce_off_beats": mean_where(own, 1 - on_beats),
         }
 
     def on_validation_epoch_end(self) -> None:

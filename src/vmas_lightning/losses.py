@@ -16,6 +16,11 @@ from vmas_lightning.errors import VMASError
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
+def token_cross_entropy(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Per-token next-token loss: `logits [B, K, T, V]`, int64 `tokens [B, K, T]` -> `[B, K, T]`."""
+    return F.cross_entropy(logits.flatten(0, 2), tokens.flatten(), reduction="none").view(tokens.shape)
+
+
 def weighted_cross_entropy(logits: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Beat-weighted next-token loss in the un-delayed frame.
 
@@ -28,11 +33,9 @@ def weighted_cross_entropy(logits: torch.Tensor, tokens: torch.Tensor, weights: 
         sum_{b,k,t} w_bt * CE_bkt / (K * sum_{b,t} w_bt): a weighted mean, so its scale does not depend
         on how many beats a batch has, and equal weights give the plain mean cross-entropy.
     """
-    batch, codebooks, steps, vocab = logits.shape
-    per_token = F.cross_entropy(logits.reshape(-1, vocab), tokens.reshape(-1), reduction="none")
-    per_token = per_token.view(batch, codebooks, steps)
+    per_token = token_cross_entropy(logits, tokens)
     weights = weights.to(per_token.dtype)
-    return (per_token * weights[:, None, :]).sum() / (weights.sum() * codebooks)
+    return (per_token * weights[:, None, :]).sum() / (weights.sum() * tokens.shape[1])
 
 
 def soft_music_embedding(logits: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:

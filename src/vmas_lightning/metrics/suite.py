@@ -28,12 +28,12 @@ from vmas_lightning.metrics.retrieval import RetrievalRecall
 from vmas_lightning.metrics.synthetic import SyntheticTaskMetrics, has_truth
 
 METRICS_FILE, CLIPS_FILE = "metrics.json", "clips.csv"
+# Teacher-forced cross-entropy of the reference tokens given the clip's video, another clip's video
+# and the null condition, and the first at the beat-weighted steps and the others (`VMASModule.video_reliance`).
+CROSS_ENTROPY_KEYS = ("ce", "ce_shuffled_video", "ce_null", "ce_beats", "ce_off_beats")
 CLIP_COLUMNS = ("id", "kl", "kl_gen_ref", "mv_align", "mv_align_protocol", "alignment_z", "alignment_percentile",
                 "onset_alignment_z", "onset_alignment_percentile", "style", "predicted_style", "onset_f1", "onsets",
-                "true_onsets")
-# Teacher-forced cross-entropy of the reference tokens given the clip's video, another clip's video
-# and the null condition (`VMASModule.video_reliance`).
-CROSS_ENTROPY_KEYS = ("ce", "ce_shuffled_video", "ce_null")
+                "true_onsets", *CROSS_ENTROPY_KEYS)
 SYNTHETIC_KEYS = ("style_accuracy", "onset_precision", "onset_recall", "onset_f1", "onsets_per_clip", "true_onsets_per_clip")
 # Reference rows of `vmas test` (`evaluation.reference_rows`), scored with the same metrics as the model.
 # `generated_for_another_video` is the model's own control: what it generated for the previous
@@ -94,7 +94,7 @@ class EvaluationSuite(nn.Module):
         self.beat_alignment = BeatAlignment(beats, token_rate)
         self.retrieval = RetrievalRecall(tuple(retrieval_ks))
         self.synthetic = SyntheticTaskMetrics(self.kl.classifier)
-        self.cross_entropy = nn.ModuleDict({key: MeanMetric() for key in CROSS_ENTROPY_KEYS})
+        self.cross_entropy = nn.ModuleDict({key: MeanMetric(nan_strategy="ignore") for key in CROSS_ENTROPY_KEYS})
         self.rows: list[dict[str, Any]] = []
         self.state_prefix = ""
         self.register_state_dict_post_hook(self._drop_own_keys)
@@ -141,7 +141,7 @@ class EvaluationSuite(nn.Module):
             ids: the B clip ids (rows of the per-clip CSV).
             metas: the B clips' metadata; when every one has the synthetic task's truth (`style`,
                 `events_s`), the synthetic metrics are updated.
-            cross_entropy: batch means of `CROSS_ENTROPY_KEYS` (weighted by B in the mean).
+            cross_entropy: per-clip `[B]` values of `CROSS_ENTROPY_KEYS` (averaged over clips; NaN: not measured for that clip).
             video_beats: 0/1 `[B, T]` video beats on the token grid, for the beat alignment (None skips it).
         """
         if len(ids) != generated.shape[0]:
@@ -162,8 +162,10 @@ class EvaluationSuite(nn.Module):
         if metas is not None and all(has_truth(meta) for meta in metas):
             self.synthetic.update(generated, sample_rate, metas)
             self._add_columns(rows, {"style": [meta["style"] for meta in metas], **self.synthetic.per_clip()})
-        for key, value in (cross_entropy or {}).items():
-            self.cross_entropy[key].update(value, weight=len(ids))
+        if cross_entropy is not None:
+            for key, per_clip in cross_entropy.items():
+                self.cross_entropy[key].update(per_clip)
+            self._add_columns(rows, cross_entropy)
         self.rows.extend(rows)
 
     @staticmethod
@@ -274,7 +276,7 @@ RESULT_COLUMNS = (
     ("style_accuracy", "style acc", 2, 1),
     ("onset_f1", "onset F1", 2, 1), ("onsets_per_clip", "onsets/clip", 1, 1), ("recall@1", "R@1 (%)", 1, 100),
     ("recall@10", "R@10 (%)", 1, 100), ("ce", "CE", 3, 1), ("ce_shuffled_video", "CE other video", 3, 1),
-    ("ce_null", "CE null", 3, 1),
+    ("ce_null", "CE null", 3, 1), ("ce_beats", "CE at beats", 3, 1), ("ce_off_beats", "CE off beats", 3, 1),
 )
 
 
