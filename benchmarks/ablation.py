@@ -209,7 +209,7 @@ def first_value(runs: list[dict], key: str) -> Any:
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.3g}" if abs(value) >= 100 else f"{value:.3f}"
+    return f"{value:.3g}" if abs(value) >= 100 else f"{0.0 if abs(value) < 5e-4 else value:.3f}"  # no "-0.000"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -41,6 +41,7 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
         assert chance["kl"] > 0.5 and chance["onset_f1"] < 0.5
     markdown = (tmp_path / "ablation.md").read_text()
     assert "### Table 5" in markdown and "### Table 6" in markdown and "| ground truth |" in markdown
+    assert "-0.000" not in markdown  # a ground-truth FAD of -1e-9 reads 0.000
     # finished runs are reused: a second call trains nothing and reports the same numbers
     assert ablation.main(["--quick", "--out", str(tmp_path)])["tables"] == report["tables"]
     # --report-only reads the finished runs; a missing run is a '-' and the row says how many seeds it has
