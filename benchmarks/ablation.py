@@ -1,6 +1,6 @@
 """The paper's ablation (Table 5) and encoder comparison (Table 6) at laptop scale, with seeds and 95% intervals.
 
-    python benchmarks/ablation.py                       # both tables, 3 seeds, on 2 CPU cores (about a day: RESULTS.md)
+    python benchmarks/ablation.py                       # every table, 3 seeds, on 2 CPU cores (about a day: RESULTS.md)
     python benchmarks/ablation.py --tables 5 --seeds 0 1 2 3 4
     python benchmarks/ablation.py --quick --out /tmp/x  # a few steps on a few clips: checks the pipeline only
 
@@ -8,13 +8,17 @@ One demo dataset (`vmas demo-data --seed 0`, 6,000 training clips as the demo mo
 once. Each row trains `configs/demo.yaml` with its overlay for `--steps` steps (default: the
 config's 4,000) per seed (`seed_everything`), and `vmas test` evaluates every
 run on the same held-out test clips (the dataset's test split, never trained on). For each row and
-metric: mean and the half-width of the 95% t-interval over seeds. The reference rows come from the
+metric: mean and the half-width of the 95% t-interval over seeds; for each step of Table 5 (a row
+minus the row above) the same over the per-seed differences (`paired_differences`). The reference rows come from the
 same evaluation: the clips' own music (the ideal) and another clip's music (chance).
 
 Table 5 rows: AR baseline (alpha 0, no beat weighting), + contrastive (alpha from the config), and
 + contrastive + video-beat weighting (the config itself, VMAs). Table 6 rows: the VMAs row with
 `efficient_hiera`, and the same recipe with `hiera` and `clip` encoders (tiny, same budget), with
 training wall time per step (measured in one process, both cores) and encoder GFLOPs per clip.
+The lambda table (ours; the paper gives no lambda) has the + contrastive row, the VMAs row
+(lambda 1) and the VMAs recipe with lambda 0.1 and 0.01, each paired with the first. A run that is
+a row of several tables is trained once.
 Runs already finished under `--out` are reused and a stopped run resumes from its newest checkpoint
 (every 250 steps), so a benchmark killed at any point goes on where it stopped: run the same command
 again. `--report-only` prints the tables of the runs finished so far.
@@ -41,19 +45,31 @@ from vmas_lightning.config_file import read_config
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("fad", "kl", "mv_align", "alignment_z", "onset_alignment_z", "onset_f1", "style_accuracy", "onsets_per_clip",
            "recall@1", "recall@10", "ce", "ce_shuffled_video", "ce_beats", "ce_off_beats")
+VMAS = "+ contrastive + beat weighting (VMAs)"
 TABLE5 = {
     "AR baseline": {"model": {"loss": {"alpha": 0.0, "beat_weighting": False}}},
     "+ contrastive": {"model": {"loss": {"beat_weighting": False}}},
-    "+ contrastive + beat weighting (VMAs)": {},
+    VMAS: {},
 }
 TABLE6 = {
     "efficient_hiera (VMAs)": {},
     "hiera": {"model": {"encoder": {"name": "hiera", "size": "tiny"}}},
     "clip": {"model": {"encoder": {"name": "clip", "size": "tiny", "frames_per_feature": 2}}},
 }
+# Not in the paper (it gives no lambda): how strongly beat weighting weights the overlap steps, w_t = o_t + lambda.
+# On demo data o_t = 1 at 1.6% of the steps (`train/beat_share`), which hold 1.6% of the loss
+# unweighted, 3% with lambda 1, 15% with lambda 0.1 and 62% with lambda 0.01.
+TABLE_LAMBDA = {
+    "no beat weighting (+ contrastive)": TABLE5["+ contrastive"],
+    "lambda 1 (VMAs)": {},
+    "lambda 0.1": {"model": {"loss": {"beat_lambda": 0.1}}},
+    "lambda 0.01": {"model": {"loss": {"beat_lambda": 0.01}}},
+}
+TABLES = {"5": TABLE5, "lambda": TABLE_LAMBDA, "6": TABLE6}
+# rows of several tables that are the same runs: trained once, under the first name
+SAME_RUN = {"efficient_hiera (VMAs)": VMAS, "lambda 1 (VMAs)": VMAS, "no beat weighting (+ contrastive)": "+ contrastive"}
 # SPEC section 8, DISCO-MV (FAD, KL, MV-Align), and retrieval R@10 (%).
-PAPER_TABLE5 = {"AR baseline": (2.75, 1.40, 0.243), "+ contrastive": (2.40, 1.34, 0.251),
-                "+ contrastive + beat weighting (VMAs)": (2.38, 1.34, 0.352)}
+PAPER_TABLE5 = {"AR baseline": (2.75, 1.40, 0.243), "+ contrastive": (2.40, 1.34, 0.251), VMAS: (2.38, 1.34, 0.352)}
 PAPER_TABLE6_GFLOPS = {"efficient_hiera (VMAs)": 130.7, "hiera": 281.6, "clip": 140.2}
 
 
@@ -61,7 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     parser.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
-    parser.add_argument("--tables", nargs="+", default=["5", "6"], choices=["5", "6"])
+    parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES),
+                        help="5 and 6: the paper's; lambda: beat weighting's lambda (ours)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the config's)")
     parser.add_argument("--num-train", type=int, default=6000, help="training clips (the demo model's 6,000)")
@@ -184,6 +201,21 @@ def summarise(values: list[float | None]) -> dict[str, Any]:
     return {"mean": mean, "ci95": float(stats.t.ppf(0.975, len(finite) - 1) * sem), "values": values}
 
 
+def paired_differences(rows: dict[str, dict], against: str | None = None) -> dict[str, dict]:
+    """Each row after the first minus the row above (or minus row `against`), seed by seed (a seed's
+    runs share the model's initialisation and the data order), per metric: mean and 95% t-interval of
+    the differences over the seeds where both rows finished. The claims of Table 5 are such steps."""
+    names = list(rows)
+    pairs = zip(names, names[1:]) if against is None else ((against, name) for name in names if name != against)
+    differences = {}
+    for above, name in pairs:
+        differences[f"{name} vs {above}"] = {
+            m: summarise([None if a is None or b is None else b - a
+                          for a, b in zip(rows[above][m]["values"], rows[name][m]["values"])])
+            for m in METRICS}
+    return differences
+
+
 def table(rows: dict[str, dict], reference: dict[str, dict], columns: tuple[str, ...], paper: dict | None = None) -> str:
     head = "| row | " + " | ".join(columns) + (" | paper FAD / KL / MV-Align |" if paper else " |")
     lines = [head, "|---" * (len(columns) + 1 + bool(paper)) + "|"]
@@ -191,8 +223,8 @@ def table(rows: dict[str, dict], reference: dict[str, dict], columns: tuple[str,
         cells = [_fmt(values.get(c)) for c in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + (" | |" if paper else " |"))
     for name, summary in rows.items():
-        seeds = len(summary[columns[0]]["values"])
-        label = name if summary["seeds_finished"] == seeds else f"{name} ({summary['seeds_finished']} of {seeds} seeds)"
+        seeds, finished = len(summary[columns[0]]["values"]), summary.get("seeds_finished")
+        label = name if finished in (None, seeds) else f"{name} ({finished} of {seeds} seeds)"
         cells = []
         for c in columns:
             s = summary.get(c, {})
@@ -222,16 +254,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_vmas("demo-data", "--config", str(config), "--seed", "0", "--out", str(data), "--num-train",
                  str(args.num_train), "--num-val", "4", "--num-test", str(args.num_test))
     started = time.perf_counter()
-    rows = {"5": TABLE5, "6": TABLE6}
     results: dict[str, dict[int, dict]] = {}
-    for number in args.tables:
-        for seed in args.seeds:  # seed-major: an interrupted benchmark has every row of a table at a seed
-            for name, overlay in rows[number].items():
-                key = "+ contrastive + beat weighting (VMAs)" if name == "efficient_hiera (VMAs)" else name
-                runs = results.setdefault(key, {})
+    for seed in args.seeds:  # seed-major: an interrupted benchmark has every row of every table at a seed
+        for number in args.tables:
+            for name, overlay in TABLES[number].items():
+                runs = results.setdefault(SAME_RUN.get(name, name), {})
                 if seed not in runs:
-                    runs[seed] = (finished_run(args, key, seed) if args.report_only
-                                  else train_and_test(args, config, key, overlay, seed, data))
+                    runs[seed] = (finished_run(args, SAME_RUN.get(name, name), seed) if args.report_only
+                                  else train_and_test(args, config, SAME_RUN.get(name, name), overlay, seed, data))
     finished = [run for runs in results.values() for run in runs.values() if run is not None]
     if not finished:
         raise SystemExit(f"no finished run under {out / 'runs'}")
@@ -244,8 +274,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     markdown = []
     for number in args.tables:
         summaries = {}
-        for name, overlay in rows[number].items():
-            runs = results["+ contrastive + beat weighting (VMAs)" if name == "efficient_hiera (VMAs)" else name]
+        for name, overlay in TABLES[number].items():
+            runs = results[SAME_RUN.get(name, name)]
             runs = [runs[seed] or {} for seed in args.seeds]
             summaries[name] = {m: summarise([r.get(m) for r in runs]) for m in METRICS}
             summaries[name]["seeds_finished"] = sum(bool(r) for r in runs)
@@ -255,7 +285,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 summaries[name]["encoder_gflops"] = {"mean": profile(model_block)["encoder"]["gflops"], "ci95": None}
         columns = METRICS + (("seconds_per_step", "encoder_gflops") if number == "6" else ())
         report["tables"][f"table{number}"] = {"rows": summaries, "reference": reference}
-        markdown.append(f"### Table {number}\n\n" + table(summaries, reference, columns, PAPER_TABLE5 if number == "5" else None))
+        title = "Beat weighting's lambda (not in the paper)" if number == "lambda" else f"Table {number}"
+        markdown.append(f"### {title}\n\n" + table(summaries, reference, columns, PAPER_TABLE5 if number == "5" else None))
+        if number in ("5", "lambda"):
+            differences = paired_differences(summaries, against=None if number == "5" else next(iter(summaries)))
+            report["tables"][f"table{number}"]["paired_differences"] = differences
+            markdown.append(f"### {title}, paired by seed ({'each row minus the row above' if number == '5' else 'each row minus the first'})"
+                            "\n\n" + table(differences, {}, METRICS))
     report["wall_s"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(report, indent=2))

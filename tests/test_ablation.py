@@ -23,8 +23,8 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
     report = ablation.main(["--quick", "--out", str(tmp_path)])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
     assert report["quick"] and report["seeds"] == [0, 1] and report["steps"] == [2]  # every run trained 2 steps
-    assert set(report["tables"]) == {"table5", "table6"}
-    for number, names in (("table5", ablation.TABLE5), ("table6", ablation.TABLE6)):
+    assert set(report["tables"]) == {"table5", "tablelambda", "table6"}
+    for number, names in (("table5", ablation.TABLE5), ("tablelambda", ablation.TABLE_LAMBDA), ("table6", ablation.TABLE6)):
         table = report["tables"][number]
         assert list(table["rows"]) == list(names)
         for row in table["rows"].values():
@@ -39,6 +39,19 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
         assert truth["onset_f1"] == 1.0 and truth["style_accuracy"] == 1.0
         assert truth["onsets_per_clip"] == chance["onsets_per_clip"]  # the same clips' music, rolled
         assert chance["kl"] > 0.5 and chance["onset_f1"] < 0.5
+    rows, steps = report["tables"]["table5"]["rows"], report["tables"]["table5"]["paired_differences"]
+    assert list(steps) == ["+ contrastive vs AR baseline", "+ contrastive + beat weighting (VMAs) vs + contrastive"]
+    for metric in ("ce", "onset_f1"):  # per seed: the row's value minus the row above's
+        assert steps["+ contrastive vs AR baseline"][metric]["values"] == pytest.approx(
+            [b - a for a, b in zip(rows["AR baseline"][metric]["values"], rows["+ contrastive"][metric]["values"])])
+    lambdas = report["tables"]["tablelambda"]
+    assert lambdas["rows"]["lambda 1 (VMAs)"] == report["tables"]["table5"]["rows"][ablation.VMAS]  # one run, two rows
+    assert list(lambdas["paired_differences"]) == [f"{name} vs no beat weighting (+ contrastive)"
+                                                   for name in ("lambda 1 (VMAs)", "lambda 0.1", "lambda 0.01")]
+    runs = sorted(path.parent.relative_to(tmp_path / "runs").as_posix() for path in (tmp_path / "runs").glob("*/*/result.json"))
+    assert runs == [f"{row}/seed{seed}" for row in ("AR_baseline", "clip", "hiera", "lambda_0.01", "lambda_0.1",
+                                                     "plus_contrastive", "plus_contrastive_plus_beat_weighting")
+                    for seed in (0, 1)]
     markdown = (tmp_path / "ablation.md").read_text()
     assert "### Table 5" in markdown and "### Table 6" in markdown and "| ground truth |" in markdown
     assert "-0.000" not in markdown  # a ground-truth FAD of -1e-9 reads 0.000
@@ -51,5 +64,7 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
     partial = ablation.main(["--quick", "--report-only", "--out", str(tmp_path)])
     baseline = partial["tables"]["table5"]["rows"]["AR baseline"]
     assert baseline["seeds_finished"] == 1 and baseline["fad"]["values"][1] is None and baseline["fad"]["ci95"] is None
+    step = partial["tables"]["table5"]["paired_differences"]["+ contrastive vs AR baseline"]["fad"]
+    assert step["values"][1] is None and step["ci95"] is None  # seed 1 has no pair
     assert partial["tables"]["table6"] == report["tables"]["table6"]  # its rows lost no run
     assert "| AR baseline (1 of 2 seeds) |" in (tmp_path / "ablation.md").read_text()
