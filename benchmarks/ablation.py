@@ -258,10 +258,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for seed in args.seeds:  # seed-major: an interrupted benchmark has every row of every table at a seed
         for number in args.tables:
             for name, overlay in TABLES[number].items():
-                runs = results.setdefault(SAME_RUN.get(name, name), {})
+                run = SAME_RUN.get(name, name)
+                runs = results.setdefault(run, {})
                 if seed not in runs:
-                    runs[seed] = (finished_run(args, SAME_RUN.get(name, name), seed) if args.report_only
-                                  else train_and_test(args, config, SAME_RUN.get(name, name), overlay, seed, data))
+                    runs[seed] = (finished_run(args, run, seed) if args.report_only
+                                  else train_and_test(args, config, run, overlay, seed, data))
     finished = [run for runs in results.values() for run in runs.values() if run is not None]
     if not finished:
         raise SystemExit(f"no finished run under {out / 'runs'}")
