@@ -55,6 +55,7 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
     markdown = (tmp_path / "ablation.md").read_text()
     assert "### Table 5" in markdown and "### Table 6" in markdown and "| ground truth |" in markdown
     assert "-0.000" not in markdown  # a ground-truth FAD of -1e-9 reads 0.000
+    assert "Retrieval among the 4 test clips at chance: R@1 0.250, R@10 1.000." in markdown
     # finished runs are reused: a second call trains nothing and reports the same numbers
     assert ablation.main(["--quick", "--out", str(tmp_path)])["tables"] == report["tables"]
     # --report-only reads the finished runs; a missing run is a '-' and the row says how many seeds it has
