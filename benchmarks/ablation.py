@@ -41,6 +41,7 @@ from scipy import stats
 from vmas_lightning.cli.main import main as vmas
 from vmas_lightning.cli.profile import profile
 from vmas_lightning.config_file import read_config
+from vmas_lightning.metrics.suite import format_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("fad", "kl", "mv_align", "alignment_z", "onset_alignment_z", "onset_f1", "style_accuracy", "onsets_per_clip",
@@ -246,9 +247,7 @@ def first_value(runs: list[dict], key: str) -> Any:
 
 
 def _fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3g}" if abs(value) >= 100 else f"{0.0 if abs(value) < 5e-4 else value:.3f}"  # no "-0.000"
+    return f"{value:.3g}" if value is not None and abs(value) >= 100 else format_cell(value, 3)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

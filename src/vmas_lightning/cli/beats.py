@@ -155,8 +155,7 @@ def onset_alignment_line(alignment: dict[str, Optional[float]], window_s: float)
     z = "n/a (every shift scores the same)" if alignment["z"] is None else f"{alignment['z']:+.2f}"
     return (f"onset alignment vs. the music circularly shifted: z {z}, above {alignment['percentile']:.0f}% of shifts "
             f"(onset strength within {window_s:.2f} s of the video beats {alignment['strength']:.2f} x that of "
-            f"random steps, "
-            f"shifts {alignment['null_mean']:.2f} +- {alignment['null_std']:.2f})")
+            f"random steps, shifts {alignment['null_mean']:.2f} +- {alignment['null_std']:.2f})")
 
 
 def run(cfg) -> int:

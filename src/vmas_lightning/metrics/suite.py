@@ -263,7 +263,8 @@ def mv_align_comparable(metrics: dict[str, Any]) -> bool:
     return metrics.get("mv_align_protocol") == SOURCE_NATIVE_RATE
 
 
-def _cell(value: Optional[float], digits: int) -> str:
+def format_cell(value: Optional[float], digits: int) -> str:
+    """A table cell: `value` to `digits` decimals, "-" for None, never "-0.000"."""
     if value is None:
         return "-"
     return f"{0.0 if abs(value) < 0.5 * 10**-digits else value:.{digits}f}"  # no "-0.000"
@@ -291,7 +292,7 @@ def results_table(metrics: dict[str, Any], name: str = "this run", others: Optio
                        ("true_onsets_per_clip", "true onsets/clip", 1, 1))
     lines = ["| audio | " + " | ".join(c[1] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for label, values in rows:
-        cells = [_cell(None if values.get(k) is None else scale * values[k], digits) for k, _, digits, scale in columns]
+        cells = [format_cell(None if values.get(k) is None else scale * values[k], digits) for k, _, digits, scale in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -307,11 +308,11 @@ def paper_table(metrics: dict[str, Any], dataset: str = "DISCO-MV", name: str = 
         rows.update({k: (None, None, None) for k in PAPER_RECALL_AT_10 if k not in rows})
     for method, (fad, kl, align) in rows.items():
         recall = PAPER_RECALL_AT_10.get(method) if dataset == "DISCO-MV" else None
-        lines.append(f"| {method} (paper) | {_cell(fad, 2)} | {_cell(kl, 2)} | {_cell(align, 3)} | {_cell(recall, 1)} |")
+        lines.append(f"| {method} (paper) | {format_cell(fad, 2)} | {format_cell(kl, 2)} | {format_cell(align, 3)} | {format_cell(recall, 1)} |")
     recall = metrics.get("recall@10")
     lines.append(
-        f"| **{name}** | {_cell(metrics.get('fad'), 2)} | {_cell(metrics.get('kl'), 2)} | "
-        f"{_cell(metrics.get('mv_align') if mv_align_comparable(metrics) else None, 3)} | "
-        f"{_cell(None if recall is None else 100 * recall, 1)} |"
+        f"| **{name}** | {format_cell(metrics.get('fad'), 2)} | {format_cell(metrics.get('kl'), 2)} | "
+        f"{format_cell(metrics.get('mv_align') if mv_align_comparable(metrics) else None, 3)} | "
+        f"{format_cell(None if recall is None else 100 * recall, 1)} |"
     )
     return "\n".join(lines)
