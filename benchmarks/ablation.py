@@ -1,6 +1,7 @@
 """The paper's ablation (Table 5) and encoder comparison (Table 6) at laptop scale, with seeds and 95% intervals.
 
     python benchmarks/ablation.py                       # every table, 3 seeds, on 2 CPU cores (about a day: RESULTS.md)
+    python benchmarks/ablation.py --records benchmarks/results/ablation  # RESULTS.md's runs: trains only what is missing
     python benchmarks/ablation.py --tables 5 --seeds 0 1 2 3 4
     python benchmarks/ablation.py --quick --out /tmp/x  # a few steps on a few clips: checks the pipeline only
 
@@ -19,18 +20,28 @@ training wall time per step (measured in one process, both cores) and encoder GF
 The lambda table (ours; the paper gives no lambda) has the + contrastive row, the VMAs row
 (lambda 1) and the VMAs recipe with lambda 0.1 and 0.01, each paired with the first. A run that is
 a row of several tables is trained once.
-Runs already finished under `--out` are reused and a stopped run resumes from its newest checkpoint
-(every 250 steps), so a benchmark killed at any point goes on where it stopped: run the same command
-again. `--report-only` prints the tables of the runs finished so far.
+Each finished run leaves a record (`<records>/<row>/seed<k>.json`: the test metrics, steps, seconds
+per step, the recipe that made it and where; `clips.csv` beside it), and a run whose record exists
+is not trained again; a stopped run resumes from its newest checkpoint under `--out` (every 250
+steps). So a benchmark killed at any point goes on where it stopped: run the same command again.
+The records are small: keep them (`--records benchmarks/results/ablation`, committed) and the
+tables grow across machines and sessions while the checkpoints and data stay behind. A record made
+by another recipe (config, weights, overlay, steps, seed, data) is refused, never mixed in.
+`--report-only` prints the tables of the runs recorded so far.
 Prints one JSON object; writes it and the Markdown tables to `<out>/ablation.{json,md}`.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import platform
+import shutil
+import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +52,7 @@ from scipy import stats
 from vmas_lightning.cli.main import main as vmas
 from vmas_lightning.cli.profile import profile
 from vmas_lightning.config_file import read_config
-from vmas_lightning.metrics.suite import format_cell
+from vmas_lightning.metrics.suite import CLIPS_FILE, METRICS_FILE, format_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ("fad", "kl", "mv_align", "alignment_z", "onset_alignment_z", "onset_f1", "style_accuracy", "onsets_per_clip",
@@ -77,24 +88,30 @@ PAPER_TABLE6_GFLOPS = {"efficient_hiera (VMAs)": 130.7, "hiera": 281.6, "clip": 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
-    parser.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "ablation"), help="data, checkpoints, logs, tables")
+    parser.add_argument("--records", default=None,
+                        help="the finished runs' records, reused by later calls (default: <out>/records)")
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES),
                         help="5 and 6: the paper's; lambda: beat weighting's lambda (ours)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the config's)")
-    parser.add_argument("--num-train", type=int, default=6000, help="training clips (the demo model's 6,000)")
-    parser.add_argument("--num-test", type=int, default=32)
+    parser.add_argument("--num-train", type=int, default=None, help="training clips (default: the demo model's 6,000)")
+    parser.add_argument("--num-test", type=int, default=None, help="held-out test clips (default: 32)")
     parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: the tables from the runs finished so far under --out (others: '-')")
+                        help="train nothing: the tables from the runs recorded so far (others: '-')")
     parser.add_argument("--quick", action="store_true",
                         help="2 seeds, 2 steps, 8 training and 4 test clips: checks the pipeline only")
     args = parser.parse_args(argv)
+    if args.quick:
+        if (args.steps, args.num_train, args.num_test) != (None, None, None):
+            parser.error("--quick sets the steps and clips: drop --steps, --num-train and --num-test")
+        args.seeds, args.steps, args.num_train, args.num_test = args.seeds[:2], 2, 8, 4
     if args.steps is None:
         args.steps = int(read_config(Path(args.config))["trainer"]["max_steps"])
-    if args.quick:
-        args.seeds, args.steps, args.num_train, args.num_test = args.seeds[:2], 2, 8, 4
+    args.num_train, args.num_test = args.num_train or 6000, args.num_test or 32
     if len(args.seeds) < 2:
         parser.error("at least 2 seeds are needed for an interval")
+    args.records = Path(args.records) if args.records else Path(args.out) / "records"
     return args
 
 
@@ -113,31 +130,116 @@ def run_vmas(*argv: str) -> None:
         raise SystemExit(f"vmas {' '.join(argv[:1])} failed with exit code {code}: {' '.join(argv)}")
 
 
+def run_slug(name: str) -> str:
+    """A row's folder name: `+ contrastive + beat weighting (VMAs)` -> `plus_contrastive_plus_beat_weighting`."""
+    return name.split(" (")[0].replace(" ", "_").replace("+", "plus")
+
+
 def run_dir_of(args, name: str, seed: int) -> Path:
-    return Path(args.out) / "runs" / name.split(" (")[0].replace(" ", "_").replace("+", "plus") / f"seed{seed}"
+    return Path(args.out) / "runs" / run_slug(name) / f"seed{seed}"
 
 
-def finished_run(args, name: str, seed: int) -> dict[str, Any] | None:
-    """A row and seed's result if that run has finished, else None; `seconds_per_step` read again from
-    its logs (results written by older versions of this script timed pauses and resumes too)."""
-    run_dir = run_dir_of(args, name, seed)
-    if not (run_dir / "result.json").is_file():
+def record_path(args, name: str, seed: int) -> Path:
+    return args.records / run_slug(name) / f"seed{seed}.json"
+
+
+def data_recipe(args) -> dict[str, Any]:
+    """What the demo dataset is written from (with the config's geometry, codec and beats, which the
+    data module checks against the shards itself)."""
+    return {"demo_seed": 0, "num_train": args.num_train, "num_val": 4, "num_test": args.num_test}
+
+
+def run_recipe(args, base: dict, overlay: dict, seed: int) -> dict[str, Any]:
+    """Everything that decides a run's result: the config with the row's overlay (as a digest of its
+    canonical JSON), the bytes of every weight file it names (`pretrained`), the overlay itself, seed,
+    steps and data. A record is reused only for an identical recipe."""
+    config = deep_merge(base, overlay)
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return {"config_sha256": hashlib.sha256(canonical.encode()).hexdigest()[:16],
+            "weights_sha256": {path: file_digest(path) for path in sorted(pretrained_files(config))},
+            "overlay": overlay, "seed": seed, "steps": args.steps, "data": data_recipe(args)}
+
+
+def pretrained_files(config: Any) -> set[str]:
+    """The `pretrained:` paths named anywhere in a config."""
+    if isinstance(config, dict):
+        found = {config["pretrained"]} if isinstance(config.get("pretrained"), str) else set()
+        return found.union(*(pretrained_files(v) for v in config.values()))
+    if isinstance(config, list):
+        return set().union(*(pretrained_files(v) for v in config))
+    return set()
+
+
+def file_digest(path: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None  # a hub id, or a file this machine lacks: the fit names it if it is needed
+
+
+def recipe_differences(recorded: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """`key: recorded -> wanted` for each leaf that differs."""
+    keys = sorted(set(recorded) | set(wanted))
+    differences = []
+    for key in keys:
+        old, new = recorded.get(key), wanted.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += recipe_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differences.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return differences
+
+
+def read_record(path: Path, recipe: dict | None) -> dict[str, Any] | None:
+    """A run's record if it exists (None otherwise); refused with one line when `recipe` is given and
+    the record was made by another."""
+    if not path.is_file():
         return None
-    result = json.loads((run_dir / "result.json").read_text())
-    result["seconds_per_step"] = seconds_per_step(run_dir) or result.get("seconds_per_step")
-    return result
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{path}: unreadable ablation record ({err})") from None
+    if recipe is not None and (differences := recipe_differences(record.get("recipe", {}), recipe)):
+        raise SystemExit(f"{path}: recorded with another recipe ({'; '.join(differences[:3])}): "
+                         "use another --records (and --out) for another recipe")
+    return record
 
 
-def train_and_test(args, config: Path, name: str, overlay: dict, seed: int, data: Path) -> dict[str, Any]:
-    """One row and seed: fit (resumed from its newest checkpoint when a previous call was stopped),
-    then test on the held-out clips; returns metrics.json plus `steps` and `seconds_per_step`."""
-    run_dir = run_dir_of(args, name, seed)
-    if (result := finished_run(args, name, seed)) is not None:
-        if result.get("steps") != args.steps:
-            raise SystemExit(f"{run_dir} was trained for {result.get('steps')} steps, not {args.steps}: "
-                             "use another --out for another budget")
-        return result
-    run_dir.mkdir(parents=True, exist_ok=True)
+def check_run_dir(run_dir: Path, recipe: dict) -> None:
+    """A run folder holds one recipe's checkpoints: write it on first use, refuse to resume another's."""
+    path = run_dir / "recipe.json"
+    if path.is_file():
+        if differences := recipe_differences(json.loads(path.read_text()), recipe):
+            raise SystemExit(f"{run_dir}: checkpoints of another recipe ({'; '.join(differences[:3])}): "
+                             "use another --out for another recipe")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(recipe, indent=2) + "\n")
+
+
+def provenance(data_sha256: str) -> dict[str, Any]:
+    """Where, when and on what bytes of data a record was made (not compared: the recipe is)."""
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {"commit": commit, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "machine": platform.machine(),
+            "data_sha256": data_sha256}
+
+
+def train_and_test(args, config: Path, name: str, overlay: dict, recipe: dict, data: Path) -> dict[str, Any]:
+    """One row and seed: its record if it has one, else fit (resumed from its newest checkpoint when a
+    previous call was stopped), test on the held-out clips and record: metrics.json plus `steps`,
+    `seconds_per_step`, `recipe` and `provenance`."""
+    if (record := read_record(record_path(args, name, recipe["seed"]), recipe)) is not None:
+        return record
+    data_sha256 = prepare_data(args, config, data)  # once, and only when a run is still to be made
+    run_dir = run_dir_of(args, name, recipe["seed"])
+    check_run_dir(run_dir, recipe)
     overlay_file = run_dir / "overlay.yaml"
     overlay_file.write_text(yaml.safe_dump(overlay or {}))
     common = ["--config", str(config), "--config", str(overlay_file), "--data.root", str(data),
@@ -148,18 +250,52 @@ def train_and_test(args, config: Path, name: str, overlay: dict, seed: int, data
         resume = ["--ckpt_path", str(ckpt)] if ckpt is not None else []
         # one validation batch at each of the config's validation intervals: what writes the checkpoints a
         # stopped benchmark resumes from (the project's exact kill-and-resume)
-        run_vmas("fit", *common, "--trainer.max_steps", str(args.steps), "--seed_everything", str(seed),
+        run_vmas("fit", *common, "--trainer.max_steps", str(args.steps), "--seed_everything", str(recipe["seed"]),
                  "--trainer.limit_val_batches", "0" if args.quick else "1", "--model.num_audio_samples", "0",
                  "--trainer.log_every_n_steps", "1" if args.quick else "10", *resume)
         ckpt = newest_checkpoint(run_dir)
     fit_seconds = time.perf_counter() - started
     run_vmas("test", *common, "--model.evaluation.output_dir", str(run_dir / "test"),
              "--model.evaluation.save_audio", "false", "--ckpt_path", str(ckpt))
-    result = json.loads((run_dir / "test" / "metrics.json").read_text())
-    result["steps"] = trained_steps(ckpt)
-    result["seconds_per_step"] = seconds_per_step(run_dir) or fit_seconds / max(1, result["steps"])
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
-    return result
+    record = json.loads((run_dir / "test" / METRICS_FILE).read_text())
+    record["steps"] = trained_steps(ckpt)
+    record["seconds_per_step"] = seconds_per_step(run_dir) or fit_seconds / max(1, record["steps"])
+    record["recipe"], record["provenance"] = recipe, provenance(data_sha256)
+    path = record_path(args, name, recipe["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "test" / CLIPS_FILE, path.with_suffix(".clips.csv"))
+    path.write_text(json.dumps(record, indent=2) + "\n")  # last: a record is whole or absent
+    return record
+
+
+def prepare_data(args, config: Path, data: Path) -> str:
+    """Write the demo dataset once (`data_recipe`; `dataset.json`, written last, marks it whole) and
+    return its digest; refuse a folder written from another recipe."""
+    marker = data / "dataset.json"
+    if marker.is_file():
+        dataset = json.loads(marker.read_text())
+        if differences := recipe_differences(dataset["recipe"], data_recipe(args)):
+            raise SystemExit(f"{data}: demo data of another recipe ({'; '.join(differences)}): use another --out")
+        return dataset["sha256"]
+    recipe = data_recipe(args)
+    run_vmas("demo-data", "--config", str(config), "--seed", str(recipe["demo_seed"]), "--out", str(data),
+             "--num-train", str(recipe["num_train"]), "--num-val", str(recipe["num_val"]),
+             "--num-test", str(recipe["num_test"]))
+    digest = data_digest(data)
+    marker.write_text(json.dumps({"recipe": recipe, "sha256": digest}, indent=2) + "\n")
+    return digest
+
+
+def data_digest(data: Path) -> str:
+    """SHA-256 of every split's shards and index, in order: whether two machines wrote the same data
+    (a record's provenance; the recipe is what is compared)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in data.glob("*/*") if p.suffix in (".bin", ".json")):
+        digest.update(path.relative_to(data).as_posix().encode())
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 24):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
@@ -256,9 +392,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = Path(args.config)
     base = read_config(config)
     data = out / "data"
-    if not args.report_only and not (data / "test" / "index.json").is_file():
-        run_vmas("demo-data", "--config", str(config), "--seed", "0", "--out", str(data), "--num-train",
-                 str(args.num_train), "--num-val", "4", "--num-test", str(args.num_test))
     started = time.perf_counter()
     results: dict[str, dict[int, dict]] = {}
     for seed in args.seeds:  # seed-major: an interrupted benchmark has every row of every table at a seed
@@ -267,13 +400,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run = SAME_RUN.get(name, name)
                 runs = results.setdefault(run, {})
                 if seed not in runs:
-                    runs[seed] = (finished_run(args, run, seed) if args.report_only
-                                  else train_and_test(args, config, run, overlay, seed, data))
+                    recipe = run_recipe(args, base, overlay, seed)
+                    runs[seed] = (read_record(record_path(args, run, seed), recipe) if args.report_only
+                                  else train_and_test(args, config, run, overlay, recipe, data))
     finished = [run for runs in results.values() for run in runs.values() if run is not None]
     if not finished:
-        raise SystemExit(f"no finished run under {out / 'runs'}")
+        raise SystemExit(f"no finished run recorded under {args.records}")
     trained_steps = sorted({run.get("steps") for run in finished}, key=str)  # one value unless recipes were mixed
-    report: dict[str, Any] = {"config": str(config), "seeds": args.seeds, "steps": trained_steps, "quick": args.quick,
+    report: dict[str, Any] = {"config": str(config), "records": str(args.records), "seeds": args.seeds, "steps": trained_steps, "quick": args.quick,
                               "num_test_clips": first_value(finished, "num_clips"), "tables": {}}
     first = finished[0]
     reference = {row.replace("_", " "): {m: first["reference_rows"][row].get(m) for m in METRICS}

@@ -48,24 +48,47 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
     assert lambdas["rows"]["lambda 1 (VMAs)"] == report["tables"]["table5"]["rows"][ablation.VMAS]  # one run, two rows
     assert list(lambdas["paired_differences"]) == [f"{name} vs no beat weighting (+ contrastive)"
                                                    for name in ("lambda 1 (VMAs)", "lambda 0.1", "lambda 0.01")]
-    runs = sorted(path.parent.relative_to(tmp_path / "runs").as_posix() for path in (tmp_path / "runs").glob("*/*/result.json"))
-    assert runs == [f"{row}/seed{seed}" for row in ("AR_baseline", "clip", "hiera", "lambda_0.01", "lambda_0.1",
-                                                     "plus_contrastive", "plus_contrastive_plus_beat_weighting")
+    records = tmp_path / "records"
+    runs = sorted(path.relative_to(records).as_posix() for path in records.glob("*/seed*.json"))
+    assert runs == [f"{row}/seed{seed}.json" for row in ("AR_baseline", "clip", "hiera", "lambda_0.01", "lambda_0.1",
+                                                          "plus_contrastive", "plus_contrastive_plus_beat_weighting")
                     for seed in (0, 1)]
+    record = json.loads((records / "hiera" / "seed1.json").read_text())
+    assert record["recipe"]["seed"] == 1 and record["recipe"]["steps"] == 2 and record["steps"] == 2
+    assert record["recipe"]["overlay"] == ablation.TABLE6["hiera"] and record["provenance"]["finished"]
+    dataset = json.loads((tmp_path / "data" / "dataset.json").read_text())
+    assert dataset["recipe"]["num_train"] == 8 and record["provenance"]["data_sha256"] == dataset["sha256"]
+    assert (records / "hiera" / "seed1.clips.csv").read_text().count("\n") == 1 + 4  # header, 4 test clips
     markdown = (tmp_path / "ablation.md").read_text()
     assert "### Table 5" in markdown and "### Table 6" in markdown and "| ground truth |" in markdown
     assert "-0.000" not in markdown  # a ground-truth FAD of -1e-9 reads 0.000
     assert "Retrieval among the 4 test clips at chance: R@1 0.250, R@10 1.000." in markdown
-    # finished runs are reused: a second call trains nothing and reports the same numbers
-    assert ablation.main(["--quick", "--out", str(tmp_path)])["tables"] == report["tables"]
-    # --report-only reads the finished runs; a missing run is a '-' and the row says how many seeds it has
-    import shutil
-
-    shutil.rmtree(tmp_path / "runs" / "AR_baseline" / "seed1")
+    # recorded runs are reused: on another machine (no data, checkpoints or logs: a new --out) with the
+    # same records, a second call trains nothing (writes no data) and reports the same numbers
+    again = ablation.main(["--quick", "--out", str(tmp_path / "elsewhere"), "--records", str(records)])
+    assert again["tables"] == report["tables"] and not (tmp_path / "elsewhere" / "data").exists()
+    # a record made by another recipe is refused, naming the file and what differs
+    record["recipe"]["steps"] = 3
+    (records / "hiera" / "seed1.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match=r"hiera/seed1\.json: recorded with another recipe \(steps: 3 -> 2\)"):
+        ablation.main(["--quick", "--report-only", "--out", str(tmp_path)])
+    # ... as is a run folder whose checkpoints another recipe made
+    (records / "hiera" / "seed1.json").unlink()
+    run_dir = tmp_path / "runs" / "hiera" / "seed1"
+    recipe = json.loads((run_dir / "recipe.json").read_text())
+    with pytest.raises(SystemExit, match=r"hiera/seed1: checkpoints of another recipe \(data.num_train: 8 -> 9\)"):
+        ablation.check_run_dir(run_dir, {**recipe, "data": {**recipe["data"], "num_train": 9}})
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        ablation.parse_args(["--quick", "--steps", "10"])
+    assert "--quick sets the steps and clips" in capsys.readouterr().err
+    # --report-only reads the recorded runs; a missing run is a '-' and the row says how many seeds it has
+    (records / "AR_baseline" / "seed1.json").unlink()
     partial = ablation.main(["--quick", "--report-only", "--out", str(tmp_path)])
     baseline = partial["tables"]["table5"]["rows"]["AR baseline"]
     assert baseline["seeds_finished"] == 1 and baseline["fad"]["values"][1] is None and baseline["fad"]["ci95"] is None
     step = partial["tables"]["table5"]["paired_differences"]["+ contrastive vs AR baseline"]["fad"]
     assert step["values"][1] is None and step["ci95"] is None  # seed 1 has no pair
-    assert partial["tables"]["table6"] == report["tables"]["table6"]  # its rows lost no run
+    assert partial["tables"]["table6"]["rows"]["hiera"]["seeds_finished"] == 1
+    assert partial["tables"]["table6"]["rows"]["clip"] == report["tables"]["table6"]["rows"]["clip"]  # it lost no run
     assert "| AR baseline (1 of 2 seeds) |" in (tmp_path / "ablation.md").read_text()
