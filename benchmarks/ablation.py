@@ -33,9 +33,12 @@ Prints one JSON object; writes it and the Markdown tables to `<out>/ablation.{js
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
+import os
 import platform
 import shutil
 import subprocess
@@ -43,7 +46,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import yaml
@@ -97,6 +100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the config's)")
     parser.add_argument("--num-train", type=int, default=None, help="training clips (default: the demo model's 6,000)")
     parser.add_argument("--num-test", type=int, default=None, help="held-out test clips (default: 32)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once, each in its own process with cores/jobs threads (2 on 2 cores: "
+                             "about 1.4x the runs per hour of 1; RESULTS.md)")
+    parser.add_argument("--job", action="store_true", help=argparse.SUPPRESS)  # one of --jobs's: runs, no report
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: the tables from the runs recorded so far (others: '-')")
     parser.add_argument("--quick", action="store_true",
@@ -111,6 +118,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.num_train, args.num_test = args.num_train or 6000, args.num_test or 32
     if len(args.seeds) < 2:
         parser.error("at least 2 seeds are needed for an interval")
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     args.records = Path(args.records) if args.records else Path(args.out) / "records"
     return args
 
@@ -231,14 +240,38 @@ def provenance(data_sha256: str) -> dict[str, Any]:
             "data_sha256": data_sha256}
 
 
-def train_and_test(args, config: Path, name: str, overlay: dict, recipe: dict, data: Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def locked(path: Path, wait: bool) -> Iterator[bool]:
+    """Hold an flock on `path` for the block (released when the process dies); yields False at once,
+    holding nothing, when another process holds it and `wait` is False."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def train_and_test(args, config: Path, name: str, overlay: dict, recipe: dict, data: Path) -> dict[str, Any] | None:
     """One row and seed: its record if it has one, else fit (resumed from its newest checkpoint when a
     previous call was stopped), test on the held-out clips and record: metrics.json plus `steps`,
-    `seconds_per_step`, `recipe` and `provenance`."""
-    if (record := read_record(record_path(args, name, recipe["seed"]), recipe)) is not None:
-        return record
-    data_sha256 = prepare_data(args, config, data)  # once, and only when a run is still to be made
+    `seconds_per_step`, `recipe` and `provenance`. None when another process is making that run."""
     run_dir = run_dir_of(args, name, recipe["seed"])
+    with locked(run_dir.with_suffix(".lock"), wait=False) as mine:
+        if not mine:
+            return None
+        if (record := read_record(record_path(args, name, recipe["seed"]), recipe)) is not None:
+            return record
+        with locked(data.with_suffix(".lock"), wait=True):
+            data_sha256 = prepare_data(args, config, data)  # once, and only when a run is still to be made
+        return make_run(args, config, run_dir, record_path(args, name, recipe["seed"]), overlay, recipe, data, data_sha256)
+
+
+def make_run(args, config: Path, run_dir: Path, path: Path, overlay: dict, recipe: dict, data: Path,
+             data_sha256: str) -> dict[str, Any]:
+    """Fit and test one run in `run_dir` and write its record to `path`."""
     check_run_dir(run_dir, recipe)
     overlay_file = run_dir / "overlay.yaml"
     overlay_file.write_text(yaml.safe_dump(overlay or {}))
@@ -261,7 +294,6 @@ def train_and_test(args, config: Path, name: str, overlay: dict, recipe: dict, d
     record["steps"] = trained_steps(ckpt)
     record["seconds_per_step"] = seconds_per_step(run_dir) or fit_seconds / max(1, record["steps"])
     record["recipe"], record["provenance"] = recipe, provenance(data_sha256)
-    path = record_path(args, name, recipe["seed"])
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "test" / CLIPS_FILE, path.with_suffix(".clips.csv"))
     path.write_text(json.dumps(record, indent=2) + "\n")  # last: a record is whole or absent
@@ -386,13 +418,27 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3g}" if value is not None and abs(value) >= 100 else format_cell(value, 3)
 
 
+def run_jobs(args, argv: list[str]) -> None:
+    """`--jobs N`: N copies of this benchmark, each with cores / N threads; they share the runs (a run
+    folder's lock), the data (written once) and the records. Returns when all have ended."""
+    threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    jobs = [subprocess.Popen([sys.executable, __file__, *argv, "--jobs", "1", "--job"], env=env) for _ in range(args.jobs)]
+    if failed := [code for code in (job.wait() for job in jobs) if code != 0]:
+        raise SystemExit(f"{len(failed)} of {args.jobs} ablation jobs failed (exit codes {failed}): see their output above")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    started = time.perf_counter()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.jobs > 1 and not args.report_only:
+        run_jobs(args, argv)
+        args.report_only = True  # the jobs made every run: report them
     out = Path(args.out)
     config = Path(args.config)
     base = read_config(config)
     data = out / "data"
-    started = time.perf_counter()
     results: dict[str, dict[int, dict]] = {}
     for seed in args.seeds:  # seed-major: an interrupted benchmark has every row of every table at a seed
         for number in args.tables:
@@ -403,6 +449,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     recipe = run_recipe(args, base, overlay, seed)
                     runs[seed] = (read_record(record_path(args, run, seed), recipe) if args.report_only
                                   else train_and_test(args, config, run, overlay, recipe, data))
+    if args.job:
+        return {}
     finished = [run for runs in results.values() for run in runs.values() if run is not None]
     if not finished:
         raise SystemExit(f"no finished run recorded under {args.records}")

@@ -20,8 +20,11 @@ def load_ablation():
 def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # configs/demo.yaml names the committed demo assets relative to the checkout
     ablation = load_ablation()
-    report = ablation.main(["--quick", "--out", str(tmp_path)])
+    report = ablation.main(["--quick", "--out", str(tmp_path), "--jobs", "2"])  # two processes share the runs
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
+    # ... each run trained by one of them, once
+    run_dirs = [run for run in (tmp_path / "runs").glob("*/seed*") if run.is_dir()]
+    assert len(run_dirs) == 14 and all(len(list(run.glob("lightning_logs/version_*/checkpoints"))) == 1 for run in run_dirs)
     assert report["quick"] and report["seeds"] == [0, 1] and report["steps"] == [2]  # every run trained 2 steps
     assert set(report["tables"]) == {"table5", "tablelambda", "table6"}
     for number, names in (("table5", ablation.TABLE5), ("tablelambda", ablation.TABLE_LAMBDA), ("table6", ablation.TABLE6)):
