@@ -66,7 +66,9 @@ def read_outputs(folder):
 
 
 def test_two_processes_give_the_one_process_metrics(tmp_path):
-    single = evaluate([range(0, 3), range(3, NUM_CLIPS)], tmp_path / "one")
+    # batched as the two processes batch them: the classifier's float32 outputs depend on the batch a clip
+    # runs in, and the KL between these nearly equal distributions (~3e-7) would differ by 10% (AMD EPYC)
+    single = evaluate([range(0, NUM_CLIPS // 2), range(NUM_CLIPS // 2, NUM_CLIPS)], tmp_path / "one")
     assert single["num_clips"] == NUM_CLIPS
     for key in ("fad", "kl", "kl_gen_ref", "mv_align", "alignment_z", "alignment_percentile", "onset_alignment_z",
                 "onset_alignment_percentile", "recall@1", "recall@10",
@@ -88,7 +90,7 @@ def test_two_processes_give_the_one_process_metrics(tmp_path):
             assert two[key] == value, key
     assert [row["id"] for row in one_rows] == [f"clip{i}" for i in range(NUM_CLIPS)]
     assert [row["id"] for row in two_rows] == [row["id"] for row in one_rows]
-    for row_one, row_two in zip(one_rows, two_rows):  # float32 networks: batch composition moves the last digits
+    for row_one, row_two in zip(one_rows, two_rows):
         assert [float(row_two[k]) for k in ("kl", "kl_gen_ref", "mv_align")] == pytest.approx(
             [float(row_one[k]) for k in ("kl", "kl_gen_ref", "mv_align")], rel=1e-6, abs=1e-9)
         alignment = ("alignment_z", "alignment_percentile", "onset_alignment_z", "onset_alignment_percentile")
