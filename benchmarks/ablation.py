@@ -1,7 +1,7 @@
 """The paper's ablation (Table 5) and encoder comparison (Table 6) at laptop scale, with seeds and 95% intervals.
 
     python benchmarks/ablation.py                       # every table, 3 seeds, on 2 CPU cores (about a day: RESULTS.md)
-    python benchmarks/ablation.py --records benchmarks/results/ablation  # RESULTS.md's runs: trains only what is missing
+    python benchmarks/ablation.py --records benchmarks/results/ablation --jobs 2  # RESULTS.md's runs: trains only what is missing
     python benchmarks/ablation.py --tables 5 --seeds 0 1 2 3 4
     python benchmarks/ablation.py --quick --out /tmp/x  # a few steps on a few clips: checks the pipeline only
 
