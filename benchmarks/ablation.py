@@ -1,6 +1,6 @@
 """The paper's ablation (Table 5) and encoder comparison (Table 6) at laptop scale, with seeds and 95% intervals.
 
-    python benchmarks/ablation.py                       # every table, 3 seeds, on 2 CPU cores (about a day: RESULTS.md)
+    python benchmarks/ablation.py                       # every table, 3 seeds, on 2 CPU cores (1-2 days: RESULTS.md)
     python benchmarks/ablation.py --records benchmarks/results/ablation --jobs 2  # RESULTS.md's runs: trains only what is missing
     python benchmarks/ablation.py --tables 5 --seeds 0 1 2 3 4
     python benchmarks/ablation.py --quick --out /tmp/x  # a few steps on a few clips: checks the pipeline only
@@ -55,6 +55,7 @@ from scipy import stats
 from vmas_lightning.cli.main import main as vmas
 from vmas_lightning.cli.profile import profile
 from vmas_lightning.config_file import read_config
+from vmas_lightning.data.shards import setting_differences
 from vmas_lightning.metrics.suite import CLIPS_FILE, METRICS_FILE, format_cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +116,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.seeds, args.steps, args.num_train, args.num_test = args.seeds[:2], 2, 8, 4
     if args.steps is None:
         args.steps = int(read_config(Path(args.config))["trainer"]["max_steps"])
-    args.num_train, args.num_test = args.num_train or 6000, args.num_test or 32
+    args.num_train = 6000 if args.num_train is None else args.num_train
+    args.num_test = 32 if args.num_test is None else args.num_test
+    if args.num_train < 1 or args.num_test < 2:
+        parser.error("--num-train must be at least 1 and --num-test at least 2 (retrieval ranks the test clips)")
     if len(args.seeds) < 2:
         parser.error("at least 2 seeds are needed for an interval")
     if args.jobs < 1:
@@ -186,17 +190,9 @@ def file_digest(path: str) -> str | None:
         return None  # a hub id, or a file this machine lacks: the fit names it if it is needed
 
 
-def recipe_differences(recorded: dict, wanted: dict, prefix: str = "") -> list[str]:
-    """`key: recorded -> wanted` for each leaf that differs."""
-    keys = sorted(set(recorded) | set(wanted))
-    differences = []
-    for key in keys:
-        old, new = recorded.get(key), wanted.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            differences += recipe_differences(old, new, f"{prefix}{key}.")
-        elif old != new:
-            differences.append(f"{prefix}{key}: {old!r} -> {new!r}")
-    return differences
+def recipe_differences(recorded: dict, wanted: dict) -> list[str]:
+    """`key: recorded -> wanted` for each setting that differs (`setting_differences`, key by key)."""
+    return [f"{key}: {old!r} -> {new!r}" for key, old, new in setting_differences(recorded, wanted)]
 
 
 def read_record(path: Path, recipe: dict | None) -> dict[str, Any] | None:
@@ -258,15 +254,15 @@ def train_and_test(args, config: Path, name: str, overlay: dict, recipe: dict, d
     """One row and seed: its record if it has one, else fit (resumed from its newest checkpoint when a
     previous call was stopped), test on the held-out clips and record: metrics.json plus `steps`,
     `seconds_per_step`, `recipe` and `provenance`. None when another process is making that run."""
-    run_dir = run_dir_of(args, name, recipe["seed"])
+    run_dir, path = run_dir_of(args, name, recipe["seed"]), record_path(args, name, recipe["seed"])
     with locked(run_dir.with_suffix(".lock"), wait=False) as mine:
         if not mine:
             return None
-        if (record := read_record(record_path(args, name, recipe["seed"]), recipe)) is not None:
+        if (record := read_record(path, recipe)) is not None:
             return record
         with locked(data.with_suffix(".lock"), wait=True):
             data_sha256 = prepare_data(args, config, data)  # once, and only when a run is still to be made
-        return make_run(args, config, run_dir, record_path(args, name, recipe["seed"]), overlay, recipe, data, data_sha256)
+        return make_run(args, config, run_dir, path, overlay, recipe, data, data_sha256)
 
 
 def make_run(args, config: Path, run_dir: Path, path: Path, overlay: dict, recipe: dict, data: Path,
