@@ -8,6 +8,10 @@ normalisation to float, batch collation) with W worker processes. Prints JSON:
 `clips_per_cpu_s_per_worker` from the workers' CPU time (what one free core gives per worker).
 
     python benchmarks/dataloader.py [--clips 48] [--workers 1] [--batch-size 8] [--frame-size 224]
+                                    [--augment configs/vmas.yaml]
+
+`--augment CONFIG` turns on that config's `data.augment` (the upload augmentations), so its cost
+per clip shows against the same run without it.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vmas_lightning.config_file import config_section, dataclass_from, read_config
+from vmas_lightning.data.augment import VideoAugmentConfig
 from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.data.shards import ClipRecord, DataConfig, ShardWriter, pack_jpegs
 
@@ -69,13 +75,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--frame-size", type=int, default=224)
+    parser.add_argument("--augment", default=None, help="A vmas config whose data.augment block to turn on.")
     args = parser.parse_args()
+    augment = VideoAugmentConfig()
+    if args.augment:
+        block = config_section(read_config(args.augment), "data", args.augment).get("augment")
+        augment = replace(dataclass_from(VideoAugmentConfig, block, f"{args.augment}: data.augment"), enabled=True)
 
     config = DataConfig.from_yaml(ROOT / "configs" / "tiny.yaml")
     config = replace(config, sequence=replace(config.sequence, frame_size=args.frame_size))
     with tempfile.TemporaryDirectory() as tmp:
         jpeg_bytes = write_dataset(Path(tmp), config, args.clips)
-        dm = VMASDataModule(tmp, config.sequence, config.beats, batch_size=args.batch_size, num_workers=args.workers)
+        dm = VMASDataModule(tmp, config.sequence, config.beats, batch_size=args.batch_size, num_workers=args.workers,
+                            augment=augment)
         cpu_before = _children_cpu_s()
         iterator = iter(dm.train_dataloader())
         first = len(next(iterator)["id"])  # worker start-up and the first batch are not in the wall time
@@ -97,6 +109,7 @@ def main() -> None:
         "frame_size": args.frame_size,
         "jpeg_bytes_per_frame": round(jpeg_bytes),
         "clips_timed": clips,
+        "augment": augment.enabled,
     }))
 
 

@@ -191,3 +191,44 @@ def test_settings_recorded_before_specs_were_expanded_still_match():
     assert annotation_differences(recorded, config) == []
     recorded["data.beats.optical_flow"] = {"name": "farneback", "levels": 5}
     assert annotation_differences(recorded, config) == ["data.beats.optical_flow.levels 5 in the shards, 3 in the config"]
+
+
+def test_test_clips_read_from_their_video_files_are_what_vmas_generate_reads(demo_data):
+    """`data.test_input: video_file`: each test clip's frames are its source video read by the same
+    code as `vmas generate` (`Generation.read`: `read_video` at the model's rate and size); the music,
+    tokens and labels stay the shard's; `source` comes resolved against the dataset folder."""
+    from vmas_lightning.data.video_io import read_video
+
+    batches = {}
+    for test_input in ("shard_frames", "video_file"):
+        dm = VMASDataModule(str(demo_data), TINY, batch_size=4, num_workers=0, test_input=test_input)
+        dm.setup("test")
+        batches[test_input] = next(iter(dm.test_dataloader()))
+    shard, files = batches["shard_frames"], batches["video_file"]
+    for key in ("tokens", "audio", "music_beats", "video_beats", "overlap"):
+        assert torch.equal(shard[key], files[key]), key
+    assert shard["id"] == files["id"] and shard["source"] == files["source"]
+    for index, source in enumerate(files["source"]):
+        assert source == str(demo_data / "videos" / "test" / f"{files['id'][index]}.mp4")
+        expected = read_video(source, fps=TINY.fps, size=TINY.frame_size).frames
+        np.testing.assert_array_equal(files["video"][index].permute(1, 2, 3, 0).numpy(), expected)
+    # the same pictures, rendered at 25 fps and 96 px and encoded, not the same pixels
+    difference = (shard["video"].float() - files["video"].float()).abs().mean()
+    assert 0.5 < difference < 20
+
+
+def test_a_missing_or_broken_source_video_stops_the_file_path_in_one_line(demo_data, tmp_path):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(demo_data, copy)
+    (copy / "videos" / "test" / "demo-test-0001.mp4").unlink()
+    (copy / "videos" / "test" / "demo-test-0002.mp4").write_bytes(b"not a video")
+    with pytest.raises(VMASError) as error:
+        VMASDataModule(str(copy), TINY, num_workers=0, test_input="video_file").setup("test")
+    message = str(error.value)
+    assert "\n" not in message and "2 of the 4 source videos" in message
+    assert "videos/test/demo-test-0001.mp4: not a file here" in message and "demo-test-0002.mp4: not a readable media file" in message
+    VMASDataModule(str(copy), TINY, num_workers=0).setup("test")  # the shard path needs no file
+    with pytest.raises(VMASError, match="test_input"):
+        VMASDataModule(str(copy), TINY, num_workers=0, test_input="frames").setup("test")

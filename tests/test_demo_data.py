@@ -50,11 +50,35 @@ def test_style_decides_tempo_and_palette(demo_data):
         assert nearest is style  # the picture tells the style
 
 
-def test_demo_videos_are_playable(demo_data):
-    video = next((demo_data.parent / "videos").glob("*.mp4"))
-    clip = read_video(video)
-    assert clip.frames.shape == (96, 64, 64, 3) and abs(clip.fps - 9.6) < 1e-3
-    assert abs(len(read_audio(video, 32000)) - 320000) < 2048
+def test_every_test_clip_is_also_a_video_file_named_as_its_source(demo_data):
+    """The file is the same clip filmed as an upload (25 fps, 96x96 here): its source names it relative
+    to the dataset folder, its music is the clip's, and read at the model's rate and size it shows the
+    clip's cuts where the shard's frames show them (or a frame later: the source's own frame times)."""
+    from vmas_lightning.data.datamodule import resolve_source
+
+    dataset = StreamingDataset(str(demo_data / "test"))
+    assert sorted(p.name for p in (demo_data / "videos" / "test").iterdir()) == [f"demo-test-{i:04d}.mp4" for i in range(len(dataset))]
+    for index in range(len(dataset)):
+        clip = decode_sample(dataset[index])
+        assert clip["source"] == f"videos/test/{clip['id']}.mp4"
+        video = resolve_source(str(demo_data), clip["source"])
+        native = read_video(video)
+        assert native.frames.shape == (250, 96, 96, 3) and abs(native.fps - 25.0) < 1e-3
+        def envelope(wav):  # RMS per 20-ms step
+            return np.sqrt(np.mean(wav[: len(wav) // 640 * 640].reshape(-1, 640) ** 2, axis=1))
+        heard, true = envelope(read_audio(video, 32000)[:320000]), envelope(clip["audio"])
+        assert np.corrcoef(heard[: len(true)], true[: len(heard)])[0, 1] > 0.95  # AAC of the same music
+        frames = read_video(video, fps=9.6, size=64).frames
+        assert frames.shape == clip["frames"].shape == (96, 64, 64, 3)
+        # a cut is a jump of the background shade: the first slot after each cut, in both
+        def cut_slots(images):
+            shade = images[:, -4:, :4].reshape(len(images), -1).mean(axis=1)  # a corner the shapes never reach
+            return np.flatnonzero(np.abs(np.diff(shade)) > 8) + 1
+        shard_cuts, file_cuts = cut_slots(clip["frames"]), cut_slots(frames)
+        assert len(shard_cuts) == len(file_cuts) >= 1
+        assert np.all((file_cuts - shard_cuts >= 0) & (file_cuts - shard_cuts <= 1))
+    assert resolve_source(str(demo_data), "synthetic") is None
+    assert resolve_source(str(demo_data), str(video)) == video  # absolute paths as `vmas prepare` stores them
 
 
 def test_cli_writes_the_splits_and_reports_bad_config_in_one_line(tmp_path, capsys):

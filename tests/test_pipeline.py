@@ -53,7 +53,7 @@ def test_fit_test_generate(demo_data, tmp_path, capsys):
     for wav in predicted.iterdir():
         np.testing.assert_array_equal(soundfile.read(wav)[0], soundfile.read(out / "audio" / wav.name)[0])
 
-    video = next((demo_data.parent / "videos").glob("*.mp4"))
+    video = next((demo_data / "videos" / "test").glob("*.mp4"))
     assert main(["generate", "--ckpt", str(ckpt), "--video", str(video), "--out", str(tmp_path / "gen" / "clip"),
                  "--seed", "0"]) == 0
     assert (tmp_path / "gen" / "clip.wav").exists() and (tmp_path / "gen" / "clip.mp4").exists()

@@ -82,3 +82,25 @@ def test_metrics_json_says_which_clips_followed_the_protocol(sourced_data, tiny_
         rows = list(csv.DictReader(handle))
     assert [row["mv_align_protocol"] for row in rows] == [SOURCE_NATIVE_RATE, MODEL_RATE_FRAMES]
     assert all(row["alignment_percentile"] for row in rows)
+
+
+def test_a_clip_inside_a_long_source_is_read_from_its_start(sourced_data):
+    """`data.test_input: video_file` reads the clip's 10 s from 2 s into its source: exactly the frames
+    `vmas prepare` cut from the whole file (`read_video` of all of it, sliced); a clip whose source
+    is gone stops the file path before any generation, in one line."""
+    import shutil
+
+    from vmas_lightning.errors import VMASError
+
+    data, clips = sourced_data
+    seq = DataConfig.from_yaml(TINY_CONFIG).sequence
+    with pytest.raises(VMASError, match=r"1 of the 2 source videos .*gone.mp4: not a file here"):
+        VMASDataModule(str(data), seq, num_workers=0, test_input="video_file").setup("test")
+    shutil.copy(data.parent / "source1.mp4", data.parent / "gone.mp4")  # the second clip's source back in place
+    dm = VMASDataModule(str(data), seq, batch_size=2, num_workers=0, test_input="video_file")
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    first = seq.frames_for(LEAD_S)
+    for index, name in enumerate(("source0.mp4", "gone.mp4")):
+        whole = read_video(data.parent / name, fps=seq.fps, size=seq.frame_size).frames
+        np.testing.assert_array_equal(batch["video"][index].permute(1, 2, 3, 0).numpy(), whole[first : first + seq.num_frames])

@@ -55,6 +55,34 @@ def test_variable_frame_rate(tmp_path):
     np.testing.assert_allclose(shown, expected, atol=0.3)
 
 
+@pytest.mark.parametrize("fps, source_fps, start_s", [(9.6, 30.0, 2.5), (9.6, 25.0, 1.0), (4.0, 10.0, 0.9)])
+def test_a_span_read_from_its_start_is_that_span_of_the_whole_read(tmp_path, fps, source_fps, start_s):
+    """`start_s` seeks (keyframes every 12 frames here) yet gives exactly the whole file's slots from
+    the first at or after `start_s` up to `max_seconds`: how `vmas test` reads a clip of a long source."""
+    from fractions import Fraction
+
+    import av
+
+    count = int(4 * source_fps)
+    path = tmp_path / "long.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(source_fps).limit_denominator(1000), options={"g": "12"})
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        for image in np.stack([np.full((32, 48, 3), 10 + 2 * i, np.uint8) for i in range(count)]):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        container.mux(stream.encode())
+    whole = read_video(path, fps=fps, size=16)
+    first = int(np.ceil(start_s * fps - 1e-6))
+    span = read_video(path, fps=fps, size=16, start_s=start_s, max_seconds=start_s + 1.0)
+    expected = whole.frames[first : int(np.floor((start_s + 1.0) * fps + 1e-6))]
+    assert span.frames.shape == expected.shape and span.frames.shape[0] >= 3
+    np.testing.assert_array_equal(span.frames, expected)
+    assert span.duration_s == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(InputFileError, match="no video frames at or after 9"):
+        read_video(path, fps=fps, start_s=9.0)
+
+
 @pytest.mark.parametrize("name, fps, times", [("cuts.mp4", 25.0, None), ("vfr.mkv", 10.0, [0.0, 0.1, 0.15, 0.5, 0.55, 0.9])])
 def test_frames_at_are_the_frames_read_video_resamples_to(tmp_path, name, fps, times):
     """Seeking to each time gives what a full decode resampled to the model rate has there: on a

@@ -129,6 +129,10 @@ class VMASModule(L.LightningModule):
             (less activation memory, about one more forward of compute; see `VMASModel`).
         loss, optim, generation, evaluation: see the dataclasses.
         num_audio_samples: validation clips generated and logged to TensorBoard each validation.
+        init_from: a checkpoint or `vmas export` file whose weights (EMA weights when it has them)
+            start training (fine-tuning); every weight of this config's model must be in it, in
+            the same shape. Optimizer, schedule and step count start afresh; `--ckpt_path`
+            (resuming) overrides it.
     """
 
     def __init__(
@@ -144,6 +148,7 @@ class VMASModule(L.LightningModule):
         generation: GenerationConfig = GenerationConfig(),
         evaluation: EvaluationConfig = EvaluationConfig(),
         num_audio_samples: int = 2,
+        init_from: Optional[str] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -155,6 +160,7 @@ class VMASModule(L.LightningModule):
         AUDIO_EMBEDDERS.expand(evaluation.embedder)  # a wrong option stops `vmas fit` too, not only `vmas test`
         AUDIO_CLASSIFIERS.expand(evaluation.classifier)
         self.num_audio_samples = num_audio_samples
+        self.init_from = init_from
         self.contrastive = (
             ContrastiveLoss(
                 music_dim=self.model.codec.codebook_embeddings().shape[-1],
@@ -298,6 +304,8 @@ class VMASModule(L.LightningModule):
         if stage == "fit" and self.trainer.gradient_clip_val is not None:
             raise VMASError(f"trainer.gradient_clip_val {self.trainer.gradient_clip_val} is not used: gradient clipping is "
                             "set by model.optim.grad_clip (0 turns it off)")
+        if stage == "fit" and self.init_from is not None and self.trainer.ckpt_path is None:  # resuming: the checkpoint's
+            self.load_initial_weights(self.init_from)
         if stage == "test" and self.evaluation is None:
             cfg = self.evaluation_config
             # music beats of the beat alignment as the data's (`data.beats`), on the model's token grid
@@ -308,6 +316,17 @@ class VMASModule(L.LightningModule):
                     row: EvaluationSuite(self.evaluation.fad.embedder, self.evaluation.kl.classifier, **beats)
                     for row in REFERENCE_ROWS
                 })
+
+    def load_initial_weights(self, path: str) -> None:
+        """Copy the weights of checkpoint `path` into this module (`init_from`); one line when they do not fit."""
+        from vmas_lightning.generation.checkpoint import read_checkpoint
+
+        weights = read_checkpoint(path)["state_dict"]
+        try:
+            self.load_state_dict(weights)
+        except RuntimeError as err:
+            raise VMASError(f"model.init_from {path}: its weights do not fit this config's model "
+                            f"({' '.join(str(err).split())[:300]})") from None
 
     def retrieval_features(self, video: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """`video [B, 3, F, H, W]`, reference `tokens [B, K, T]` -> pooled video and music features
@@ -370,6 +389,8 @@ class VMASModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         metrics = self.evaluation.compute()
+        # which frames the model saw: the shards' or the clips' source videos read as `vmas generate` reads files
+        metrics["input_path"] = getattr(self.trainer.datamodule, "test_input", "shard_frames")
         if self.reference_evaluations is not None:
             metrics["reference_rows"] = {
                 row: suite.compute() for row, suite in self.reference_evaluations.items() if suite.clip_rows()

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 from jsonargparse import ArgumentParser
 from tqdm.auto import tqdm
 
-from vmas_lightning.data.demo import write_demo_dataset
+from vmas_lightning.data.demo import VideoForm, write_demo_dataset
 from vmas_lightning.data.shards import DataConfig
 
 HELP = "Synthesise demo clips whose cuts land on musical onsets and whose look decides the music."
@@ -21,7 +22,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--num-train", type=int, default=64)
     parser.add_argument("--num-val", type=int, default=16)
     parser.add_argument("--num-test", type=int, default=16)
-    parser.add_argument("--videos", default=None, help="Also write the first test clips as mp4 files here.")
+    parser.add_argument("--test-video", type=Optional[VideoForm], default=VideoForm(),
+                        help="How every test clip is also written as a video file (<out>/videos/test/<id>.mp4, "
+                             "named as the clip's source): as an upload, not at the model's rate and size; null: none.")
     return parser
 
 
@@ -29,6 +32,6 @@ def run(cfg) -> int:
     config = DataConfig.from_yaml(cfg.config)
     counts = {"train": cfg.num_train, "val": cfg.num_val, "test": cfg.num_test}
     with tqdm(total=sum(counts.values()), unit="clip", desc="demo-data") as bar:
-        written = write_demo_dataset(cfg.out, config, counts, cfg.seed, cfg.videos, progress=bar.update)
-    print(json.dumps({"out": str(Path(cfg.out)), "clips": written, "videos": cfg.videos}))
+        written = write_demo_dataset(cfg.out, config, counts, cfg.seed, cfg.test_video, progress=bar.update)
+    print(json.dumps({"out": str(Path(cfg.out)), "clips": written}))
     return 0

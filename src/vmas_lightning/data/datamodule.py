@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 import lightning as L
 import numpy as np
@@ -12,13 +12,30 @@ from lightning.pytorch.utilities import rank_zero_warn
 from litdata import StreamingDataLoader, StreamingDataset
 
 from vmas_lightning.beats import BeatConfig, overlap
+from vmas_lightning.data.augment import VideoAugment, VideoAugmentConfig
 from vmas_lightning.data.object_store import check_dataset, read_text
 from vmas_lightning.data.shards import (
     ANNOTATION_NAME, DataConfig, annotation_differences, decode_sample, packed_frame_count, unpack_jpegs,
 )
-from vmas_lightning.errors import VMASError
+from vmas_lightning.data.video_io import probe, read_video
+from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.registry import AudioCodecSpec
 from vmas_lightning.sequence import SequenceConfig
+
+
+TestInput = Literal["shard_frames", "video_file"]
+
+
+def resolve_source(root: str, source: str) -> Optional[Path]:
+    """The video file a shard's `source` names, if it exists here: an absolute path (`vmas prepare`)
+    or one relative to the dataset folder `root` (`vmas demo-data`); None otherwise (`synthetic`,
+    a file not on this machine, a dataset in object storage with a relative source)."""
+    path = Path(source)
+    if not path.is_absolute():
+        if "://" in root:
+            return None
+        path = Path(root) / path
+    return path if path.is_file() else None
 
 
 def window_meta(meta: dict[str, Any], start_s: float, duration_s: float) -> dict[str, Any]:
@@ -36,29 +53,48 @@ def window_meta(meta: dict[str, Any], start_s: float, duration_s: float) -> dict
 class ClipDataset(StreamingDataset):
     """Shard samples decoded in the loader's worker processes into training tensors.
 
-    A stored clip longer than the window is cropped at a random frame-aligned start that depends
-    only on (seed, epoch, sample index), so a resumed run crops exactly as the uninterrupted one.
+    A stored clip longer than the window is cropped at a random frame-aligned start, and with
+    `augment` its frames are augmented (`data.augment`); both depend only on (seed, epoch, sample
+    index), so a resumed run crops and augments exactly as the uninterrupted one.
+
+    With `frames_from_source` the frames come from the clip's span of its source video instead,
+    read by `vmas generate`'s code (`read_video` at the model's rate and size): the user's path.
+
+    Args:
+        root: the dataset folder, against which relative `source` paths are resolved.
     """
 
     def __init__(self, input_dir: str, sequence: SequenceConfig, beats: BeatConfig, load_audio: bool,
-                 shuffle: bool, seed: int, random_crop: bool):
+                 shuffle: bool, seed: int, random_crop: bool, augment: Optional[VideoAugmentConfig] = None,
+                 root: str = "", frames_from_source: bool = False):
         super().__init__(input_dir, shuffle=shuffle, seed=seed, drop_last=False)
         self.sequence = sequence
         self.beats = beats
         self.load_audio = load_audio
         self.random_crop = random_crop
         self.crop_seed = seed
+        self.augment = VideoAugment(augment, sequence.fps) if augment is not None and augment.enabled else None
+        self.root = root
+        self.frames_from_source = frames_from_source
 
     def __getitem__(self, index: Any) -> dict[str, Any]:
         stored = super().__getitem__(index)
         seq = self.sequence
         num_frames = packed_frame_count(stored["frames"])
+        flat_index = index.index if hasattr(index, "index") else int(index)
         start = 0
         if num_frames > seq.num_frames and self.random_crop:
-            flat_index = index.index if hasattr(index, "index") else int(index)
             rng = np.random.default_rng([self.crop_seed, self.current_epoch, flat_index])
             start = int(rng.integers(0, num_frames - seq.num_frames + 1))
-        sample = decode_sample(stored, load_audio=self.load_audio, frames=slice(start, start + seq.num_frames))
+        sample = decode_sample(stored, load_audio=self.load_audio, load_frames=not self.frames_from_source,
+                               frames=slice(start, start + seq.num_frames))
+        source = resolve_source(self.root, sample["source"])
+        if source is not None:
+            sample["source"] = str(source)
+        if self.frames_from_source:
+            sample["frames"] = self.source_frames(source, sample, sample["start_s"] + start / seq.fps)
+        if self.augment is not None:  # its own stream: the crop's draws stay those of an unaugmented run
+            sample["frames"] = self.augment(sample["frames"], np.random.default_rng([self.crop_seed, self.current_epoch, flat_index, 1]))
         start_s = start / seq.fps
         first_token = seq.tokens_for(start_s)
         tokens = slice(first_token, first_token + seq.num_tokens)
@@ -83,6 +119,22 @@ class ClipDataset(StreamingDataset):
         return item
 
 
+    def source_frames(self, source: Optional[Path], sample: dict[str, Any], start_s: float) -> np.ndarray:
+        """uint8 `[F, H, W, 3]`: the clip's window of its source video as `vmas generate` reads a file;
+        a source up to two frames short is completed by holding its last frame, as generation does."""
+        seq = self.sequence
+        if source is None:
+            raise VMASError(f"clip {sample['id']}: its source '{sample['source']}' is not a video file here "
+                            "(data.test_input video_file needs each test clip's source video)")
+        first = seq.frames_for(start_s)  # the frame `vmas prepare` cut the clip at
+        frames = read_video(source, fps=seq.fps, size=seq.frame_size, start_s=first / seq.fps,
+                            max_seconds=(first + seq.num_frames) / seq.fps).frames
+        missing = seq.num_frames - frames.shape[0]
+        if missing > 2:
+            raise InputFileError(source, f"{frames.shape[0]} frames from {start_s:g} s, clip {sample['id']} needs {seq.num_frames}")
+        return np.concatenate([frames, np.repeat(frames[-1:], max(0, missing), axis=0)])[: seq.num_frames]
+
+
 class VMASDataModule(L.LightningDataModule):
     """Train / val / test streams of a dataset folder written by `vmas prepare` or `vmas demo-data`.
 
@@ -102,6 +154,12 @@ class VMASDataModule(L.LightningDataModule):
         seed: shuffling and cropping seed (the same on every rank; litdata splits per rank).
         load_audio: decode the reference waveform; None: for validation and test only.
         test_split: split used by `vmas test` and `vmas predict`.
+        augment: training-time augmentations that stand for real uploads (`VideoAugmentConfig`);
+            `augment.enabled: false` turns them off.
+        test_input: what `vmas test` and `vmas predict` feed the model: `shard_frames` (the frames
+            stored in the shards) or `video_file` (each clip's span of its source video, read by
+            `vmas generate`'s code: the path users take; every source must be readable here).
+            `metrics.json` records it as `input_path`.
     """
 
     def __init__(
@@ -116,6 +174,8 @@ class VMASDataModule(L.LightningDataModule):
         shuffle: bool = True,
         load_audio: Optional[bool] = None,
         test_split: str = "test",
+        augment: VideoAugmentConfig = VideoAugmentConfig(),
+        test_input: TestInput = "shard_frames",
     ):
         super().__init__()
         self.root = root
@@ -128,6 +188,10 @@ class VMASDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.load_audio = load_audio
         self.test_split = test_split
+        self.augment = augment
+        if test_input not in get_args(TestInput):
+            raise VMASError(f"data.test_input must be one of {', '.join(get_args(TestInput))}, got '{test_input}'")
+        self.test_input = test_input
         self._train_loader: Optional[StreamingDataLoader] = None
         self._resumed_train_state: Optional[dict[str, Any]] = None
 
@@ -142,14 +206,16 @@ class VMASDataModule(L.LightningDataModule):
             raise VMASError(f"data folder {path} has no '{split}' split (found: {', '.join(present) or 'none'})")
         return str(path / split)
 
-    def dataset(self, split: str, train: bool) -> ClipDataset:
+    def dataset(self, split: str, train: bool, frames_from_source: bool = False) -> ClipDataset:
         load_audio = (not train) if self.load_audio is None else self.load_audio
         return ClipDataset(self.split_dir(split), self.sequence, self.beats, load_audio,
-                           shuffle=train and self.shuffle, seed=self.seed, random_crop=train)
+                           shuffle=train and self.shuffle, seed=self.seed, random_crop=train,
+                           augment=self.augment if train else None, root=self.root,
+                           frames_from_source=frames_from_source)
 
-    def loader(self, split: str, train: bool) -> StreamingDataLoader:
+    def loader(self, split: str, train: bool, frames_from_source: bool = False) -> StreamingDataLoader:
         return StreamingDataLoader(
-            self.dataset(split, train),
+            self.dataset(split, train, frames_from_source),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             drop_last=train,
@@ -210,6 +276,29 @@ class VMASDataModule(L.LightningDataModule):
         for split in splits.get(stage, ()):
             self.check_annotation(split)  # also checks that a local folder and split exist
             self.check_geometry(split)
+        if stage in ("test", "predict") and self.test_input == "video_file":
+            self.check_sources(self.test_split)
+
+    def check_sources(self, split: str) -> None:
+        """Fail in one line, before any generation, unless every clip of `split` names a source video
+        that exists here and has a video stream (`data.test_input: video_file`)."""
+        dataset = StreamingDataset(self.split_dir(split))
+        sources = sorted({dataset[index]["source"] for index in range(len(dataset))})
+        problems = []
+        for source in sources:
+            path = resolve_source(self.root, source)
+            try:
+                if path is None:
+                    raise InputFileError(source, "not a file here")
+                if not probe(path).has_video:
+                    raise InputFileError(path, "no video stream")
+            except InputFileError as err:
+                problems.append(str(err))
+        if problems:
+            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            raise VMASError(f"data.test_input video_file: {len(problems)} of the {len(sources)} source videos of "
+                            f"{self.split_dir(split)} cannot be read ({shown}); use data.test_input shard_frames "
+                            "or make the sources available (relative paths resolve against data.root)")
 
     def train_dataloader(self) -> StreamingDataLoader:
         loader = self.loader("train", train=True)
@@ -244,7 +333,7 @@ class VMASDataModule(L.LightningDataModule):
         return self.loader("val", train=False)
 
     def test_dataloader(self) -> StreamingDataLoader:
-        return self.loader(self.test_split, train=False)
+        return self.loader(self.test_split, train=False, frames_from_source=self.test_input == "video_file")
 
     def predict_dataloader(self) -> StreamingDataLoader:
-        return self.loader(self.test_split, train=False)
+        return self.loader(self.test_split, train=False, frames_from_source=self.test_input == "video_file")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from vmas_lightning.data.video_io import write_video
 from vmas_lightning.sequence import SequenceConfig
 
 MIN_EVENT_GAP_S = 0.55
+TEST_VIDEOS_DIR = "videos/test"  # under the dataset folder
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,34 @@ def render_music(style: Style, events: np.ndarray, notes_hz: np.ndarray, num_sam
     return (0.8 * music / max(1e-6, np.abs(music).max())).astype(np.float32)
 
 
-def synthesize_clip(seed: int, split: str, index: int, seq: SequenceConfig) -> dict:
-    """Frames, audio and metadata of one demo clip of geometry `seq` (deterministic for its arguments)."""
+@dataclass(frozen=True)
+class VideoForm:
+    """How `vmas demo-data` writes a clip as a video file, as an upload would come: rendered at
+    `fps` and `size` x `size` (not the model's rate and size), encoded with `codec` at `crf`."""
+
+    fps: float = 30.0
+    size: int = 256
+    codec: str = "libx264"
+    crf: int = 23
+
+
+def _clip_plan(seed: int, split: str, index: int, duration_s: float) -> tuple[np.random.Generator, Style, np.ndarray]:
+    """The clip's generator, style and event times, drawn first (frames and notes draw after them)."""
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     style = STYLES[int(rng.integers(len(STYLES)))]
-    events = event_times(rng, style, seq.duration_s)
+    return rng, style, event_times(rng, style, duration_s)
+
+
+def render_clip_frames(seed: int, split: str, index: int, duration_s: float, fps: float, size: int) -> np.ndarray:
+    """uint8 `[floor(duration_s * fps), size, size, 3]`: the same clip as `synthesize_clip` (same
+    style, cuts, shapes and drift), rendered at another frame rate and size, as a camera would."""
+    rng, style, events = _clip_plan(seed, split, index, duration_s)
+    return render_frames(rng, style, events, math.floor(duration_s * fps + 1e-6), fps, size)
+
+
+def synthesize_clip(seed: int, split: str, index: int, seq: SequenceConfig) -> dict:
+    """Frames, audio and metadata of one demo clip of geometry `seq` (deterministic for its arguments)."""
+    rng, style, events = _clip_plan(seed, split, index, seq.duration_s)
     frames = render_frames(rng, style, events, seq.num_frames, seq.fps, seq.frame_size)
     notes_hz = draw_notes(rng, style, events.size)
     audio = render_music(style, events, notes_hz, seq.num_samples, seq.sample_rate)
@@ -130,12 +154,14 @@ def write_demo_dataset(
     config: DataConfig,
     counts: dict[str, int],
     seed: int = 0,
-    videos_dir: str | Path | None = None,
-    num_videos: int = 2,
+    test_videos: Optional[VideoForm] = VideoForm(),
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
-    """Write the demo splits through the shard writer; optionally the first test clips as mp4 files
-    (`videos_dir`) to try `vmas generate` on. Returns the clip count per split."""
+    """Write the demo splits through the shard writer and, with `test_videos`, every test clip as a
+    video file of that form with its music, `<out>/videos/test/<id>.mp4`, which the clip's shard
+    names as its `source` (relative to `out`): `vmas test --data.test_input video_file` reads it as
+    `vmas generate` reads a user's file, and MV-Align follows the source protocol on it. Returns the
+    clip count per split."""
     out = Path(out)
     annotate = ClipAnnotator(config)
     seq = config.sequence
@@ -143,10 +169,14 @@ def write_demo_dataset(
         with ShardWriter(out / split, config) as writer:
             for index in range(count):
                 clip = synthesize_clip(seed, split, index, seq)
-                writer.write(annotate(clip["id"], "synthetic", 0.0, clip["frames"], clip["audio"], clip["meta"]))
-                if videos_dir is not None and split == "test" and index < num_videos:
-                    Path(videos_dir).mkdir(parents=True, exist_ok=True)
-                    write_video(Path(videos_dir) / f"{clip['id']}.mp4", clip["frames"], seq.fps, clip["audio"], seq.sample_rate)
+                source = "synthetic"
+                if test_videos is not None and split == "test":
+                    source = f"{TEST_VIDEOS_DIR}/{clip['id']}.mp4"
+                    (out / TEST_VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
+                    frames = render_clip_frames(seed, split, index, seq.duration_s, test_videos.fps, test_videos.size)
+                    write_video(out / source, frames, test_videos.fps, clip["audio"], seq.sample_rate,
+                                codec=test_videos.codec, options={"crf": str(test_videos.crf)})
+                writer.write(annotate(clip["id"], source, 0.0, clip["frames"], clip["audio"], clip["meta"]))
                 if progress is not None:
                     progress(1)
     return dict(counts)

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 import av
 import numpy as np
@@ -155,6 +155,7 @@ def read_video(
     fps: Optional[float] = None,
     size: Optional[int] = None,
     max_seconds: Optional[float] = None,
+    start_s: float = 0.0,
 ) -> VideoClip:
     """Decode the first video stream of `path`.
 
@@ -162,10 +163,13 @@ def read_video(
         fps: resample to this rate by timestamps (frame j is the last source frame shown at j / fps),
             whatever the source rate, constant or variable; None keeps every source frame.
         size: resize the shorter side to `size` and center-crop to `size x size`; None keeps the size.
-        max_seconds: stop after this many seconds.
+        max_seconds: stop at this time (s from the stream start).
+        start_s: begin at the first frame slot at or after this time (s from the stream start; one
+            seek to the keyframe before it). Slot times stay j / fps, so the frames are exactly that
+            span of the whole file's: `vmas test` reads a clip of a long source this way.
 
     Returns:
-        `VideoClip` with `frames` uint8 `[F, H, W, 3]`, upright.
+        `VideoClip` with `frames` uint8 `[F, H, W, 3]`, upright; `duration_s` counts from `start_s`.
     """
     path = Path(path)
     with open_media(path) as container:
@@ -176,38 +180,52 @@ def read_video(
         duration = _stream_duration(container, stream)
         if max_seconds is not None and duration > 0:
             duration = min(duration, max_seconds)
+        if start_s > 0:
+            offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+            container.seek(math.floor((start_s + offset) / stream.time_base), stream=stream, backward=True, any_frame=False)
+        first_slot = math.ceil(start_s * fps - 1e-6) if fps is not None else 0
         frames: list[np.ndarray] = []
         times: list[float] = []
         rotation = 0
-        next_time = 0.0
-        previous: Optional[np.ndarray] = None
+        previous: Optional[av.VideoFrame] = None
+        image: Optional[np.ndarray] = None  # `previous`, converted (once, when a slot first shows it)
+
+        def shown() -> np.ndarray:
+            nonlocal image
+            if image is None:
+                image = _upright(previous)
+                image = resize_center_crop(image, size) if size else image
+            return image
+
         for time, frame in _decoded_frames(path, container, stream):
             if max_seconds is not None and time >= max_seconds:
                 break
             rotation = int(frame.rotation) % 360
             if fps is not None:
                 # Source frames up to `time` are shown until this frame appears: fill the target slots before it.
-                while previous is not None and next_time < time - 1e-6:
-                    frames.append(previous)
-                    next_time = len(frames) / fps
-            image = _upright(frame)
-            previous = resize_center_crop(image, size) if size else image
-            if fps is None:
-                frames.append(previous)
+                while previous is not None and (first_slot + len(frames)) / fps < time - 1e-6:
+                    frames.append(shown())
+            previous, image = frame, None
+            if fps is None and time >= start_s - 1e-6:
+                frames.append(shown())
             times.append(time)
         if not times:
             raise InputFileError(path, "no decodable video frames")
         if fps is None:
+            if not frames:
+                raise InputFileError(path, f"no video frames at or after {start_s:g} s")
             span = times[-1] - times[0]
             fps = (len(times) - 1) / span if span > 0 else float(stream.average_rate or 1.0)
             duration = max(duration, times[-1] + 1.0 / fps)
         else:
             duration = max(duration, times[-1] + 1e-6)
-            target = max(1, math.floor(duration * fps + 1e-6))
+            target = math.floor(duration * fps + 1e-6) - first_slot
+            if target < 1:
+                raise InputFileError(path, f"no video frames at or after {start_s:g} s (the video ends at {duration:.2f} s)")
             while len(frames) < target:
-                frames.append(previous)
+                frames.append(shown())
             frames = frames[:target]
-        return VideoClip(frames=np.stack(frames), fps=float(fps), duration_s=float(duration), rotation=rotation)
+        return VideoClip(frames=np.stack(frames), fps=float(fps), duration_s=float(duration - start_s), rotation=rotation)
 
 
 def frames_at(path: str | Path, times: Sequence[float], size: Optional[int] = None) -> np.ndarray:
@@ -318,18 +336,22 @@ def write_video(
     rotation: Optional[int] = None,
     codec: Optional[str] = None,
     times: Optional[Sequence[float]] = None,
+    options: Optional[Mapping[str, str]] = None,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Write uint8 `frames [F, H, W, 3]` (H, W even) at `fps`, or at explicit `times` (s) for a
     variable frame rate, with an optional mono float `audio [N]` track.
 
-    Codecs by default: H.264 + AAC; VP9 + Opus for `.webm`.
+    Codecs by default: H.264 + AAC; VP9 + Opus for `.webm`. `options`: the video encoder's
+    (FFmpeg names, e.g. `{"crf": "28"}`); `pix_fmt`: its
+    pixel format (`yuvj420p`: full colour range, as phones write).
     """
     path = Path(path)
     webm = path.suffix == ".webm"
     with av.open(str(path), "w") as container:
         rate = Fraction(fps).limit_denominator(1000)
-        video = container.add_stream(codec or ("libvpx-vp9" if webm else "libx264"), rate=rate)
-        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        video = container.add_stream(codec or ("libvpx-vp9" if webm else "libx264"), rate=rate, options=dict(options or {}))
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         if times is not None:
             video.time_base = Fraction(1, 1000)
         if rotation is not None:

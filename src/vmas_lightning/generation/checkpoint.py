@@ -36,10 +36,9 @@ def hparam_classes() -> list[type]:
     return found
 
 
-def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"):
-    """`(VMASModel, SequenceConfig, GenerationConfig)` from a `VMASModule` checkpoint, in eval mode on `device`."""
-    from vmas_lightning.lit_module import VMASModule
-
+def read_checkpoint(ckpt_path: str | Path) -> dict:
+    """A `VMASModule` checkpoint (or `vmas export` file) read on the CPU with `weights_only=True`;
+    one-line `VMASError` for a missing, unreadable or foreign file."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise VMASError(f"{path}: checkpoint not found")
@@ -50,6 +49,15 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
         raise VMASError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
         raise VMASError(f"{path}: not a VMASModule checkpoint (no state_dict/hyper_parameters)")
+    return checkpoint
+
+
+def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"):
+    """`(VMASModel, SequenceConfig, GenerationConfig)` from a `VMASModule` checkpoint, in eval mode on `device`."""
+    from vmas_lightning.lit_module import VMASModule
+
+    path = Path(ckpt_path)
+    checkpoint = read_checkpoint(path)
     # Plain values (LightningCLI saves dicts, a Trainer the dataclasses) without LightningCLI's _instantiator / _class_path.
     hparams = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
                for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}

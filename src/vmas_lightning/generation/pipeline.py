@@ -53,24 +53,38 @@ class Generation:
         # the settings of the plot's beats: data.beats of `beats_config` (`vmas beats --config`), else the defaults
         self.beats = BeatConfig() if cfg.beats_config is None else DataConfig.from_yaml(cfg.beats_config).beats
 
+    def read(self, video_path: Path):
+        """The file's frames as the model sees them: `read_video` at the model's rate and size
+        (`VideoClip`, at least one frame, or `InputFileError`)."""
+        from vmas_lightning.data.video_io import read_video
+
+        return read_video(video_path, fps=self.sequence.fps, size=self.sequence.frame_size)
+
+    def compose(self, frames, duration_s: float, config: Optional[GenerationConfig] = None,
+                seeds: Optional[list[int]] = None, on_step: Optional[Callable[[int, int], None]] = None,
+                progress: bool = True):
+        """Music for uint8 `frames [F, H, W, 3]` at the model's rate: float32 `[N]` at the codec's
+        rate, the full decoded length (at least `duration_s`). `seeds`: `MusicGenerator`'s, one."""
+        from vmas_lightning.generation.generator import MusicGenerator
+
+        video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None]  # uint8 [1, 3, F, H, W]
+        generator = MusicGenerator(self.model, config or self.config, progress=progress, on_step=on_step)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            tokens = generator.generate(video.to(self.device), duration_s=duration_s, seeds=seeds)
+        return self.model.codec.decode(tokens)[0, 0].float().cpu().numpy()
+
     def __call__(self, video_path: Path, stem: Path, plot: Optional[Path] = None, config: Optional[GenerationConfig] = None,
                  keep_original_audio: Optional[bool] = None, on_step: Optional[Callable[[int, int], None]] = None) -> dict:
         """Generate for one file; returns what was written (raises `InputFileError` for a bad file).
         `config` and `keep_original_audio` replace the command's settings for this file;
         `on_step` is `MusicGenerator`'s progress callback."""
-        from vmas_lightning.data.video_io import read_video
-        from vmas_lightning.generation.generator import MusicGenerator
         from vmas_lightning.generation.mux import add_extension, mux_audio, write_wav
 
         seq = self.sequence
         keep_original_audio = self.cfg.keep_original_audio if keep_original_audio is None else keep_original_audio
-        clip = read_video(video_path, fps=seq.fps, size=seq.frame_size)  # at least one frame, or InputFileError
-        video = torch.from_numpy(clip.frames).permute(3, 0, 1, 2)[None]  # uint8 [1, 3, F, H, W]
+        clip = self.read(video_path)
         started = time.perf_counter()
-        generator = MusicGenerator(self.model, config or self.config, progress=True, on_step=on_step)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            tokens = generator.generate(video.to(self.device), duration_s=clip.duration_s)
-        audio = self.model.codec.decode(tokens)[0, 0].float().cpu().numpy()
+        audio = self.compose(clip.frames, clip.duration_s, config, on_step=on_step)
         music = audio[: seq.samples_for(clip.duration_s)]  # the video's length, as the wav holds it
         result = {"video": str(video_path), "seconds": round(clip.duration_s, 3),
                   "generation_s": round(time.perf_counter() - started, 2)}

@@ -285,7 +285,8 @@ def results_table(metrics: dict[str, Any], name: str = "this run", others: Optio
     """Markdown table of a run's metrics under its reference rows (`metrics["reference_rows"]`), then
     the `others` runs (name -> metrics) on the same clips; columns that no row measured are left out."""
     rows = [(row.replace("_", " "), values) for row, values in metrics.get("reference_rows", {}).items()]
-    rows += [(f"**{label}**", values) for label, values in {name: metrics, **(others or {})}.items()]
+    rows += [(f"**{label}**" + (" (frames from video files)" if values.get("input_path") == "video_file" else ""), values)
+             for label, values in {name: metrics, **(others or {})}.items()]
     columns = [c for c in RESULT_COLUMNS if any(values.get(c[0]) is not None for _, values in rows)]
     if any(values.get("true_onsets_per_clip") is not None for _, values in rows):
         columns.insert(next(i for i, c in enumerate(columns) if c[0] == "onsets_per_clip") + 1,
