@@ -1,6 +1,8 @@
 """Does the model hear the same video however it comes? Held-out demo clips as uploads come, printed as JSON.
 
     python benchmarks/robustness.py --ckpt checkpoints/demo/model.ckpt [--seed 4 --num-clips 36] [--markdown]
+    python benchmarks/robustness.py --forms shard,hevc > a.json   # rows split over processes ...
+    python benchmarks/robustness.py --merge a.json b.json --markdown   # ... and joined into one report
 
 Each demo clip (`data.demo`, a seed the model never saw) is rendered again as a camera would film it
 (at the form's frame rate and size, not the model's), boxed, recoloured or upscaled as the form says,
@@ -13,8 +15,9 @@ rate and size, JPEG at the shards' quality) through the same generator.
 Each row: style accuracy (the config's `demo_style` classifier against the clip's true style;
 chance 0.25), onset precision / recall / F1 against the clip's cuts (50 ms) and against another
 clip's cuts (the chance level of F1), onsets per clip (truth alongside), KL of the style
-distributions (true music || generated), and the cosine between the clip's encoder features from
-this form and from the shard (mean over time). `features` reports the encoder's mean cosine between
+distributions (true music || generated), and `feature_change_cosine`: how alike the encoder's
+features move over the clip from this form and from the shard (per step, about each one's own time
+mean, so the constant style is left out and cuts count; 1: alike). `features` reports the encoder's mean cosine between
 clips of different styles and of one style (shard frames; raw and centred on the clips' mean),
 as a collapsed encoder shows about 0.999 for both. `truth` scores the clips' own music (the
 evaluators' ideal). `passes` checks the issue's bar (style >= 0.9 and no more than 0.05 below
@@ -124,6 +127,15 @@ def style_cosines(features: np.ndarray, styles: list[str]) -> dict[str, float]:
     return out
 
 
+def change_cosine(features: np.ndarray, reference: np.ndarray) -> float:
+    """Mean over time steps of the cosine between how the features `[S, D]` of a clip move about their
+    own time mean and how the reference's do (1: the same changes at the same steps, as a cut makes
+    them; the style, constant in a clip, is left out)."""
+    a, b = features - features.mean(axis=0), reference - reference.mean(axis=0)
+    cosine = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(min=1e-12)
+    return float(cosine.mean())
+
+
 def score(metric: SyntheticTaskMetrics, control: SyntheticTaskMetrics, kl: KLDivergence) -> dict[str, float]:
     values = {k: (None if v is None else round(float(v), 4)) for k, v in metric.compute().items()}
     values["onset_f1_other_clip"] = round(float(control.compute()["onset_f1"]), 4)
@@ -146,7 +158,11 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--forms", default=None, help=f"Comma-separated rows to run (default: all): {SHARD}, {', '.join(FORMS)}.")
     parser.add_argument("--work-dir", default=None, help="Keep the files here (default: a temporary folder).")
     parser.add_argument("--markdown", action="store_true", help="Also print the table (stderr).")
+    parser.add_argument("--merge", nargs="+", default=None, help="Join these reports (same model, seed and clips) instead of running.")
+    parser.add_argument("--features-only", action="store_true", help="Only the encoder's features of each row (no music: fast).")
     args = parser.parse_args(argv)
+    if args.merge:
+        return finish(merge_reports([json.loads(Path(path).read_text()) for path in args.merge]), args.markdown)
 
     started = time.time()
     generation = Generation(build_parser().parse_args(["--ckpt", args.ckpt, "--device", "cpu"]))
@@ -168,61 +184,83 @@ def main(argv: Optional[list[str]] = None) -> dict:
     reference_control.update(truth, seq.sample_rate, others)
     result["truth"] = score(reference, reference_control, KLDivergence(classifier))
 
-    shard_features = None
+    def encode(frames: np.ndarray) -> np.ndarray:  # encoder features [S, D] of one clip
+        with torch.no_grad():
+            return model.encode_video(torch.from_numpy(frames[: seq.num_frames]).permute(3, 0, 1, 2)[None])[0].numpy()
+
+    shard_frames = [unpack_jpegs(pack_jpegs(clip["frames"])) for clip in clips]
+    shard_features = [encode(frames) for frames in shard_frames]
+    pooled = np.stack([features.mean(axis=0) for features in shard_features])
+    result["features"] = {key: round(value, 4) for key, value in style_cosines(pooled, [m["style"] for m in metas]).items()}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work_dir or scratch)
         work.mkdir(parents=True, exist_ok=True)
         for row in rows:
             metric, control, kl = SyntheticTaskMetrics(classifier), SyntheticTaskMetrics(), KLDivergence(classifier)
-            features = []
+            changes = []
             for index, clip in enumerate(clips):
                 if row == SHARD:
-                    frames = unpack_jpegs(pack_jpegs(clip["frames"]))
+                    frames = shard_frames[index]
                 else:
                     form = FORMS[row][1]
                     path = form.write(work / f"{clip['id']}-{row}", form.frames(args.seed, index, seq.duration_s),
                                       clip["audio"], seq.sample_rate)
                     frames = generation.read(path).frames
+                changes.append(change_cosine(encode(frames), shard_features[index]))
+                if args.features_only:
+                    continue
                 music = generation.compose(frames, seq.duration_s, seeds=[clip_seed(generation.config.seed, clip["id"])], progress=False)
                 audio = torch.from_numpy(music[: seq.num_samples])[None, None]
                 metric.update(audio, seq.sample_rate, [clip["meta"]])
                 control.update(audio, seq.sample_rate, [others[index]])
                 kl.update(audio, truth[index : index + 1], seq.sample_rate)
-                with torch.no_grad():
-                    video = torch.from_numpy(frames[: seq.num_frames]).permute(3, 0, 1, 2)[None]
-                    features.append(model.encode_video(video).mean(dim=1)[0].numpy())
-            features = np.stack(features)
-            values = score(metric, control, kl)
-            if row == SHARD:
-                shard_features = features
-                result["features"] = {key: round(value, 4) for key, value in style_cosines(features, [m["style"] for m in metas]).items()}
-            if shard_features is not None:
-                cosine = (features * shard_features).sum(1) / (np.linalg.norm(features, axis=1) * np.linalg.norm(shard_features, axis=1))
-                values["feature_cosine_to_shard"] = round(float(cosine.mean()), 4)
+            values = {} if args.features_only else score(metric, control, kl)
+            values["feature_change_cosine"] = round(float(np.mean(changes)), 4)
             result["rows"][row] = values
             print(f"{row}: {json.dumps(values)}", file=sys.stderr, flush=True)
+    result["seconds"] = round(time.time() - started, 1)
+    result["threads"] = torch.get_num_threads()
+    return finish(result, args.markdown)
+
+
+def finish(result: dict, show_markdown: bool) -> dict:
+    """Check every row against the shard row (`passes`, `all_pass`), print the JSON (and the table)."""
     shard = result["rows"].get(SHARD)
-    if shard is not None:
+    if shard is not None and all("onset_f1" in values for values in result["rows"].values()):
         for values in result["rows"].values():
             values["passes"] = passes(values, shard)
         result["all_pass"] = all(values["passes"] for values in result["rows"].values())
-    result["seconds"] = round(time.time() - started, 1)
-    result["threads"] = torch.get_num_threads()
-    if args.markdown:
+    if show_markdown:
         print(markdown(result), file=sys.stderr)
     print(json.dumps(result, indent=1))
     return result
 
 
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from reports of the same checkpoint, seed and clips that ran different rows."""
+    first = reports[0]
+    for report in reports[1:]:
+        if (report["ckpt"], report["seed"], report["num_clips"]) != (first["ckpt"], first["seed"], first["num_clips"]):
+            raise SystemExit("robustness --merge: the reports are of other checkpoints, seeds or clip counts")
+    rows: dict[str, dict] = {}
+    for report in reports:  # a features-only report adds its feature columns to the rows of another
+        for row, values in report["rows"].items():
+            rows[row] = {**rows.get(row, {}), **values}
+    merged = {**first, "rows": {row: rows[row] for row in [SHARD, *FORMS] if row in rows},
+              "seconds": round(sum(report["seconds"] for report in reports), 1)}
+    merged.update({key: report[key] for report in reports for key in ("features",) if key in report})
+    return merged
+
+
 def markdown(result: dict) -> str:
     """The rows as a table (RESULTS.md)."""
-    lines = ["| input | style acc | onset F1 vs cuts | F1 vs another clip's cuts | onsets/clip (truth) | KL | feature cos to shard | passes |",
+    lines = ["| input | style acc | onset F1 vs cuts | F1 vs another clip's cuts | onsets/clip (truth) | KL | feature changes vs shard's (cos) | passes |",
              "|---|---|---|---|---|---|---|---|"]
     truth = result["truth"]
     lines.append(f"| the clips' own music | {truth['style_accuracy']:.2f} | {truth['onset_f1']:.2f} | {truth['onset_f1_other_clip']:.2f} | "
                  f"{truth['onsets_per_clip']:.1f} ({truth['true_onsets_per_clip']:.1f}) | 0 | | |")
     for row, v in result["rows"].items():
-        cosine = v.get("feature_cosine_to_shard")
+        cosine = v.get("feature_change_cosine")
         label = "the shards' frames (`vmas test`)" if row == SHARD else FORMS[row][0]
         lines.append(f"| {label} | {v['style_accuracy']:.2f} | {v['onset_f1']:.2f} | {v['onset_f1_other_clip']:.2f} | "
                      f"{v['onsets_per_clip']:.1f} ({v['true_onsets_per_clip']:.1f}) | {v.get('kl', float('nan')):.3f} | "

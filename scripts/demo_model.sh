@@ -2,7 +2,7 @@
 # `make demo-model`: remake the committed demo assets from scratch: the mel_rvq codec and demo_style
 # evaluator (checkpoints/demo/{mel_rvq,style_net}.pt), the demo training data (seed 0), and the demo
 # model (checkpoints/demo/model.ckpt, EMA weights only) in two stages: 4,000 steps on the shards'
-# frames as stored (configs/demo.yaml with data.augment off), then 1,500 steps from those weights
+# frames as stored (configs/demo.yaml with data.augment off), then 1,000 steps from those weights
 # with the upload augmentations (configs/demo_robust.yaml). Wall time: see README ("The demo model").
 # STAGE=2 runs the second stage alone, from STAGE1 (default: runs/demo-model/stage1.ckpt).
 set -euo pipefail

@@ -37,11 +37,25 @@ def test_fit_test_generate(demo_data, tmp_path, capsys):
     assert list(rows) == ["ground_truth", "codec_round_trip", "another_clip", "generated_for_another_video"]
     assert rows["ground_truth"]["onset_f1"] >= 0.9 and rows["another_clip"]["onset_f1"] < 0.6  # own cuts vs another's
     assert rows["ground_truth"]["alignment_z"] > rows["another_clip"]["alignment_z"] + 1  # and against shifted music
-    assert metrics["mv_align_protocol"] == "model_rate_frames" and "MV-Align on the model-rate frames" in metrics["note"]
+    # demo test clips name their video files as sources: MV-Align follows the AV-Align protocol on them
+    assert metrics["mv_align_protocol"] == "source_native_rate" and metrics["input_path"] == "shard_frames"
     # the shuffled-video control is the same generated audio, each scored against another clip
     assert rows["generated_for_another_video"]["onsets_per_clip"] == pytest.approx(metrics["onsets_per_clip"])
     assert len(list((out / "audio").glob("*.wav"))) == 4
     assert len((out / "clips.csv").read_text().splitlines()) == 5
+
+    # the same clips through the path users take: the frames of each clip's video file, as `vmas generate` reads it
+    files = tmp_path / "test-files"
+    assert main(["test", "--config", str(TINY_CONFIG), "--data.root", str(demo_data), "--data.num_workers", "0",
+                 "--trainer.default_root_dir", str(tmp_path / "train"), "--model.evaluation.output_dir", str(files),
+                 "--data.test_input", "video_file", "--ckpt_path", str(ckpt)]) == 0
+    by_file = json.loads((files / "metrics.json").read_text())
+    assert by_file["input_path"] == "video_file" and by_file["num_clips"] == 4
+    assert by_file["reference_rows"]["ground_truth"] == metrics["reference_rows"]["ground_truth"]  # same music and labels
+    assert by_file["ce"] != metrics["ce"]  # other pictures
+    capsys.readouterr()
+    assert main(["results", str(out), str(files)]) == 0
+    assert "| **test-files** (frames from video files) |" in capsys.readouterr().out
 
     # `vmas predict` with the writer from the README: per-clip seeds give the clips `vmas test` generated
     predicted = tmp_path / "predict"

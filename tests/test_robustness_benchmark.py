@@ -62,6 +62,33 @@ def test_the_benchmark_scores_the_truth_ideal_and_runs_every_row_it_is_asked(mon
     assert truth["style_accuracy"] == 1.0 and truth["onset_f1"] == 1.0 and truth["onset_f1_other_clip"] < 0.6
     for row in report["rows"].values():
         assert 0 <= row["onset_f1"] <= 1 and row["true_onsets_per_clip"] == truth["true_onsets_per_clip"]
-        assert row["passes"] in (True, False) and -1 <= row["feature_cosine_to_shard"] <= 1
-    assert report["rows"]["shard"]["feature_cosine_to_shard"] == pytest.approx(1.0)
+        assert row["passes"] in (True, False) and -1 <= row["feature_change_cosine"] <= 1
+    assert report["rows"]["shard"]["feature_change_cosine"] == pytest.approx(1.0)
     assert -1 <= report["features"]["between_styles_raw"] < report["features"]["within_style_raw"] <= 1
+
+
+def test_change_cosine_sees_the_changes_not_the_style():
+    cosine = load_robustness().change_cosine
+    steps = np.zeros((6, 3))
+    steps[3:, 0] = 1.0  # a cut at step 3
+    style = np.array([0.0, 5.0, 5.0])
+    assert cosine(steps + style, steps) == pytest.approx(1.0)  # another constant offset: the same changes
+    late = np.roll(steps, 1, axis=0)
+    late[0] = 0.0  # the cut a step later
+    assert cosine(late, steps) < 0.7
+
+
+def test_reports_of_split_rows_join_into_one_with_every_row_checked_against_the_shard_row(capsys):
+    robustness = load_robustness()
+    row = dict(style_accuracy=1.0, onset_f1=0.6, onsets_per_clip=9.0, true_onsets_per_clip=8.0, onset_f1_other_clip=0.1)
+    common = {"ckpt": "m.ckpt", "seed": 4, "num_clips": 36, "truth": {}, "seconds": 10.0}
+    first = {**common, "rows": {"hevc": {**row, "style_accuracy": 0.94}}}
+    features = {**common, "rows": {"hevc": {"feature_change_cosine": 0.9}, "shard": {"feature_change_cosine": 1.0}}}
+    second = {**common, "rows": {"shard": row, "h264_crf28": {**row, "onsets_per_clip": 11.0}}, "features": {"x": 1}}
+    merged = robustness.finish(robustness.merge_reports([first, second, features]), False)
+    assert list(merged["rows"]) == ["shard", "h264_crf28", "hevc"] and merged["seconds"] == 30.0 and merged["features"]
+    assert merged["rows"]["hevc"]["feature_change_cosine"] == 0.9 and merged["rows"]["hevc"]["style_accuracy"] == 0.94
+    # onsets +37.5%: out; style 0.06 below the shard row: out
+    assert [v["passes"] for v in merged["rows"].values()] == [True, False, False] and merged["all_pass"] is False
+    with pytest.raises(SystemExit):
+        robustness.merge_reports([first, {**second, "seed": 5}])
