@@ -99,6 +99,8 @@ class UploadForm:
 
 FORMS = {  # key: (what the table says, the form)
     "h264_model_geometry": ("H.264 CRF 18, 9.6 fps 64x64 (the model's own rate and size)", UploadForm(fps=9.6, size=64)),
+    "h264_30fps_64": ("H.264 CRF 18, 30 fps 64x64 (only the frame rate differs)", UploadForm(fps=30.0, size=64)),
+    "h264_256": ("H.264 CRF 18, 9.6 fps 256x256 (only the size differs)", UploadForm(fps=9.6, size=256)),
     "h264_crf18": ("H.264 CRF 18, 30 fps 256x256", UploadForm(fps=30.0, size=256)),
     "h264_crf28": ("H.264 CRF 28, 30 fps 256x256 (a typical upload)", UploadForm(fps=30.0, size=256, crf=28)),
     "h264_upscaled": ("H.264 CRF 23, 25 fps, 64 px upscaled 4x to 256", UploadForm(fps=25.0, size=256, crf=23, render_size=64)),

@@ -42,7 +42,8 @@ class VideoAugmentConfig:
             shards and files alike (benchmarks/RESULTS.md, "Through files").
         upscale: source size as a multiple of the model's `[low, high]`: frames are resized up
             (linear) and back down with an area filter, as `read_video` scales a larger file.
-        crop: side of a random crop as a fraction of the frame `[low, high]` (resized back).
+        crop: side of a random crop as a fraction of that frame `[low, high]`, resized to the
+            model's size (area filter down, linear up, as `read_video`).
         pad: largest total bar width, as a fraction of the side, of a letter- or pillar-box (black
             bars on one axis, split at random between its two sides); 0: off.
         brightness: largest relative change of the level (0.1: x0.9-x1.1).
@@ -144,8 +145,8 @@ class VideoAugment:
             if (big_h, big_w) != (height, width):
                 image = cv2.resize(image, (big_w, big_h), interpolation=cv2.INTER_LINEAR)
             image = image[top : top + crop_h, left : left + crop_w]
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-            out[index] = image
+            shrink = crop_w > width  # area filter down, linear up, as `read_video` resizes
+            out[index] = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         out = self._bars(out, bars, bar_axis, bar_split)
         out = self._colour(out, *gains, mixup=mixup, to_limited=to_limited)
         if quality is not None:

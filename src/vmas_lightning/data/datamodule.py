@@ -94,7 +94,8 @@ class ClipDataset(StreamingDataset):
         if self.frames_from_source:
             sample["frames"] = self.source_frames(source, sample, sample["start_s"] + start / seq.fps)
         if self.augment is not None:  # its own stream: the crop's draws stay those of an unaugmented run
-            sample["frames"] = self.augment(sample["frames"], np.random.default_rng([self.crop_seed, self.current_epoch, flat_index, 1]))
+            rng = np.random.default_rng([self.crop_seed, self.current_epoch, flat_index, 1])
+            sample["frames"] = self.augment(sample["frames"], rng)
         start_s = start / seq.fps
         first_token = seq.tokens_for(start_s)
         tokens = slice(first_token, first_token + seq.num_tokens)
@@ -117,7 +118,6 @@ class ClipDataset(StreamingDataset):
             first_sample = seq.samples_for(start_s)
             item["audio"] = torch.from_numpy(sample["audio"][first_sample : first_sample + seq.num_samples])[None]
         return item
-
 
     def source_frames(self, source: Optional[Path], sample: dict[str, Any], start_s: float) -> np.ndarray:
         """uint8 `[F, H, W, 3]`: the clip's window of its source video as `vmas generate` reads a file;
