@@ -34,7 +34,7 @@ echo
 echo "Held-out demo clips (seed $SEED): the committed model ($MODEL) from the shards' frames and from the clips'"
 echo "video files (30 fps, 256x256 H.264, read as vmas generate reads them), a ${SHORT_STEPS}-step model trained just now, and reference rows"
 "$VMAS" results "$DEMO_DIR/test-committed" "$DEMO_DIR/test-committed-files" "$DEMO_DIR/test-short" \
-  --names "committed model,committed model,${SHORT_STEPS}-step model"
+  --names "committed model (shard frames),committed model,${SHORT_STEPS}-step model"
 cat <<MSG
 
 Demo finished. Outputs:

@@ -27,6 +27,9 @@ def test_results_prints_runs_side_by_side_under_the_reference_rows(tmp_path, cap
     assert "empty.json: empty" in one_line_error(capsys)
     assert main(["results", str(tmp_path / "a"), "--names", "x,y"]) == 2
     assert "2 names for 1 runs" in one_line_error(capsys)
+    # two rows of one name would show only the last: refused (a run and its video-file run, say)
+    assert main(["results", str(tmp_path / "a"), str(tmp_path / "b"), "--names", "model,model"]) == 2
+    assert "two runs have the same name" in one_line_error(capsys)
 
 
 def test_export_keeps_weights_and_hyper_parameters_only(tmp_path, capsys):

@@ -34,5 +34,7 @@ def run(cfg) -> int:
     names = cfg.names.split(",") if cfg.names else [Path(p).name if Path(p).is_dir() else Path(p).parent.name for p in cfg.runs]
     if len(names) != len(metrics):
         raise VMASError(f"--names has {len(names)} names for {len(metrics)} runs")
+    if len(set(names)) != len(names):
+        raise VMASError(f"two runs have the same name ({', '.join(names)}): give each its own with --names")
     print(results_table(metrics[0], names[0], others=dict(zip(names[1:], metrics[1:]))))
     return 0
