@@ -156,19 +156,19 @@ def ffprobe(path, *entries) -> dict:
 def test_generate_page_returns_the_demo_video_with_music(server, browser, demo_data, tmp_path):
     from vmas_lightning.data.video_io import read_audio, read_video, write_video
 
-    demo = next((demo_data.parent / "videos").glob("*.mp4"))  # a 10-s demo clip: its first 2.5 s
+    demo = next((demo_data / "videos" / "test").glob("*.mp4"))  # a 10-s held-out demo clip: its first 2.4 s (60 frames at 25 fps)
     clip = read_video(demo)
-    frames = clip.frames[: round(2.5 * clip.fps)]
-    video = write_video(tmp_path / "demo clip.mp4", frames, clip.fps, read_audio(demo, 32000)[:80000], 32000)
+    frames = clip.frames[: round(2.4 * clip.fps)]
+    video = write_video(tmp_path / "demo clip.mp4", frames, clip.fps, read_audio(demo, 32000)[:76800], 32000)
 
     shown = upload(browser, server, video, seed=3)
     assert shown.get_attribute("id") == "result", visible(browser, "error") and visible(browser, "error").text
-    assert browser.find_element("id", "seconds").text == "2.5"
+    assert browser.find_element("id", "seconds").text == "2.4"
     assert 0.0 <= float(browser.find_element("id", "mv-align").text) <= 1.0
     assert browser.execute_script("return document.getElementById('plot').naturalWidth") > 0
     # the muxed video plays in the browser: its duration is known and playback advances
     wait_for(browser, lambda d: d.execute_script("return document.getElementById('result-video').readyState >= 2"), 60)
-    assert browser.execute_script("return document.getElementById('result-video').duration") == pytest.approx(2.5, abs=0.1)
+    assert browser.execute_script("return document.getElementById('result-video').duration") == pytest.approx(2.4, abs=0.1)
     played = browser.execute_async_script(
         "const done = arguments[0], v = document.getElementById('result-video');"
         "v.play().then(() => setTimeout(() => done(v.currentTime), 800), (e) => done(String(e)));")
@@ -178,14 +178,14 @@ def test_generate_page_returns_the_demo_video_with_music(server, browser, demo_d
     out = tmp_path / "downloaded.mp4"
     out.write_bytes(server.get(link.removeprefix(server.url)))
     info = ffprobe(out, "format=duration", "stream=codec_type,codec_name,nb_read_frames")
-    assert float(info["format"]["duration"]) == pytest.approx(2.5, abs=0.05)
+    assert float(info["format"]["duration"]) == pytest.approx(2.4, abs=0.05)
     streams = {s["codec_type"]: s for s in info["streams"]}
     assert streams["video"]["codec_name"] == "h264" and int(streams["video"]["nb_read_frames"]) == len(frames)
     assert streams["audio"]["codec_name"] == "aac" and int(streams["audio"]["nb_read_frames"]) > 0
     wav = tmp_path / "music.wav"
     wav.write_bytes(server.get(browser.find_element("id", "download-wav").get_attribute("href").removeprefix(server.url)))
     audio, rate = soundfile.read(wav)
-    assert rate == 32000 and len(audio) == 80000
+    assert rate == 32000 and len(audio) == 76800
 
 
 def test_bad_uploads_show_their_message(server, browser, tmp_path):
