@@ -1,141 +1,23 @@
 """`vmas serve` driven in a real headless Chromium (Selenium with the system's chromedriver), the
 server started by the test on a free local port: a demo video in, a playing muxed video out; bad
-uploads; a 3-pair study answered by two raters across a server restart, checked against SQLite."""
-import csv
-import io
+uploads; a dropped video, cancelled from the page; a job that survives kill -9. (The listening
+study's browser tests: tests/test_serve_study_browser.py.)"""
 import json
-import os
-import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import soundfile
 
 from media import make_video, sine, truncated_copy, write_audio_only
+from serve_browser import MISSING, browser, media, server, visible, wait_for  # noqa: F401
 
-TOKEN = "test-admin-token"
-NEEDED = {"chromium": shutil.which("chromium") or shutil.which("chromium-browser"),
-          "chromedriver": shutil.which("chromedriver"), "ffprobe": shutil.which("ffprobe")}
-try:
-    import selenium  # noqa: F401
-except ImportError:
-    NEEDED["selenium (pip, the dev extra)"] = None
-MISSING = [name for name, found in NEEDED.items() if not found]
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(
     bool(MISSING), reason=f"needs {', '.join(MISSING)}: .ci/install-browser.sh installs chromium, chromium-driver and ffmpeg with apt-get")]
 
 
-class Server:
-    """`vmas serve` in a subprocess on a free port; `restart()` keeps its work folder."""
-
-    def __init__(self, ckpt: Path, work: Path, media_root: Path):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.work, self.log = work, work.parent / "server.log"
-        self.command = [sys.executable, "-m", "vmas_lightning.cli.main", "serve", "--ckpt", str(ckpt), "--port", str(self.port),
-                        "--work-dir", str(work), "--media-root", str(media_root), "--admin-token", TOKEN,
-                        "--max-upload-mb", "1", "--max-video-s", "5", "--device", "cpu"]
-        self.process = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(self.command, stdout=self.log.open("a"), stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            assert self.process.poll() is None, f"vmas serve exited: {self.log.read_text()[-2000:]}"
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as response:
-                    if json.load(response) == {"ok": True}:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError(f"vmas serve did not answer in 300 s: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=60)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def get(self, path: str, cookie: str = "") -> bytes:
-        with urllib.request.urlopen(urllib.request.Request(self.url + path, headers={"Cookie": cookie}), timeout=30) as response:
-            return response.read()
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    """Two systems' videos for the same 3 sources (a study), made with different music."""
-    root = tmp_path_factory.mktemp("media")
-    for system, freq in (("a", 440.0), ("b", 660.0)):
-        (root / system).mkdir()
-        for index in range(3):
-            make_video(root / system / f"clip{index}.mp4", 1.0, 12, audio_rate=32000)
-    return root
-
-
-@pytest.fixture(scope="module")
-def server(tiny_ckpt, media, tmp_path_factory):
-    server = Server(tiny_ckpt, tmp_path_factory.mktemp("serve") / "work", media)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = NEEDED["chromium"]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--mute-audio",
-                 "--autoplay-policy=no-user-gesture-required", "--window-size=1200,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(NEEDED["chromedriver"]))
-    yield driver
-    driver.quit()
-
-
-def wait_for(driver, condition, timeout=300):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
-
-
-def submit_and_wait(driver, button, timeout=60):
-    """Click a form's submit `button` and wait until the page it posts to has replaced this one and loaded.
-
-    The wait marks the current document and polls the browser for a new one: asking the old button whether it is
-    stale (selenium's staleness_of) races with its removal, and chromedriver then raises an inspector error
-    ("Node with given id does not belong to the document") instead of StaleElementReferenceException.
-    """
-    from selenium.common.exceptions import WebDriverException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver.execute_script("document.documentElement.dataset.leaving = 'yes'")
-    button.click()
-    WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(WebDriverException,)).until(
-        lambda d: d.execute_script(
-            "return document.readyState === 'complete' && !document.documentElement.dataset.leaving"))
-
-
-def visible(driver, element_id):
-    from selenium.webdriver.common.by import By
-
-    element = driver.find_element(By.ID, element_id)
-    return element if element.is_displayed() else False
-
-
 def upload(driver, server, path, seed=None):
-    """Drop a file on the Generate page and wait for its result or its error; returns which showed."""
+    """Choose a file on the Generate page and wait for its result or its error; returns which showed."""
     from selenium.webdriver.common.by import By
 
     driver.get(server.url + "/")
@@ -204,73 +86,54 @@ def test_bad_uploads_show_their_message(server, browser, tmp_path):
         shown = upload(browser, server, path)
         assert shown.get_attribute("id") == "error" and shown.text.startswith(message), (name, shown.text)
     jobs = server.work / "jobs"
-    assert not jobs.exists() or all(len(list(folder.iterdir())) > 1 for folder in jobs.iterdir()), "refused uploads are deleted"
+    assert all(len(list(folder.iterdir())) > 1 for folder in jobs.iterdir() if folder.is_dir()), "refused uploads are deleted"
 
 
-def forget_cookies(browser):
-    """Every cookie of every path (WebDriver's delete_all_cookies sees only the current page's)."""
-    browser.execute_cdp_cmd("Network.clearBrowserCookies", {})
-
-
-def answer_study(browser, server, study, quality, sync):
+def drop(driver, path):
+    """Drop a file on the Generate page's drop zone, as a file manager does (a DataTransfer drop event)."""
     from selenium.webdriver.common.by import By
 
-    browser.get(f"{server.url}/study/{study}")
-    for index in range(1, 4):
-        assert browser.find_element(By.TAG_NAME, "h1").text == f"Pair {index} of 3"
-        wait_for(browser, lambda d: d.execute_script(
-            "return ['left', 'right'].every(id => document.getElementById(id).readyState >= 1)"), 60)
-        browser.find_element(By.ID, f"quality-{quality}").click()
-        browser.find_element(By.ID, f"sync-{sync}").click()
-        submit_and_wait(browser, browser.find_element(By.ID, "next"))
-    assert "You answered all 3 pairs" in wait_for(browser, lambda d: visible(d, "done"), 60).text
+    carrier = driver.execute_script(
+        "const input = document.createElement('input'); input.type = 'file'; input.id = 'carrier';"
+        "input.style.display = 'block'; document.body.append(input); return input;")
+    carrier.send_keys(str(path))
+    driver.execute_script(
+        "const transfer = new DataTransfer(); transfer.items.add(document.getElementById('carrier').files[0]);"
+        "document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true}));")
+    assert driver.find_element(By.ID, "chosen").text.startswith(Path(path).name)
 
 
-def test_study_with_two_raters_across_a_restart(server, browser):
+def test_drop_cancel_and_a_kill_9_restart(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
-    from vmas_lightning.serve.study import StudyStore
+    video = make_video(tmp_path / "clip.mp4", 4.0, 24, width=64, height=48)
+    before = server.api("/api/jobs?name=earlier.mp4", "POST", video.read_bytes())
+    wait_for(browser, lambda d: server.api(f"/api/jobs/{before['id']}")["state"] == "done", 300)
 
-    forget_cookies(browser)
-    browser.get(server.url + "/admin")
-    assert "admin token" in browser.find_element(By.ID, "error").text
-    browser.get(f"{server.url}/admin?token={TOKEN}")
-    for field, value in (("name", "A vs B"), ("folder_a", "a"), ("folder_b", "b"), ("label_a", "checkpoint 1"),
-                         ("label_b", "checkpoint 2")):
-        browser.find_element(By.ID, field).clear()
-        browser.find_element(By.ID, field).send_keys(value)
-    browser.find_element(By.ID, "pairs_per_rater").clear()
-    browser.find_element(By.ID, "pairs_per_rater").send_keys("3")
-    submit_and_wait(browser, browser.find_element(By.ID, "create"))
-    study = int(wait_for(browser, lambda d: "/admin/studies/" in d.current_url and d.current_url).rsplit("/", 1)[1])
+    # dropped, previewed, queued behind another upload, cancelled from the page
+    blockers = [server.api(f"/api/jobs?name=blocker{i}.mp4", "POST", video.read_bytes()) for i in range(3)]
+    browser.get(server.url + "/")
+    drop(browser, video)
+    assert browser.execute_script("return !document.getElementById('preview').hidden")
+    browser.find_element(By.ID, "submit").click()
+    wait_for(browser, lambda d: "Waiting in the queue: place " in d.find_element(By.ID, "status").text, 60)
+    browser.find_element(By.ID, "cancel").click()
+    assert wait_for(browser, lambda d: visible(d, "error"), 60).text == "clip.mp4: cancelled"
+    job = browser.execute_script("return location.hash").removeprefix("#job=")
+    assert server.api(f"/api/jobs/{job}")["state"] == "cancelled"
+    wait_for(browser, lambda d: server.api(f"/api/jobs/{blockers[-1]['id']}")["state"] == "done", 300)
 
-    forget_cookies(browser)  # rater 1
-    answer_study(browser, server, study, "left", "cannot_tell")
-    browser.get(f"{server.url}/admin/studies/{study}")  # a rater cannot see the results
-    assert "admin token" in browser.find_element(By.ID, "error").text
-    server.restart()
-    forget_cookies(browser)  # rater 2, after the restart
-    answer_study(browser, server, study, "right", "left")
-
-    stored = StudyStore(server.work / "studies.sqlite").answers(study)
-    assert len(stored) == 6 and sorted({a["rater"] for a in stored}) == [1, 2]
-    for rater, quality in ((1, "left"), (2, "right")):  # each rater saw every pair once, in some order
-        mine = [a for a in stored if a["rater"] == rater]
-        assert sorted(a["pair"] for a in mine) == ["clip0", "clip1", "clip2"] and all(a["seconds"] > 0 for a in mine)
-        assert all(a["quality_choice"] == quality and a["quality"] == a[quality] for a in mine)
-    expected = {q: {o: sum(a[q] == o for a in stored) for o in ("A", "B", "cannot tell")} for q in ("quality", "sync")}
-    assert expected["sync"]["cannot tell"] == 3 and expected["quality"]["cannot tell"] == 0
-
-    browser.get(f"{server.url}/admin?token={TOKEN}")
-    browser.get(f"{server.url}/admin/studies/{study}")
-    assert browser.find_element(By.ID, "raters").text == "2" and browser.find_element(By.ID, "answers").text == "6"
-    for question, counts in expected.items():
-        table = browser.find_element(By.ID, f"results-{question}")
-        shown = {row.get_attribute("data-outcome"): int(row.find_element(By.CLASS_NAME, "count").text)
-                 for row in table.find_elements(By.CSS_SELECTOR, "tr[data-outcome]")}
-        assert shown == counts, (question, shown, counts)
-        assert "p = " in browser.find_element(By.ID, f"test-{question}").text
-    exported = list(csv.DictReader(io.StringIO(server.get(f"/admin/studies/{study}/answers.csv",
-                                                          f"vmas_admin={TOKEN}").decode())))
-    assert [(int(r["rater"]), r["pair"], r["quality"], r["sync"]) for r in exported] == \
-        [(a["rater"], a["pair"], a["quality"], a["sync"]) for a in stored]
+    # kill -9 while a job runs: the page keeps asking, the job runs again after the restart
+    browser.get(server.url + "/")
+    drop(browser, video)
+    browser.find_element(By.ID, "submit").click()
+    job = wait_for(browser, lambda d: d.execute_script("return location.hash").removeprefix("#job="), 60)
+    wait_for(browser, lambda d: server.api(f"/api/jobs/{job}")["state"] == "running", 60)
+    server.kill()
+    wait_for(browser, lambda d: "The server does not answer" in d.find_element(By.ID, "status").text, 60)
+    server.start()
+    assert wait_for(browser, lambda d: visible(d, "result") or visible(d, "error"), 300).get_attribute("id") == "result"
+    assert server.api(f"/api/jobs/{job}")["timings"]["music"] > 0
+    # links from before the kill still answer, files included
+    assert server.api(f"/api/jobs/{before['id']}")["state"] == "done"
+    assert server.get(f"/api/jobs/{before['id']}/wav")[:4] == b"RIFF"

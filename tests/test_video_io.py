@@ -157,3 +157,27 @@ def test_video_without_audio_track(tmp_path):
     path = write_video(tmp_path / "silent.mp4", gradient_frames(10), fps=10)
     with pytest.raises(InputFileError, match="no audio track"):
         read_audio(path, 32000)
+
+
+def test_a_large_frame_is_scaled_by_ffmpeg_first_with_nearly_the_same_pixels(tmp_path, monkeypatch):
+    """1024x576 read at 64 px (9x): FFmpeg's area filter to 128 px, then OpenCV's, as one OpenCV area
+    filter would give within a level or two; a 256-px source (4x) is read as before, exactly."""
+    import cv2
+
+    from media import texture
+    from vmas_lightning.data import video_io
+
+    large = [cv2.resize(texture(seed, 256), (1024, 576), interpolation=cv2.INTER_CUBIC) for seed in range(4)]
+    small = [texture(seed, 256) for seed in range(4)]
+    paths = [write_video(tmp_path / f"{name}.mp4", np.stack(frames), 10.0) for name, frames in (("large", large), ("small", small))]
+
+    def both_readers(path):  # read_video (generation) and iter_frames (beats' flow) at 64 px
+        return read_video(path, fps=5.0, size=64).frames, np.stack([frame for _, frame in video_io.iter_frames(path, size=64)[1]])
+
+    fast = [both_readers(path) for path in paths]
+    monkeypatch.setattr(video_io, "PRESCALE_ABOVE", 10**9)  # every frame converted at full size
+    slow = [both_readers(path) for path in paths]
+    for reader in range(2):
+        difference = np.abs(fast[0][reader].astype(int) - slow[0][reader])
+        assert 0 < difference.mean() < 1.5 and difference.max() <= 16, (reader, difference.mean(), difference.max())
+        assert np.array_equal(fast[1][reader], slow[1][reader])

@@ -86,7 +86,7 @@ def run(cfg) -> int:
             writable_folder(Path(cfg.plot).parent, "--plot")
         result = Generation(cfg)(video, stem, Path(cfg.plot) if cfg.plot else None)
         _print_result(result)
-        return 0
+        return 2 if "problems" in result else 0
     return _run_batch(cfg)
 
 
@@ -110,8 +110,12 @@ def _run_batch(cfg) -> int:
         print(f"[{index}/{len(videos)}] {video.name}", file=sys.stderr)
         plot = Path(cfg.plot) / f"{video.stem}.png" if cfg.plot else None
         try:
-            report["succeeded"].append(generate(video, out_dir / video.stem, plot))
-            _print_result(report["succeeded"][-1])
+            result = generate(video, out_dir / video.stem, plot)
+            _print_result(result)
+            if "problems" in result:  # the music is kept; the item is reported as failed
+                report["failed"].append({"video": str(video), "error": "; ".join(result["problems"]), "kept": result})
+            else:
+                report["succeeded"].append(result)
         except VMASError as err:
             print(f"vmas generate: skipped: {err}", file=sys.stderr)
             report["failed"].append({"video": str(video), "error": str(err)})
@@ -126,6 +130,11 @@ def _print_result(result: dict) -> None:
     if "video_out" in result:
         line += f", {result['video_out']}"
     if "plot" in result:
-        line += f"; plot {result['plot']}; MV-Align {result['mv_align']:.3f}"
+        line += f"; plot {result['plot']}"
+    if "mv_align" in result:
+        line += f"; MV-Align {result['mv_align']:.3f}"
+    if "video_beats" in result:
         line += f"\n  video beats ({len(result['video_beats'])}): " + " ".join(f"{t:.2f}" for t in result["video_beats"])
     print(line)
+    for problem in result.get("problems", []):  # the music above is kept
+        print(f"vmas generate: {result['video']}: {problem}", file=sys.stderr)

@@ -30,6 +30,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--max-upload-mb", type=float, default=500.0, help="Largest upload accepted (MB).")
     parser.add_argument("--max-video-s", type=float, default=600.0, help="Longest video accepted (seconds).")
     parser.add_argument("--keep-minutes", type=float, default=60.0, help="Uploads and results are deleted this long after their job ends.")
+    parser.add_argument("--max-queued", type=int, default=20, help="Jobs that may wait or run at once.")
+    parser.add_argument("--max-per-client", type=int, default=2, help="Of those, jobs from one client address.")
+    parser.add_argument("--job-budget-s", type=float, default=900.0,
+                        help="Seconds a job may run (music not ready: the job fails; video, plot, scores: skipped).")
+    parser.add_argument("--score-max-side", type=int, default=1280,
+                        help="MV-Align only for videos of at most this side (px; its flow runs at native size).")
     parser.add_argument("--admin-token", type=Optional[str], default=None,
                         help="Token of the admin pages (default: $VMAS_ADMIN_TOKEN, else a new random one each start).")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when available.")
@@ -56,16 +62,20 @@ def run(cfg) -> int:
     from vmas_lightning.serve.settings import ServeSettings
     from vmas_lightning.serve.study import StudyStore
 
+    given_token = cfg.admin_token or os.environ.get("VMAS_ADMIN_TOKEN")
     settings = ServeSettings(ckpt=cfg.ckpt, host=cfg.host, port=cfg.port, work_dir=cfg.work_dir, media_root=cfg.media_root,
                              max_upload_mb=cfg.max_upload_mb, max_video_s=cfg.max_video_s, keep_minutes=cfg.keep_minutes,
-                             admin_token=cfg.admin_token or os.environ.get("VMAS_ADMIN_TOKEN"), device=cfg.device)
+                             max_queued=cfg.max_queued, max_per_client=cfg.max_per_client, job_budget_s=cfg.job_budget_s,
+                             score_max_side=cfg.score_max_side, admin_token=given_token, device=cfg.device)
     work = writable_folder(settings.work_dir, "--work-dir")
     check_port_free(settings.host, settings.port)
     generation = Generation(generate_parser().parse_args(["--ckpt", settings.ckpt, "--device", settings.device]))
-    jobs = JobQueue(generation, work / "jobs", settings.max_upload_bytes, settings.max_video_s, settings.keep_s)
+    jobs = JobQueue(generation, work / "jobs", settings.max_upload_bytes, settings.max_video_s, settings.keep_s,
+                    settings.max_queued, settings.max_per_client, settings.job_budget_s, settings.score_max_side)
     store = StudyStore(work / "studies.sqlite", settings.media_root)
     address = f"http://{settings.host if ':' not in settings.host else f'[{settings.host}]'}:{settings.port}"
-    print(f"vmas serve: Generate page {address}/ ; admin {address}/admin?token={settings.admin_token} ; "
-          f"files in {Path(work).resolve()}", flush=True)
+    # a token the operator chose is theirs already (and a log is no place for it); a drawn one is shown once
+    admin = f"{address}/admin?token={settings.admin_token}" if given_token is None else f"{address}/admin (your admin token)"
+    print(f"vmas serve: Generate page {address}/ ; admin {admin} ; files in {Path(work).resolve()}", flush=True)
     uvicorn.run(create_app(settings, jobs, store), host=settings.host, port=settings.port, log_level="warning")
     return 0

@@ -41,10 +41,23 @@ def add_extension(stem: str | Path, extension: str) -> Path:
 
 def video_duration(path: str | Path) -> float:
     """Seconds covered by the first video stream of `path` (from its packets' timestamps)."""
+    return video_span(path)[0]
+
+
+def video_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of the first video stream of `path`, as stored (before any display rotation)."""
     with _open_input(path) as container:
         stream = container.streams.video[0]
-        start, end = _packet_span(container, stream)
-    return float((end - start) * stream.time_base)
+        return stream.codec_context.width, stream.codec_context.height
+
+
+def video_span(path: str | Path) -> tuple[float, int]:
+    """(seconds covered, packets with a timestamp) of the first video stream of `path`: one pass
+    over its packets, nothing decoded (a picture file is one packet)."""
+    with _open_input(path) as container:
+        stream = container.streams.video[0]
+        start, end, count = _packet_span(container, stream)
+    return float((end - start) * stream.time_base), count
 
 
 def mux_audio(
@@ -86,20 +99,22 @@ def _open_input(path: str | Path):
     return container
 
 
-def _packet_span(container, stream) -> tuple[int, int]:
-    """(first pts, last pts + duration) of `stream`'s packets, in its time base."""
+def _packet_span(container, stream) -> tuple[int, int, int]:
+    """(first pts, last pts + duration) of `stream`'s packets, in its time base, and their count."""
     start = end = None
+    count = 0
     try:
         for packet in container.demux(stream):
             if packet.pts is None:
                 continue
+            count += 1
             start = packet.pts if start is None else min(start, packet.pts)
             end = max(end or packet.pts, packet.pts + (packet.duration or 0))
     except av.FFmpegError as err:
         raise InputFileError(container.name, f"truncated or corrupt video ({err.strerror})") from None
     if start is None:
         raise InputFileError(container.name, "video stream has no frames")
-    return start, end
+    return start, end, count
 
 
 def _encode_audio(stream, audio: np.ndarray, sample_rate: int) -> list:

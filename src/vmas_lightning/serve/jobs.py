@@ -1,47 +1,61 @@
 """The Generate page's queue: uploads checked as they arrive, one worker thread that runs them in
 order with the one loaded model, and old uploads and results deleted.
 
-Every job lives in its own folder `<work>/jobs/<random id>/` under fixed file names; the uploaded
-file's name is only shown back to the user (and its suffix kept when it is a video suffix), never
-used as a path.
+Every job lives in its own folder `<jobs>/<random id>/` under fixed file names (the uploaded file's
+name is only shown back to the user, and its suffix kept when it is a video suffix, never used as a
+path) and in the SQLite file `<jobs>/jobs.sqlite`: its state, settings, stage timings and files.
+So a job's link keeps working across restarts until cleanup, and a job that a restart (or kill -9)
+interrupted is queued again once, then reported as interrupted.
+
+The work is bounded: at most `max_queued` jobs wait, at most `max_per_client` of them from one
+client; each job has `budget_s` seconds (music past it fails the job; the video, plot and scores
+past it are skipped, the music kept); MV-Align is scored for videos of at most `score_max_side` px.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import re
 import shutil
+import sqlite3
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
+from contextlib import closing
 from pathlib import Path
 from typing import AsyncIterator, Optional
 
 from vmas_lightning.data.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.generation.pipeline import STAGES
 
 log = logging.getLogger(__name__)
 UPLOAD = "upload"
 OUTPUT = "music"
+DATABASE = "jobs.sqlite"
+FILES = {"video": "video_out", "wav": "wav", "plot": "plot"}  # what a job offers: URL kind -> result key
+ENDED = ("done", "failed", "cancelled", "interrupted")
+MAX_ATTEMPTS = 2  # a job interrupted by this many restarts is not queued again
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, name TEXT NOT NULL, client TEXT NOT NULL, upload TEXT NOT NULL,
+    config TEXT NOT NULL, keep_original_audio INTEGER NOT NULL, state TEXT NOT NULL, stage TEXT NOT NULL,
+    timings TEXT NOT NULL DEFAULT '{}', result TEXT NOT NULL DEFAULT '{}', error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL, started REAL, ended REAL);
+"""
 
 
-@dataclass
-class Job:
-    """One uploaded video and what became of it (`state`: queued, running, done or failed)."""
+class Busy(VMASError):
+    """The queue or this client's share of it is full (429: try again later)."""
 
-    id: str
-    name: str
-    upload: Path
-    config: GenerationConfig
-    keep_original_audio: bool
-    state: str = "queued"
-    stage: str = "waiting"
-    progress: float = 0.0
-    result: dict = field(default_factory=dict)
-    error: Optional[str] = None
-    ended: Optional[float] = None
+
+class Cancelled(VMASError):
+    """The job was cancelled by its user."""
+
+
+class InvalidSettings(VMASError):
+    """A job's sampling settings are out of range (422)."""
 
 
 def display_name(name: str) -> str:
@@ -55,148 +69,296 @@ def user_message(err: VMASError, name: str) -> str:
     return f"{name}: {err.problem}" if isinstance(err, InputFileError) else str(err)
 
 
+def check_sampling(config: GenerationConfig) -> GenerationConfig:
+    """`config` when its sampling settings are finite numbers in `GenerationConfig`'s ranges (a
+    seed in 0..2**63-1, top-k at most 2**31); one line naming every bad one otherwise. The API and
+    the page check a job's settings with this before it is queued."""
+    problems = []
+    for name in ("cfg_scale", "temperature", "top_p"):
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and abs(value) < 1e6):  # also nan and inf
+            problems.append(f"{name} must be a finite number below 1e6, got {value}")
+    if config.seed is not None and not 0 <= config.seed < 2**63:
+        problems.append(f"seed must be in 0..2**63-1, got {config.seed}")
+    if not 0 <= config.top_k <= 2**31:
+        problems.append(f"top_k must be in 0..2**31, got {config.top_k}")
+    if problems:
+        raise InvalidSettings("; ".join(problems))
+    try:
+        return dataclasses.replace(config)  # GenerationConfig's own range checks
+    except VMASError as err:
+        raise InvalidSettings(str(err)) from None
+
+
 class JobQueue:
     """Generation jobs of `vmas serve`, run one at a time by `generation` (a `generation.pipeline.Generation`).
 
     Args:
         generation: the loaded model.
-        folder: where job folders go (created).
+        folder: where job folders and the jobs database go (created).
         max_bytes, max_video_s: upload limits.
-        keep_s: seconds a finished job's files are kept.
+        keep_s: seconds a finished job's files (and its record) are kept.
+        max_queued: jobs that may wait at once; max_per_client: of them from one client.
+        budget_s: seconds a job may run; score_max_side: the largest video side (px) MV-Align scores.
     """
 
-    def __init__(self, generation, folder: Path, max_bytes: int, max_video_s: float, keep_s: float):
+    def __init__(self, generation, folder: Path, max_bytes: int, max_video_s: float, keep_s: float,
+                 max_queued: int = 20, max_per_client: int = 2, budget_s: float = 900.0, score_max_side: int = 1280):
         self.generation = generation
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.max_bytes, self.max_video_s, self.keep_s = max_bytes, max_video_s, keep_s
-        self.jobs: dict[str, Job] = {}
-        self.pending: deque[str] = deque()
-        self.wake = threading.Condition()
+        self.max_queued, self.max_per_client = max_queued, max_per_client
+        self.budget_s, self.score_max_side = budget_s, score_max_side
+        self.database = self.folder / DATABASE
+        with closing(self._connect()) as db:
+            db.executescript(SCHEMA)
+        self.lock = threading.Condition()  # guards the queue's order and the running job's progress
+        self.progress: dict[str, float] = {}  # job id -> fraction of the music made (the running job)
+        self.cancelled: set[str] = set()
+        self.receiving: dict[str, str] = {}  # job folder -> client, while its upload arrives
         self.stopped = threading.Event()
         self.threads: list[threading.Thread] = []
 
+    # --- the database -------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.database, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    def _execute(self, sql: str, *args) -> list[sqlite3.Row]:
+        with closing(self._connect()) as db:
+            return db.execute(sql, args).fetchall()
+
+    def _update(self, job_id: str, **values) -> None:
+        values = {k: json.dumps(v) if k in ("timings", "result") else v for k, v in values.items()}
+        self._execute(f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in values)} WHERE id = ?", *values.values(), job_id)
+
+    def _job(self, job_id: str) -> Optional[sqlite3.Row]:
+        rows = self._execute("SELECT * FROM jobs WHERE id = ?", job_id)
+        return rows[0] if rows else None
+
+    # --- threads ------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the worker and the cleaner threads."""
+        """`recover`, then start the worker and the cleaner threads."""
+        self.recover()
+        self.stopped.clear()
         self.threads = [threading.Thread(target=self._work, name="vmas-generate", daemon=True),
                         threading.Thread(target=self._clean, name="vmas-cleanup", daemon=True)]
         for thread in self.threads:
             thread.start()
 
+    def recover(self) -> None:
+        """Queue again the jobs a stop (or kill -9) interrupted while they ran, once; a job interrupted
+        `MAX_ATTEMPTS` times is reported as interrupted."""
+        for row in self._execute("SELECT id, attempts FROM jobs WHERE state = 'running'"):
+            if row["attempts"] < MAX_ATTEMPTS:
+                self._update(row["id"], state="queued", stage="queued again after a server restart", started=None)
+            else:
+                self._update(row["id"], state="interrupted", stage="interrupted", ended=time.time(),
+                             error=f"the server restarted {row['attempts']} times while making this job's music; upload it again")
+
     def stop(self) -> None:
         self.stopped.set()
-        with self.wake:
-            self.wake.notify_all()
+        with self.lock:
+            self.lock.notify_all()
         for thread in self.threads:
             thread.join(timeout=5)
 
-    async def receive(self, name: str, chunks: AsyncIterator[bytes], declared_bytes: Optional[int]) -> Path:
-        """Write an upload to a new job folder, refusing it once it passes the size limit; returns its path."""
+    # --- uploads ------------------------------------------------------------------------------------
+    def _check_room(self, client: str) -> None:
+        """`Busy` when the queue (counting uploads still arriving) or this client's share of it is full."""
+        rows = self._execute("SELECT client FROM jobs WHERE state IN ('queued', 'running')")
+        clients = [row["client"] for row in rows] + list(self.receiving.values())
+        if len(clients) >= self.max_queued:
+            raise Busy(f"the queue is full ({self.max_queued} videos); try again in a few minutes")
+        if clients.count(client) >= self.max_per_client:
+            raise Busy(f"you have {self.max_per_client} videos in the queue already; wait for one or cancel it")
+
+    async def receive(self, name: str, chunks: AsyncIterator[bytes], declared_bytes: Optional[int],
+                      client: str = "local") -> Path:
+        """Write an upload to a new job folder, refusing it once it passes the size limit (or when
+        the queue has no room for `client`); returns its path. An upload that breaks off leaves nothing."""
         name = display_name(name)
         limit = f"{name}: larger than this server's upload limit of {self.max_bytes / 2**20:g} MB"
         if declared_bytes is not None and declared_bytes > self.max_bytes:
             raise VMASError(limit)
         job_id = uuid.uuid4().hex
+        with self.lock:
+            self._check_room(client)
+            self.receiving[job_id] = client
         folder = self.folder / job_id
-        folder.mkdir()
         suffix = Path(name).suffix.lower()
         path = folder / (UPLOAD + (suffix if suffix in VIDEO_SUFFIXES else ""))
         size = 0
-        with path.open("wb") as file:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > self.max_bytes:
-                    break
-                file.write(chunk)
-        if size > self.max_bytes:
-            shutil.rmtree(folder)
-            raise VMASError(limit)
+        try:
+            folder.mkdir()
+            with path.open("wb") as file:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise VMASError(limit)
+                    file.write(chunk)
+        except BaseException as err:  # too large, or the client went away (starlette's ClientDisconnect)
+            shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(err, VMASError):
+                raise
+            if isinstance(err, Exception):
+                raise VMASError(f"{name}: the upload broke off after {size} bytes") from None
+            raise
+        finally:
+            with self.lock:
+                self.receiving.pop(job_id, None)
         return path
 
-    def submit(self, name: str, upload: Path, config: GenerationConfig, keep_original_audio: bool) -> Job:
-        """Check an upload from `receive` (a video stream, readable, not too long) and queue it; its
-        folder is removed when the check fails. Blocking: run it off the event loop."""
-        from vmas_lightning.generation.mux import video_duration
+    def submit(self, name: str, upload: Path, config: GenerationConfig, keep_original_audio: bool,
+               client: str = "local") -> str:
+        """Check an upload from `receive` (a video stream of at least 2 frames, readable, not too long)
+        and its settings (`check_sampling`), and queue it; its folder is removed when a check fails.
+        Returns the job's id. Blocking: run it off the event loop."""
+        from vmas_lightning.generation.mux import video_span
 
-        job = Job(upload.parent.name, display_name(name), upload, config, keep_original_audio)
+        name = display_name(name)
         try:
-            duration = video_duration(upload)
+            config = check_sampling(config)
+            duration, frames = video_span(upload)
+            if frames < 2:
+                raise VMASError(f"{name}: a video needs at least 2 frames, this file has {frames} (a picture?)")
             if duration > self.max_video_s:
-                raise VMASError(f"{job.name}: {duration:.1f} s long; this server takes videos up to {self.max_video_s:g} s")
+                raise VMASError(f"{name}: {duration:.1f} s long; this server takes videos up to {self.max_video_s:g} s")
+            with self.lock:
+                self._check_room(client)
+                self._execute("INSERT INTO jobs (id, name, client, upload, config, keep_original_audio, state, stage, created) "
+                              "VALUES (?, ?, ?, ?, ?, ?, 'queued', 'waiting', ?)", upload.parent.name, name, client,
+                              str(upload), json.dumps(dataclasses.asdict(config)), int(keep_original_audio), time.time())
+                self.lock.notify_all()
         except VMASError as err:
             shutil.rmtree(upload.parent, ignore_errors=True)
-            raise VMASError(user_message(err, job.name)) from None
-        with self.wake:
-            self.jobs[job.id] = job
-            self.pending.append(job.id)
-            self.wake.notify_all()
-        return job
+            raise (Busy if isinstance(err, Busy) else VMASError)(user_message(err, name)) from None
+        return upload.parent.name
 
+    # --- what the page asks -------------------------------------------------------------------------
     def status(self, job_id: str) -> Optional[dict]:
-        """What the page shows: state, place in the queue (1: next), progress, result or error."""
-        with self.wake:
-            job = self.jobs.get(job_id)
+        """What the page shows: state, the stage running and the seconds each took, place in the
+        queue (1: next), progress, files made, problems or error."""
+        with self.lock:
+            job = self._job(job_id)
             if job is None:
                 return None
-            place = self.pending.index(job_id) + 1 if job.state == "queued" else None
-            return {"id": job.id, "name": job.name, "state": job.state, "stage": job.stage, "place": place,
-                    "progress": round(job.progress, 3), "error": job.error,
-                    "result": {k: v for k, v in job.result.items() if k in ("seconds", "generation_s", "mv_align")}
-                    | {"files": sorted(k for k in job.result if k in ("video_out", "wav", "plot"))}}
+            place = None
+            if job["state"] == "queued":
+                place = self._execute("SELECT COUNT(*) AS n FROM jobs WHERE state = 'queued' AND created <= ?",
+                                      job["created"])[0]["n"]
+            progress = 1.0 if job["state"] == "done" else self.progress.get(job_id, 0.0)
+        result = json.loads(job["result"])
+        return {"id": job["id"], "name": job["name"], "state": job["state"], "stage": job["stage"], "place": place,
+                "progress": round(progress, 3), "error": job["error"], "timings": json.loads(job["timings"]),
+                "problems": result.get("problems", []), "budget_s": self.budget_s,
+                "result": {k: v for k, v in result.items() if k in ("seconds", "generation_s", "mv_align")}
+                | {"files": sorted(kind for kind, key in FILES.items() if key in result)}}
 
     def file(self, job_id: str, kind: str) -> Optional[tuple[Path, str]]:
-        """(path, download name) of a finished job's `video`, `wav` or `plot`."""
-        key = {"video": "video_out", "wav": "wav", "plot": "plot"}.get(kind)
-        job = self.jobs.get(job_id)
-        if key is None or job is None or key not in job.result:
+        """(path, download name) of a job's `video`, `wav` or `plot`, when it was made."""
+        job = self._job(job_id) if kind in FILES else None
+        result = {} if job is None else json.loads(job["result"])
+        if FILES.get(kind) not in result:
             return None
-        path = Path(job.result[key])
-        return path, f"{Path(job.name).stem}_music{path.suffix}"
+        path = Path(result[FILES[kind]])
+        return path, f"{Path(job['name']).stem}_music{path.suffix}"
+
+    def cancel(self, job_id: str) -> Optional[dict]:
+        """Cancel a queued job now, a running one at its next step; an ended job is left as it is."""
+        with self.lock:
+            job = self._job(job_id)
+            if job is None:
+                return None
+            if job["state"] == "queued":
+                self._update(job_id, state="cancelled", stage="cancelled", ended=time.time(), error=f"{job['name']}: cancelled")
+            elif job["state"] == "running":
+                self.cancelled.add(job_id)
+        return self.status(job_id)
+
+    # --- the worker ---------------------------------------------------------------------------------
+    def _next(self) -> Optional[sqlite3.Row]:
+        with self.lock:
+            while not self.stopped.is_set():
+                rows = self._execute("SELECT * FROM jobs WHERE state = 'queued' ORDER BY created LIMIT 1")
+                if rows:
+                    job = rows[0]
+                    self._update(job["id"], state="running", stage=STAGES["read"], started=time.time(),
+                                 attempts=job["attempts"] + 1)
+                    self.progress[job["id"]] = 0.0
+                    return job
+                self.lock.wait(timeout=1.0)
+        return None
 
     def _work(self) -> None:
-        while not self.stopped.is_set():
-            with self.wake:
-                while not self.pending and not self.stopped.is_set():
-                    self.wake.wait()
-                if self.stopped.is_set():
-                    return
-                job = self.jobs[self.pending.popleft()]
-                job.state, job.stage = "running", "generating music"
+        while (job := self._next()) is not None:
             self._run(job)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: sqlite3.Row) -> None:
+        job_id, name = job["id"], job["name"]
+        deadline = time.monotonic() + self.budget_s
+        timings: dict[str, float] = {}  # of the stages ended so far, for the page while it runs
+        stage_began = [time.monotonic(), None]
+
+        def check(music: bool) -> None:
+            if job_id in self.cancelled:
+                raise Cancelled(f"{name}: cancelled")
+            if time.monotonic() > deadline:
+                raise VMASError(f"{name}: stopped after {self.budget_s:g} s, this server's limit per job" if music
+                                else f"skipped: this server's {self.budget_s:g} s per job were spent")
+
+        def on_stage(stage: str) -> None:
+            if stage_began[1] is not None:
+                timings[stage_began[1]] = round(time.monotonic() - stage_began[0], 2)
+            stage_began[:] = [time.monotonic(), stage]
+            self._update(job_id, stage=STAGES[stage], timings=timings)
+            check(music=stage in ("read", "music", "wav"))
+
         def on_step(done: int, total: int) -> None:
-            job.progress = done / total
-            if done == total:
-                job.stage = "writing the video, plot and scores"
+            with self.lock:
+                self.progress[job_id] = done / total
+            check(music=True)
 
+        upload = Path(job["upload"])
+        config = GenerationConfig(**json.loads(job["config"]))
         try:
-            job.result = self.generation(job.upload, job.upload.parent / OUTPUT, job.upload.parent / "plot.png",
-                                         config=job.config, keep_original_audio=job.keep_original_audio, on_step=on_step)
-            job.state, job.stage = "done", "done"
+            result = self.generation(upload, upload.parent / OUTPUT, upload.parent / "plot.png", config=config,
+                                     keep_original_audio=bool(job["keep_original_audio"]), on_step=on_step,
+                                     on_stage=on_stage, title=name, score_max_side=self.score_max_side)
+            result["problems"] = [f"{name}: {problem}" for problem in result.get("problems", [])]
+            self._update(job_id, state="done", stage="done", result=result, timings=result.pop("timings"), ended=time.time())
+        except Cancelled as err:
+            self._update(job_id, state="cancelled", stage="cancelled", error=str(err), ended=time.time())
         except VMASError as err:
-            job.state, job.error = "failed", user_message(err, job.name)
-        except Exception as err:  # the server goes on; the traceback goes to its log
-            log.exception("job %s (%s) failed", job.id, job.name)
-            job.state, job.error = "failed", f"{job.name}: generation failed ({type(err).__name__}: {err})"
-        job.ended = time.time()
+            self._update(job_id, state="failed", stage="failed", error=user_message(err, name), ended=time.time())
+        except Exception:  # the server goes on; the traceback goes to its log
+            log.exception("job %s (%s) failed", job_id, name)
+            self._update(job_id, state="failed", stage="failed", ended=time.time(),
+                         error=f"{name}: making the music failed on the server (its log has the details)")
+        with self.lock:
+            self.progress.pop(job_id, None)
+            self.cancelled.discard(job_id)
 
+    # --- cleanup ------------------------------------------------------------------------------------
     def cleanup(self, now: Optional[float] = None) -> list[str]:
-        """Delete the folders of jobs that ended more than `keep_s` ago (and stray folders that old,
-        e.g. from before a restart); returns the ids removed."""
+        """Delete the folders and records of jobs that ended more than `keep_s` ago (and stray folders
+        that old); returns the ids removed."""
         now = time.time() if now is None else now
         removed = []
+        with self.lock:
+            for row in self._execute("SELECT id FROM jobs WHERE ended IS NOT NULL AND ended < ?", now - self.keep_s):
+                self._execute("DELETE FROM jobs WHERE id = ?", row["id"])
+                removed.append(row["id"])
+            known = {row["id"] for row in self._execute("SELECT id FROM jobs")} | set(self.receiving)
         for folder in self.folder.iterdir():
-            with self.wake:
-                job = self.jobs.get(folder.name)
-                if job is not None and job.ended is None:
-                    continue
-                ended = job.ended if job is not None else folder.stat().st_mtime
-                if now - ended <= self.keep_s:
-                    continue
-                self.jobs.pop(folder.name, None)
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder.name)
+            stray = folder.name not in known and now - folder.stat().st_mtime > self.keep_s
+            if folder.is_dir() and (folder.name in removed or stray):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += [] if folder.name in removed else [folder.name]
         return removed
 
     def _clean(self) -> None:

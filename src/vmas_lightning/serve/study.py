@@ -2,9 +2,11 @@
 
 A study pairs the videos of two folders by file stem (system A and system B made music for the
 same source video). Each rater gets `pairs_per_rater` pairs, chosen among those shown least so far
-(ties at random), in random order, each with the system shown on the left chosen so that, per
-pair, A and B are on the left equally often (ties at random). Answers name the side the rater
-chose (`left`, `right`, `cannot_tell`); every write is its own committed transaction (WAL,
+(then assigned least, ties at random), in random order, each with the system shown on the left
+chosen so that, per pair, A and B are on the left equally often (counted the same way). A trial
+counts as shown once its page was shown. An answer is taken only after the page reported both of
+its clips played to the end; it names the side the rater chose (`left`, `right`, `cannot_tell`).
+Raters are counted once they answered. Every write is its own committed transaction (WAL,
 synchronous=FULL), so nothing answered is lost when the server stops.
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ QUESTIONS = {
     "sync": "Which music fits its video better (music-video synchronisation: beats on the cuts and motion)?",
 }
 CHOICES = {"left": "Left", "right": "Right", "cannot_tell": "Cannot tell"}
+SIDES = ("left", "right")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (id INTEGER PRIMARY KEY, name TEXT NOT NULL, label_a TEXT NOT NULL,
     label_b TEXT NOT NULL, folder_a TEXT NOT NULL, folder_b TEXT NOT NULL, pairs_per_rater INTEGER NOT NULL,
@@ -39,6 +42,8 @@ CREATE TABLE IF NOT EXISTS trials (id INTEGER PRIMARY KEY, rater_id INTEGER NOT 
     quality TEXT CHECK (quality IN ('left', 'right', 'cannot_tell')),
     sync TEXT CHECK (sync IN ('left', 'right', 'cannot_tell')));
 """
+# Columns added since the first release: added to every file that lacks them when it is opened.
+ADDED_COLUMNS = {"trials": {"left_played_at": "REAL", "right_played_at": "REAL"}}
 
 
 def preferred_system(choice: str, left_system: str) -> str:
@@ -57,6 +62,12 @@ class StudyStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
             db.executescript(SCHEMA)
+        with self._transaction() as db:
+            for table, columns in ADDED_COLUMNS.items():
+                present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+                for column, kind in columns.items():
+                    if column not in present:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -112,11 +123,12 @@ class StudyStore:
         return study
 
     def studies(self) -> list[dict]:
-        """Every study with its pair, rater and answer counts."""
+        """Every study with its pair, rater (with at least one answer) and answer counts."""
         with self._transaction() as db:
             rows = db.execute(
                 "SELECT s.*, (SELECT COUNT(*) FROM pairs p WHERE p.study_id = s.id) AS pairs, "
-                "(SELECT COUNT(*) FROM raters r WHERE r.study_id = s.id) AS raters, "
+                "(SELECT COUNT(DISTINCT r.id) FROM raters r JOIN trials t ON t.rater_id = r.id "
+                " WHERE r.study_id = s.id AND t.answered_at IS NOT NULL) AS raters, "
                 "(SELECT COUNT(*) FROM trials t JOIN raters r ON t.rater_id = r.id "
                 " WHERE r.study_id = s.id AND t.answered_at IS NOT NULL) AS answers FROM studies s ORDER BY s.id").fetchall()
         return [dict(row) for row in rows]
@@ -136,15 +148,17 @@ class StudyStore:
             if study is None:
                 raise VMASError(f"no study {study_id}")
             pairs = db.execute(
-                "SELECT p.id, COUNT(t.id) AS shown, SUM(t.left_system = 'A') AS a_left, SUM(t.left_system = 'B') AS b_left "
+                "SELECT p.id, COUNT(t.shown_at) AS shown, COUNT(t.id) AS assigned, "
+                "TOTAL((t.left_system = 'A') - (t.left_system = 'B')) AS a_lead, "
+                "TOTAL(((t.left_system = 'A') - (t.left_system = 'B')) * (t.shown_at IS NOT NULL)) AS a_lead_shown "
                 "FROM pairs p LEFT JOIN trials t ON t.pair_id = p.id WHERE p.study_id = ? GROUP BY p.id", (study_id,)).fetchall()
-            chosen = sorted(pairs, key=lambda p: (p["shown"], rng.random()))[: study["pairs_per_rater"]]
+            chosen = sorted(pairs, key=lambda p: (p["shown"], p["assigned"], rng.random()))[: study["pairs_per_rater"]]
             rng.shuffle(chosen)
             rater = db.execute("INSERT INTO raters (study_id, token, created) VALUES (?, ?, ?)",
                                (study_id, token, time.time())).lastrowid
             for position, pair in enumerate(chosen):
-                a_left, b_left = pair["a_left"] or 0, pair["b_left"] or 0
-                left = "A" if a_left < b_left else "B" if b_left < a_left else rng.choice("AB")
+                lead = pair["a_lead_shown"] or pair["a_lead"]  # how much more often A was on the left
+                left = "B" if lead > 0 else "A" if lead < 0 else rng.choice("AB")
                 db.execute("INSERT INTO trials (rater_id, pair_id, position, left_system) VALUES (?, ?, ?, ?)",
                            (rater, pair["id"], position, left))
         return token
@@ -158,33 +172,54 @@ class StudyStore:
         return None if row is None else row["id"]
 
     def next_trial(self, rater_id: int) -> dict:
-        """The rater's first unanswered trial (its `shown_at` set when first shown), with `done` and `total`."""
+        """The rater's first unanswered trial (its `shown_at` set when first shown), with `done`, `total` and
+        whether each side was already played to the end (`left_played`, `right_played`)."""
         with self._transaction() as db:
             counts = db.execute("SELECT COUNT(*) AS total, COUNT(answered_at) AS done FROM trials WHERE rater_id = ?",
                                 (rater_id,)).fetchone()
-            row = db.execute("SELECT id, position, shown_at FROM trials WHERE rater_id = ? AND answered_at IS NULL "
-                             "ORDER BY position LIMIT 1", (rater_id,)).fetchone()
+            row = db.execute("SELECT id, shown_at, left_played_at, right_played_at FROM trials "
+                             "WHERE rater_id = ? AND answered_at IS NULL ORDER BY position LIMIT 1", (rater_id,)).fetchone()
             if row is not None and row["shown_at"] is None:
                 db.execute("UPDATE trials SET shown_at = ? WHERE id = ?", (time.time(), row["id"]))
-        return {"trial": None if row is None else row["id"], "done": counts["done"], "total": counts["total"]}
+        return {"trial": None if row is None else row["id"], "done": counts["done"], "total": counts["total"],
+                **{f"{side}_played": row is not None and row[f"{side}_played_at"] is not None for side in SIDES}}
+
+    def _open_trial(self, db: sqlite3.Connection, rater_id: int, trial_id: int) -> sqlite3.Row:
+        """One of the rater's own trials, shown and not answered yet."""
+        row = db.execute("SELECT * FROM trials WHERE id = ? AND rater_id = ?", (trial_id, rater_id)).fetchone()
+        if row is None:
+            raise VMASError("this pair is not one of yours")
+        if row["answered_at"] is not None:
+            raise VMASError("this pair was already answered; answers cannot be changed")
+        if row["shown_at"] is None:
+            raise VMASError("this pair was not shown to you yet")
+        return row
+
+    def played(self, rater_id: int, trial_id: int, side: str) -> None:
+        """Record that the clip on `side` (left/right) of one of the rater's open trials was played to its end."""
+        if side not in SIDES:
+            raise VMASError(f"no side {side!r}: left or right")
+        with self._transaction() as db:
+            self._open_trial(db, rater_id, trial_id)
+            db.execute(f"UPDATE trials SET {side}_played_at = COALESCE({side}_played_at, ?) WHERE id = ?",
+                       (time.time(), trial_id))
 
     def answer(self, rater_id: int, trial_id: int, quality: str, sync: str) -> None:
-        """Store a rater's answers to one of the rater's own trials, once."""
+        """Store a rater's answers to one of the rater's own shown trials, once, after both clips were played."""
         for question, choice in (("quality", quality), ("sync", sync)):
             if choice not in CHOICES:
                 raise VMASError(f"please answer both questions ({QUESTIONS[question]})")
         with self._transaction() as db:
-            row = db.execute("SELECT answered_at FROM trials WHERE id = ? AND rater_id = ?", (trial_id, rater_id)).fetchone()
-            if row is None:
-                raise VMASError("this pair is not one of yours")
-            if row["answered_at"] is not None:
-                raise VMASError("this pair was already answered; answers cannot be changed")
-            db.execute("UPDATE trials SET quality = ?, sync = ?, answered_at = ?, shown_at = COALESCE(shown_at, ?) "
-                       "WHERE id = ?", (quality, sync, time.time(), time.time(), trial_id))
+            row = self._open_trial(db, rater_id, trial_id)
+            unplayed = [side for side in SIDES if row[f"{side}_played_at"] is None]
+            if unplayed:
+                raise VMASError(f"please play both clips to the end before answering (not played yet: {' and '.join(unplayed)})")
+            db.execute("UPDATE trials SET quality = ?, sync = ?, answered_at = ? WHERE id = ?",
+                       (quality, sync, time.time(), trial_id))
 
     def trial_video(self, rater_id: int, trial_id: int, side: str) -> Optional[Path]:
         """The video shown on `side` (left/right) of one of the rater's own trials."""
-        if side not in ("left", "right"):
+        if side not in SIDES:
             return None
         with self._transaction() as db:
             row = db.execute("SELECT t.left_system, p.video_a, p.video_b FROM trials t JOIN pairs p ON t.pair_id = p.id "

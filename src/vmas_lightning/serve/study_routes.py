@@ -1,66 +1,92 @@
 """The listening study's pages: `/study/{id}` (a rater's next pair; the rater is a secret token in a
-cookie) and the admin pages `/admin` (studies, "new study"; needs the admin token:
-/admin?token=...), `/admin/studies/{id}` (results) and `/admin/studies/{id}/answers.csv` (every
-stored answer)."""
+cookie, made when the visitor presses Start, one per browser; the page reports each clip played to
+its end to `/study/{id}/played/{trial}/{side}`) and the admin pages `/admin` (studies, "new
+study"), `/admin/studies/{id}` (results) and `/admin/studies/{id}/answers.csv` (every stored
+answer). The admin pages take the admin token as `Authorization: Bearer <token>`, or log in with
+/admin?token=..., which keeps an HMAC of the token (never the token) in a cookie until
+`POST /admin/logout`."""
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
-import secrets
-from typing import Optional
+from typing import Annotated, Optional
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
 from vmas_lightning.errors import VMASError
 from vmas_lightning.serve.pages import NotAllowed, page
 from vmas_lightning.serve.settings import ServeSettings
-from vmas_lightning.serve.stats import OUTCOMES, study_results
+from vmas_lightning.serve.stats import OUTCOMES, rater_results, study_results
 from vmas_lightning.serve.study import CHOICES, QUESTIONS, StudyStore
 
 ADMIN_COOKIE = "vmas_admin"
+RowId = Annotated[int, Path(ge=1, lt=2**63)]  # a study or trial id: SQLite's integer range (else a 422 line, not a 500)
+
+
+def admin_session(token: str) -> str:
+    """The admin cookie's value: an HMAC keyed with the admin token, so the cookie never holds the token."""
+    return hmac.new(token.encode(), b"vmas serve admin session", hashlib.sha256).hexdigest()
 
 
 def study_router(settings: ServeSettings, store: StudyStore) -> APIRouter:
     router = APIRouter()
+    session = admin_session(settings.admin_token)
 
     def is_admin(request: Request) -> bool:
-        token = request.cookies.get(ADMIN_COOKIE) or ""
-        return secrets.compare_digest(token.encode(), settings.admin_token.encode())
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            return hmac.compare_digest(bearer.strip().encode(), settings.admin_token.encode())
+        return hmac.compare_digest((request.cookies.get(ADMIN_COOKIE) or "").encode(), session.encode())
 
     def require_admin(request: Request) -> None:
         if not is_admin(request):
-            raise NotAllowed("the admin pages need the admin token that `vmas serve` printed: open /admin?token=...")
+            raise NotAllowed("the admin pages need the admin token that `vmas serve` printed: open /admin?token=... "
+                             "or send `Authorization: Bearer <token>`")
 
     # --- raters ---------------------------------------------------------------------------------
     def rater_cookie(study_id: int) -> str:
         return f"vmas_rater_{study_id}"
 
-    @router.get("/study/{study_id}", response_class=HTMLResponse)
-    def rate(request: Request, study_id: int):
-        study = store.study(study_id)
-        token = request.cookies.get(rater_cookie(study_id))
-        rater = store.rater(study_id, token)
-        if rater is None:
-            token = store.new_rater(study_id)
-            rater = store.rater(study_id, token)
-        trial = store.next_trial(rater)
-        response = page(request, "study_trial.html", study=study, trial=trial, questions=QUESTIONS, choices=CHOICES)
-        response.set_cookie(rater_cookie(study_id), token, max_age=90 * 86400, path=f"/study/{study_id}",
-                            httponly=True, samesite="lax")
-        return response
-
-    @router.post("/study/{study_id}")
-    def answer(request: Request, study_id: int, trial: int = Form(...), quality: str = Form(""), sync: str = Form("")):
+    def known_rater(request: Request, study_id: int) -> int:
         rater = store.rater(study_id, request.cookies.get(rater_cookie(study_id)))
         if rater is None:
             raise VMASError("your rater cookie is missing: open the study link again in this browser")
-        store.answer(rater, trial, quality, sync)
+        return rater
+
+    @router.get("/study/{study_id}", response_class=HTMLResponse)
+    def rate(request: Request, study_id: RowId):
+        """The rater's next pair; a visitor without a rater cookie gets the instructions and Start (no rater yet)."""
+        study = store.study(study_id)
+        rater = store.rater(study_id, request.cookies.get(rater_cookie(study_id)))
+        trial = None if rater is None else store.next_trial(rater)
+        return page(request, "study_trial.html", study=study, trial=trial, questions=QUESTIONS, choices=CHOICES)
+
+    @router.post("/study/{study_id}/start")
+    def start(request: Request, study_id: RowId):
+        """A new rater for this browser (none when it already has one), then its first pair."""
+        response = RedirectResponse(f"/study/{study_id}", status_code=303)
+        if store.rater(study_id, request.cookies.get(rater_cookie(study_id))) is None:
+            response.set_cookie(rater_cookie(study_id), store.new_rater(study_id), max_age=90 * 86400,
+                                path=f"/study/{study_id}", httponly=True, samesite="lax")
+        return response
+
+    @router.post("/study/{study_id}/played/{trial}/{side}")
+    def played(request: Request, study_id: RowId, trial: RowId, side: str):
+        store.played(known_rater(request, study_id), trial, side)
+        return Response(status_code=204)
+
+    @router.post("/study/{study_id}")
+    def answer(request: Request, study_id: RowId, trial: Annotated[int, Form(ge=1, lt=2**63)], quality: str = Form(""),
+               sync: str = Form("")):
+        store.answer(known_rater(request, study_id), trial, quality, sync)
         return RedirectResponse(f"/study/{study_id}", status_code=303)
 
     @router.get("/study/{study_id}/media/{trial}/{side}")
-    def trial_video(request: Request, study_id: int, trial: int, side: str):
+    def trial_video(request: Request, study_id: RowId, trial: RowId, side: str):
         rater = store.rater(study_id, request.cookies.get(rater_cookie(study_id)))
         path = None if rater is None else store.trial_video(rater, trial, side)
         if path is None or not path.is_file():
@@ -70,33 +96,38 @@ def study_router(settings: ServeSettings, store: StudyStore) -> APIRouter:
     # --- admin ----------------------------------------------------------------------------------
     @router.get("/admin", response_class=HTMLResponse)
     def admin(request: Request, token: Optional[str] = None):
-        if token is not None:  # log in: the token goes into a cookie and out of the address bar
-            if not secrets.compare_digest(token.encode(), settings.admin_token.encode()):
+        if token is not None:  # log in: the token goes out of the address bar, its HMAC into a cookie
+            if not hmac.compare_digest(token.encode(), settings.admin_token.encode()):
                 raise NotAllowed("wrong admin token")
             response = RedirectResponse("/admin", status_code=303)
-            response.set_cookie(ADMIN_COOKIE, token, httponly=True, samesite="strict")
+            response.set_cookie(ADMIN_COOKIE, session, httponly=True, samesite="strict")
             return response
         require_admin(request)
         return page(request, "admin.html", studies=store.studies(), media_root=store.media_root)
 
+    @router.post("/admin/logout")
+    def logout():
+        response = RedirectResponse("/admin", status_code=303)
+        response.delete_cookie(ADMIN_COOKIE, httponly=True, samesite="strict")
+        return response
+
     @router.post("/admin/studies")
     def create_study(request: Request, name: str = Form(...), folder_a: str = Form(...), folder_b: str = Form(...),
-                     label_a: str = Form("A"), label_b: str = Form("B"), pairs_per_rater: int = Form(10)):
+                     label_a: str = Form("A"), label_b: str = Form("B"), pairs_per_rater: int = Form(10, ge=1, le=100_000)):
         require_admin(request)
         study = store.create_study(name, folder_a, folder_b, label_a, label_b, pairs_per_rater)
         return RedirectResponse(f"/admin/studies/{study}", status_code=303)
 
     @router.get("/admin/studies/{study_id}", response_class=HTMLResponse)
-    def results(request: Request, study_id: int):
+    def results(request: Request, study_id: RowId):
         require_admin(request)
         study = store.study(study_id)
         answers = store.answers(study_id)
-        return page(request, "results.html", study=study, results=study_results(answers), questions=QUESTIONS,
-                    outcomes=OUTCOMES, raters=len({a["rater"] for a in answers}), answers=len(answers),
-                    rater_url=str(request.url_for("rate", study_id=study_id)))
+        return page(request, "results.html", study=study, results=study_results(answers), by_rater=rater_results(answers),
+                    questions=QUESTIONS, outcomes=OUTCOMES, rater_url=str(request.url_for("rate", study_id=study_id)))
 
     @router.get("/admin/studies/{study_id}/answers.csv")
-    def export(request: Request, study_id: int):
+    def export(request: Request, study_id: RowId):
         require_admin(request)
         study = store.study(study_id)
         answers = store.answers(study_id)
