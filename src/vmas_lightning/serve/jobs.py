@@ -30,6 +30,7 @@ from vmas_lightning.data.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.pipeline import STAGES
+from vmas_lightning.serve.database import connect
 
 log = logging.getLogger(__name__)
 UPLOAD = "upload"
@@ -122,11 +123,7 @@ class JobQueue:
 
     # --- the database -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.database, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+        return connect(self.database)
 
     def _execute(self, sql: str, *args) -> list[sqlite3.Row]:
         with closing(self._connect()) as db:

@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 
 from vmas_lightning.data.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import VMASError
+from vmas_lightning.serve.database import connect
 
 QUESTIONS = {
     "quality": "Which music sounds better (music quality)?",
@@ -70,11 +71,7 @@ class StudyStore:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+        return connect(self.path)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
