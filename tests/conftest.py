@@ -1,36 +1,39 @@
-import sys
+import os
 from pathlib import Path
 
 import lightning.pytorch  # noqa: F401  (its logger binds sys.stderr on import: before any test captures it)
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/media.py and friends
+from helpers import ROOT, TINY_CONFIG, fit_tiny
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY_CONFIG = ROOT / "configs" / "tiny.yaml"
-DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
-DEMO_CODEC = ROOT / "checkpoints" / "demo" / "mel_rvq.pt"
-DEMO_STYLE_NET = ROOT / "checkpoints" / "demo" / "style_net.pt"
+# Never part of what the suite may not write: the environment, git, and Python's and pytest's caches.
+SKIPPED_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", "vmas_lightning.egg-info"}
+CHECKOUT = pytest.StashKey[dict]()  # the checkout's files at the session's start
 
 
-def install_plugin(folder: Path, module: str, source: str) -> Path:
-    """Write `module` into `folder` as an installed distribution whose `vmas_lightning.plugins` entry
-    point imports it; returns `folder` (put it on sys.path or PYTHONPATH)."""
-    folder.mkdir(exist_ok=True)
-    (folder / f"{module}.py").write_text(source)
-    dist = folder / f"{module}-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text(f"[vmas_lightning.plugins]\n{module} = {module}\n")
-    return folder
+def checkout_files() -> dict[str, float]:
+    """Every file of the checkout (outside `SKIPPED_DIRS`) with its modification time."""
+    files = {}
+    for folder, dirs, names in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS]
+        for name in names:
+            path = os.path.join(folder, name)
+            files[os.path.relpath(path, ROOT)] = os.stat(path, follow_symlinks=False).st_mtime
+    return files
 
 
-def one_line_error(capsys) -> str:
-    """The CLI's error output, checked to be one line `vmas: error: ...` without a traceback."""
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("vmas: error: "), err
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
+def pytest_sessionstart(session):
+    session.config.stash[CHECKOUT] = checkout_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No test writes into the checkout: a file made or changed there fails the run, named."""
+    before, after = session.config.stash[CHECKOUT], checkout_files()
+    written = sorted(path for path, mtime in after.items() if before.get(path) != mtime)
+    if written:
+        shown = ", ".join(written[:10]) + (f" and {len(written) - 10} more" if len(written) > 10 else "")
+        session.config.get_terminal_writer().line(f"\nFAILED: tests wrote into the checkout {ROOT}: {shown}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -44,17 +47,6 @@ def demo_data(tmp_path_factory) -> Path:
     write_demo_dataset(root / "data", DataConfig.from_yaml(TINY_CONFIG), {"train": 8, "val": 4, "test": 4},
                        seed=0, test_videos=VideoForm(fps=25.0, size=96))
     return root / "data"
-
-
-def fit_tiny(demo_data, root, *extra) -> Path:
-    """`vmas fit` of the tiny config for 2 steps on the demo data; returns its last.ckpt."""
-    from vmas_lightning.cli.main import main
-
-    args = ["fit", "--config", str(TINY_CONFIG), *extra, "--data.root", str(demo_data),
-            "--trainer.default_root_dir", str(root), "--trainer.max_steps", "2", "--data.num_workers", "0",
-            "--model.num_audio_samples", "1", "--trainer.limit_val_batches", "1"]
-    assert main(args) == 0
-    return next(Path(root).glob("lightning_logs/version_*/checkpoints/last.ckpt"))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_CONFIG, one_line_error
+from helpers import TINY_CONFIG, one_line_error
 from vmas_lightning.data.augment import VideoAugment, VideoAugmentConfig, jpeg_round_trip, source_frame_indices
 from vmas_lightning.errors import VMASError
 
@@ -110,7 +110,7 @@ def test_bad_settings_are_refused_in_one_line(setting, message):
         VideoAugmentConfig(**setting)
 
 
-def test_the_cli_shows_every_setting_and_rejects_a_wrong_one(capsys):
+def test_the_cli_shows_every_setting_and_rejects_a_wrong_one(capsys, tmp_path):
     import yaml
 
     from vmas_lightning.cli.main import main
@@ -119,7 +119,8 @@ def test_the_cli_shows_every_setting_and_rejects_a_wrong_one(capsys):
         main(["fit", "--config", str(TINY_CONFIG), "--data.augment.enabled", "true", "--print_config"])
     augment = yaml.safe_load(capsys.readouterr().out)["data"]["augment"]
     assert augment["enabled"] is True and set(augment) == set(VideoAugmentConfig.__dataclass_fields__)
-    assert main(["fit", "--config", str(TINY_CONFIG), "--data.augment.upscale", "[3, 2]"]) == 2
+    assert main(["fit", "--config", str(TINY_CONFIG), "--trainer.default_root_dir", str(tmp_path),
+                 "--data.augment.upscale", "[3, 2]"]) == 2
     assert "upscale must be [low, high]" in one_line_error(capsys)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_CONFIG, one_line_error
+from helpers import ROOT, TINY_CONFIG, one_line_error
 from vmas_lightning.cli.main import main
 
 TINY = str(TINY_CONFIG)
@@ -34,14 +34,15 @@ def test_unknown_command(capsys):
 
 
 def test_wrong_config_key_is_one_line(capsys, tmp_path):
-    assert main(["fit", "--config", TINY, "--model.no_such_key", "1"]) == 2
+    assert main(["fit", "--config", TINY, "--trainer.default_root_dir", str(tmp_path), "--model.no_such_key", "1"]) == 2
     assert "no_such_key" in one_line_error(capsys)
 
 
 def test_unknown_plugin_in_config_is_one_line(capsys, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    code = main(["fit", "--config", TINY, "--data.root", str(data), "--model.encoder", '{"name": "resnet"}'])
+    code = main(["fit", "--config", TINY, "--data.root", str(data), "--trainer.default_root_dir", str(tmp_path),
+                 "--model.encoder", '{"name": "resnet"}'])
     assert code == 2
     err = one_line_error(capsys)
     assert "unknown video_encoder 'resnet'" in err and "efficient_hiera" in err
@@ -49,12 +50,14 @@ def test_unknown_plugin_in_config_is_one_line(capsys, tmp_path):
 
 def test_missing_data_folder_is_one_line(capsys, tmp_path):
     missing = tmp_path / "nowhere"
-    assert main(["fit", "--config", TINY, "--data.root", str(missing), "--trainer.max_steps", "1"]) == 2
+    assert main(["fit", "--config", TINY, "--data.root", str(missing), "--trainer.default_root_dir", str(tmp_path),
+                 "--trainer.max_steps", "1"]) == 2
     assert str(missing) in one_line_error(capsys)
 
 
 def test_paper_config_without_weights_names_what_to_download(capsys, tmp_path):
-    code = main(["fit", "--config", str(ROOT / "configs" / "vmas.yaml"), "--data.root", str(tmp_path)])
+    code = main(["fit", "--config", str(ROOT / "configs" / "vmas.yaml"), "--data.root", str(tmp_path),
+                 "--trainer.default_root_dir", str(tmp_path)])
     assert code == 2
     err = one_line_error(capsys)
     assert "missing pretrained weights" in err
@@ -130,7 +133,8 @@ def test_print_config_shows_every_plugin_option_and_parses_back(capsys, tmp_path
     ('{"name": "efficient_hiera", "freeze": "sometimes"}', "video_encoder 'efficient_hiera': Parser key \"freeze\""),
 ])
 def test_a_wrong_plugin_option_stops_in_one_line(capsys, tmp_path, spec, problem):
-    code = main(["fit", "--config", TINY, "--data.root", str(tmp_path), "--model.encoder", spec])
+    code = main(["fit", "--config", TINY, "--data.root", str(tmp_path), "--trainer.default_root_dir", str(tmp_path),
+                 "--model.encoder", spec])
     assert code == 2
     assert problem in one_line_error(capsys)
 
@@ -140,7 +144,8 @@ def test_a_misspelt_option_on_the_command_line_stops_fit_in_one_line(capsys, tmp
     the evaluation plugins that only `vmas test` builds."""
     for flag, problem in (("--model.decoder.dropuot", "music_decoder 'musicgen' has no option 'dropuot'"),
                           ("--model.evaluation.classifier.sead", "audio_classifier 'ast' has no option 'sead'")):
-        assert main(["fit", "--config", TINY, "--data.root", str(tmp_path), flag, "0"]) == 2
+        assert main(["fit", "--config", TINY, "--data.root", str(tmp_path), "--trainer.default_root_dir", str(tmp_path),
+                     flag, "0"]) == 2
         assert problem in one_line_error(capsys)
 
 

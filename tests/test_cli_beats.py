@@ -4,7 +4,7 @@ import json
 import librosa
 import pytest
 import soundfile
-from conftest import one_line_error
+from helpers import one_line_error
 import numpy as np
 from media import cut_frames, write_video
 from test_beats import clicks, moving_texture

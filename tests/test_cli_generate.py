@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from conftest import TINY_CONFIG, one_line_error
+from helpers import TINY_CONFIG, one_line_error
 from media import cut_frames, decoded_seconds, make_video, sine, video_packets, write_video
 from vmas_lightning.cli.main import main
 from vmas_lightning.data.datamodule import VMASDataModule
@@ -275,7 +275,7 @@ def test_checkpoint_with_code_in_it_is_refused_without_running_it(ckpt, tmp_path
 def test_committed_demo_checkpoint_loads_with_its_recorded_frames_per_feature():
     """checkpoints/demo/model.ckpt was saved when `model.sequence` still carried `frames_per_feature`
     (now the encoder's alone): it loads, with the encoder's value."""
-    from conftest import ROOT
+    from helpers import ROOT
 
     path = ROOT / "checkpoints" / "demo" / "model.ckpt"
     assert torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]["sequence"]["frames_per_feature"] == 2

@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from conftest import one_line_error
+from helpers import one_line_error
 from vmas_lightning.cli.main import main
 
 

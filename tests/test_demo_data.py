@@ -4,7 +4,7 @@ import json
 import numpy as np
 from litdata import StreamingDataset
 
-from conftest import TINY_CONFIG, one_line_error
+from helpers import TINY_CONFIG, one_line_error
 from vmas_lightning.beats import BeatConfig, overlap
 from vmas_lightning.data.demo import STYLES, synthesize_clip
 from vmas_lightning.data.shards import DataConfig, decode_sample

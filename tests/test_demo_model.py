@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from conftest import DEMO_CONFIG, ROOT
+from helpers import DEMO_CONFIG, ROOT
 from vmas_lightning.cli.main import main
 
 pytestmark = pytest.mark.slow

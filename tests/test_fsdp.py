@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import ROOT
+from helpers import ROOT
 from test_resume import TINY, fit, fixed_run_dir_args, probe_env, read_steps, vmas_command, write_run_config
 from vmas_lightning.callbacks import EMA
 from vmas_lightning.checkpointing import latest_checkpoint

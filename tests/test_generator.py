@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from vmas_lightning.errors import VMASError
 from vmas_lightning.generation import GenerationConfig, MusicGenerator
 from vmas_lightning.generation.generator import Window

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import TINY_CONFIG, fit_tiny, one_line_error
+from helpers import TINY_CONFIG, fit_tiny, one_line_error
 from vmas_lightning.cli.main import main
 
 

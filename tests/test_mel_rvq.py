@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEMO_CODEC, DEMO_CONFIG
+from helpers import DEMO_CODEC, DEMO_CONFIG
 from vmas_lightning.config_file import dataclass_from, read_config
 from vmas_lightning.data.demo import synthesize_clip
 from vmas_lightning.errors import MissingWeightsError, VMASError

@@ -21,7 +21,8 @@ def _launch(launcher: str, run_dir, config) -> list[str]:
             "-m", "vmas_lightning.cli.main", *fit]
 
 
-@pytest.mark.parametrize("launcher", ["lightning", pytest.param("torchrun", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 32 s (lightning) and more (torchrun) on 2 cores
+@pytest.mark.parametrize("launcher", ["lightning", "torchrun"])
 def test_two_cpu_ranks_train_on_disjoint_clips(launcher, tmp_path):
     probe = {"class_path": "test_resume.StepRecorder", "init_args": {"folder": str(tmp_path / "steps")}}
     config = write_run_config(tmp_path / "ddp.json", STEPS, [probe])

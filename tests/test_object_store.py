@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from conftest import TINY_CONFIG, one_line_error
+from helpers import TINY_CONFIG, one_line_error
 from test_resume import demo_data, fit, read_steps, write_run_config
 from vmas_lightning.checkpointing import latest_checkpoint
 from vmas_lightning.cli.main import main
@@ -160,7 +160,7 @@ def test_annotation_settings_travel_to_the_bucket_and_are_checked_there(s3, tmp_
 
 @pytest.mark.parametrize("problem", ["wrong bucket", "missing split", "missing credentials", "unreachable endpoint",
                                      "plain http endpoint"])
-def test_object_store_problems_are_one_line(problem, s3, monkeypatch, capsys):
+def test_object_store_problems_are_one_line(problem, s3, monkeypatch, capsys, tmp_path):
     url = f"s3://{BUCKET}/nothing-here"
     expected = f"{url} has no 'train' split: s3://{BUCKET}/nothing-here/train/index.json not found"
     if problem == "wrong bucket":
@@ -178,7 +178,8 @@ def test_object_store_problems_are_one_line(problem, s3, monkeypatch, capsys):
         plain = s3.meta.endpoint_url.replace("https://", "http://")
         monkeypatch.setenv("AWS_ENDPOINT_URL", plain)
         expected = f"{url}: the S3 endpoint {plain} is plain http"
-    assert main(["fit", "--config", str(TINY_CONFIG), "--data.root", url, "--trainer.max_steps", "1"]) == 2
+    assert main(["fit", "--config", str(TINY_CONFIG), "--data.root", url, "--trainer.max_steps", "1",
+                 "--trainer.default_root_dir", str(tmp_path)]) == 2
     assert one_line_error(capsys).removeprefix("vmas: error: ").startswith(expected)
     if problem not in ("missing split", "plain http endpoint"):  # the upload asks the store the same way
         assert main(["prepare", "upload", "--output", str(demo_data()), "--to", url]) == 2

@@ -2,7 +2,7 @@
 import pytest
 from packaging.requirements import Requirement
 
-from conftest import ROOT
+from helpers import ROOT
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 

@@ -7,7 +7,7 @@ import pytest
 import soundfile
 import yaml
 
-from conftest import ROOT, TINY_CONFIG, fit_tiny
+from helpers import ROOT, TINY_CONFIG, fit_tiny
 from vmas_lightning.cli.main import main
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from litdata import StreamingDataset
 
-from conftest import TINY_CONFIG, install_plugin, one_line_error
+from helpers import TINY_CONFIG, install_plugin, one_line_error
 from media import gradient_frames, sine, truncated_copy, write_audio_only, write_surround_video, write_video
 from vmas_lightning.beats import BeatConfig
 from vmas_lightning.cli.main import main
@@ -260,6 +260,7 @@ def test_stereo_and_5_1_soundtracks_are_stored_at_their_level_unclipped(tmp_path
         np.testing.assert_allclose(sample["audio"], mono * gain, atol=1.0 / 2**15 + 1e-6)  # scaled, never clipped
 
 
+@pytest.mark.slow  # 27 s on 2 cores
 def test_same_shards_with_one_or_two_workers_and_plugin_options(videos, tmp_path):
     """Demucs' time shift came from each worker's global RNG and the torch thread count from the
     worker count: tokens depended on --workers. Plugins take options on the command line."""

@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from conftest import one_line_error
+from helpers import one_line_error
 from vmas_lightning.cli.main import main
 
 SEQUENCE = {"duration_s": 10.0, "fps": 9.6, "frame_size": 224, "sample_rate": 32000, "token_rate": 50.0,

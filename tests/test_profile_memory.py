@@ -8,7 +8,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentParser
 
-from conftest import ROOT, TINY_CONFIG, one_line_error
+from helpers import ROOT, TINY_CONFIG, one_line_error
 from vmas_lightning.cli.main import main
 from vmas_lightning.cli.profile import read_model_block
 from vmas_lightning.cli.profile_memory import fake_batch, memory_report, parse_gpu_memory

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from conftest import install_plugin
+from helpers import install_plugin
 from vmas_lightning import registry
 from vmas_lightning.errors import VMASError
 from vmas_lightning.registry import REGISTRIES, VIDEO_ENCODERS, Registry

@@ -24,7 +24,7 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import ROOT, TINY_CONFIG as TINY
+from helpers import ROOT, TINY_CONFIG as TINY
 from vmas_lightning.checkpointing import AtomicCheckpointIO, latest_checkpoint, main as checkpointing_main
 
 
@@ -155,6 +155,7 @@ def _save_forever(path: str) -> None:
         io.save_checkpoint({"step": step, "weights": torch.full((2_000_000,), float(step))}, path)
 
 
+@pytest.mark.slow  # 20 s on 2 cores
 def test_checkpoint_killed_while_writing_is_never_half_written(tmp_path):
     """SIGKILL a writer many times mid-save: `last.ckpt` always loads whole and self-consistent."""
     target = tmp_path / "checkpoints" / "last.ckpt"

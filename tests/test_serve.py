@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import one_line_error
+from helpers import one_line_error
 from media import gradient_frames, make_video, sine, write_audio_only
 from served import serve_in_thread
 from vmas_lightning.cli.main import main

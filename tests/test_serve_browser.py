@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from media import make_video, sine, truncated_copy, write_audio_only
-from serve_browser import MISSING, browser, media, server, visible, wait_for  # noqa: F401
+from serve_browser import MISSING, TOKEN, browser, media, server, visible, wait_for  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(
     bool(MISSING), reason=f"needs {', '.join(MISSING)}: .ci/install-browser.sh installs chromium, chromium-driver and ffmpeg with apt-get")]
@@ -103,6 +103,7 @@ def drop(driver, path):
     assert driver.find_element(By.ID, "chosen").text.startswith(Path(path).name)
 
 
+@pytest.mark.slow  # 23 s on 2 cores (five jobs and a server restart)
 def test_drop_cancel_and_a_kill_9_restart(server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -137,3 +138,5 @@ def test_drop_cancel_and_a_kill_9_restart(server, browser, tmp_path):
     # links from before the kill still answer, files included
     assert server.api(f"/api/jobs/{before['id']}")["state"] == "done"
     assert server.get(f"/api/jobs/{before['id']}/wav")[:4] == b"RIFF"
+    # the admin token came with --admin-token: the operator has it, the log never shows it
+    assert "vmas serve: Generate page" in server.log.read_text() and TOKEN not in server.log.read_text()

@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.skipif(
     bool(MISSING), reason=f"needs {', '.join(MISSING)}: .ci/install-browser.sh installs chromium, chromium-driver and ffmpeg with apt-get")]
 
 
+@pytest.mark.slow  # 21 s on 2 cores (a server restart)
 def test_study_with_two_raters_across_a_restart(server, browser):
     from selenium.webdriver.common.by import By
 

@@ -5,7 +5,7 @@ import pytest
 from media import gradient_frames, sine
 from dataclasses import replace
 
-from conftest import TINY_CONFIG
+from helpers import TINY_CONFIG
 from vmas_lightning.data.shards import (ClipAnnotator, DataConfig, decode_flac, decode_sample, encode_flac, encode_sample,
                                         pack_jpegs, packed_frame_count, unpack_jpegs)
 from vmas_lightning.errors import VMASError

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from slurm_cluster import FINAL_STATES, SlurmCluster, why_no_slurm
 from test_resume import TINY, probe_env, read_steps, write_run_config
 from vmas_lightning.checkpointing import latest_checkpoint

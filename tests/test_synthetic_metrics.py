@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DEMO_CONFIG, DEMO_STYLE_NET
+from helpers import DEMO_CONFIG, DEMO_STYLE_NET
 from vmas_lightning.beats import BeatConfig, frames_flow, video_beats
 from vmas_lightning.config_file import dataclass_from, read_config
 from vmas_lightning.data.demo import STYLES, synthesize_clip

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_CONFIG
+from helpers import TINY_CONFIG
 from vmas_lightning.cli.main import main
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY_CONFIG
+from helpers import TINY_CONFIG
 from media import blob_video, write_video
 from vmas_lightning.config_file import read_config
 from vmas_lightning.cli.main import main

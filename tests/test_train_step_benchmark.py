@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from vmas_lightning.cli.lightning import VMASCLI
 from vmas_lightning.cli.profile_memory import memory_report
 from vmas_lightning.errors import VMASError

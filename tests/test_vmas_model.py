@@ -112,7 +112,7 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
     import yaml
     from jsonargparse import ArgumentParser
 
-    from conftest import TINY_CONFIG
+    from helpers import TINY_CONFIG
     from vmas_lightning.cli.profile_memory import fake_batch
     from vmas_lightning.lit_module import VMASModule
     from vmas_lightning.memory import saved_for_backward
