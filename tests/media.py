@@ -84,6 +84,17 @@ def make_video(path, seconds, fps, width=32, height=24, rotation=None, audio_rat
     return path
 
 
+def write_gif(path, frames: np.ndarray, fps: float = 10.0):
+    """An animated GIF of uint8 RGB `frames` `[F, H, W, 3]` (whatever `path`'s suffix says)."""
+    with av.open(str(path), "w", format="gif") as container:
+        stream = container.add_stream("gif", rate=round(fps))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb8"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
 def decoded_seconds(path, stream_index):
     """Seconds of audio decoded from stream `stream_index` of a file."""
     with av.open(str(path)) as container:

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from helpers import TINY_CONFIG, one_line_error
-from media import cut_frames, decoded_seconds, make_video, sine, video_packets, write_video
+from media import cut_frames, decoded_seconds, gradient_frames, make_video, sine, video_packets, write_gif, write_video
 from vmas_lightning.cli.main import main
 from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.data.shards import DataConfig
@@ -139,6 +139,25 @@ def test_batch_skips_bad_files_and_reports_them(ckpt, tmp_path, capsys):
     assert report["ignored"] == [str(videos / "notes.txt")]  # was: skipped silently
     assert (tmp_path / "out" / "good.wav").is_file() and (tmp_path / "out" / "good.mp4").is_file()
     assert "1 of 2 videos done, 1 failed, 1 other files ignored" in capsys.readouterr().out
+
+
+def test_a_late_step_that_fails_keeps_the_music_and_exits_2(ckpt, tmp_path, capsys):
+    """A GIF named .mp4 cannot be muxed: its wav stays, one line says why; batch mode lists it as failed."""
+    (tmp_path / "videos").mkdir()
+    gif = write_gif(tmp_path / "videos" / "animation.mp4", gradient_frames(20, 48, 64))
+    make_video(tmp_path / "videos" / "good.mp4", 1, 10)
+    assert run("--ckpt", ckpt, "--video", gif, "--out", tmp_path / "one" / "animation") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"vmas generate: {gif}: writing the video with the music: its pictures cannot be copied into .mp4 "
+                   "or .mkv as they are ('matroska' format does not support 'gif' codec)")
+    assert soundfile.info(str(tmp_path / "one" / "animation.wav")).duration == pytest.approx(2.0, abs=0.05)
+    assert not any(p.suffix in (".mp4", ".mkv") for p in (tmp_path / "one").iterdir())
+
+    assert run("--ckpt", ckpt, "--input-dir", tmp_path / "videos", "--out-dir", tmp_path / "out") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    [failed] = report["failed"]
+    assert failed["video"] == str(gif) and failed["kept"]["wav"] == str(tmp_path / "out" / "animation.wav")
+    assert [r["video"] for r in report["succeeded"]] == [str(tmp_path / "videos" / "good.mp4")]
 
 
 def test_plot_and_mv_align(ckpt, tmp_path, capsys):

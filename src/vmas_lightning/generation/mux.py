@@ -82,9 +82,14 @@ def mux_audio(
         return out_path
     except _UnsupportedCodec:
         out_path.unlink(missing_ok=True)
-        fallback = out_path.with_suffix(FALLBACK_SUFFIX)
+    fallback = out_path.with_suffix(FALLBACK_SUFFIX)
+    try:
         _remux(video_path, audio, sample_rate, fallback, keep_original_audio)
-        return fallback
+    except _UnsupportedCodec as err:  # e.g. a GIF: no container here takes its pictures as they are
+        fallback.unlink(missing_ok=True)
+        raise InputFileError(video_path, f"its pictures cannot be copied into {out_path.suffix} or {FALLBACK_SUFFIX} "
+                                         f"as they are ({err})") from None
+    return fallback
 
 
 class _UnsupportedCodec(Exception):

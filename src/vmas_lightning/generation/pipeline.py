@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
-from vmas_lightning.errors import VMASError
+from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.generation.config import GenerationConfig
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class Generation:
         `result["problems"]` and the rest goes on. `result["timings"]`: seconds per stage run.
         `title`: the plot's (default: the file's name); `score_max_side`: a video with a larger side
         is not scored (MV-Align's flow at native size is the costliest stage: ~10 min for 5 s of 4K
-        on one core; None: every video is scored)."""
+        on a 2-core CPU; None: every video is scored)."""
         from vmas_lightning.generation.mux import add_extension, mux_audio, write_wav
 
         seq = self.sequence
@@ -110,7 +110,7 @@ class Generation:
             except VMASError as err:
                 if not late:
                     raise
-                problems.append(f"{STAGES[name]}: {err}")
+                problems.append(f"{STAGES[name]}: {err.problem if isinstance(err, InputFileError) else err}")
             except Exception as err:  # a late stage's own failure: what was made stays
                 if not late:
                     raise
