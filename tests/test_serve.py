@@ -334,3 +334,15 @@ def test_serve_command_errors_are_one_line(tiny_ckpt, tmp_path, capsys):
         assert f"--port {port}: cannot listen there" in one_line_error(capsys)
     assert main(["serve", "--ckpt", str(tmp_path / "none.ckpt"), "--port", str(port), "--work-dir", str(tmp_path / "w")]) == 2
     assert "checkpoint not found" in one_line_error(capsys)
+
+
+def test_mv_align_is_not_scored_above_the_largest_side_and_every_stage_is_timed(generation, tmp_path):
+    """MV-Align's flow reads every frame at its native size (a 4K upload held the worker for minutes):
+    above `score_max_side` the score is skipped with one line; the rest is made and timed."""
+    video = make_video(tmp_path / "wide.mp4", 1.0, 12, width=64, height=48)
+    result = generation(video, tmp_path / "out", tmp_path / "plot.png", score_max_side=48)
+    assert "mv_align" not in result and result["plot"] == str(tmp_path / "plot.png")
+    assert result["problems"] == ["scoring MV-Align: skipped: 64x48 is larger than the 48 px a side scored here "
+                                  "(the score's optical flow reads every frame at its native size)"]
+    assert list(result["timings"]) == ["read", "music", "wav", "video", "plot", "mv_align"]
+    assert 0.0 <= generation(video, tmp_path / "out", tmp_path / "plot.png", score_max_side=64)["mv_align"] <= 1.0
