@@ -10,7 +10,9 @@ trains on the same batch of random video, tokens and beats of the data module's 
 (`vmas profile --memory`'s `fake_batch`), moved to the device each step as a real batch is.
 
 Prints `seconds_per_step` (median over the steps after `--warmup`, each timed between
-synchronisations of the device), `clips_per_s`, `peak_allocated_gib` (the largest step peak of
+synchronisations of the device), `clips_per_s`, `mfu` (model FLOPs per step, `model_tflop_per_step`:
+`vmas profile`'s forward count x3 for what trains, over the seconds, over the device's data-sheet bf16
+peak when it is a known GPU, else over a large matmul's measured peak; both peaks are printed), `peak_allocated_gib` (the largest step peak of
 `PeakMemoryMonitor`: forward, backward, optimizer and EMA update), `peak_reserved_gib` (the caching
 allocator's peak in the last step; it does not hand memory back between steps), the device, the
 library versions, and `estimate_gib`, what `vmas profile --memory` says for the same configs on
@@ -58,6 +60,45 @@ class StepTimer(L.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+# Dense bf16 peak (TFLOP/s, no sparsity) of known accelerators, from their makers' data sheets.
+PEAK_BF16_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H200": 989.4, "H100 PCIe": 756.0, "A100": 312.0}
+
+
+def spec_peak_tflops(device_name: str) -> float | None:
+    """The data-sheet bf16 peak of a known GPU by its name (None: not in `PEAK_BF16_TFLOPS`)."""
+    return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in device_name), None)
+
+
+def measured_peak_tflops(device: torch.device) -> float:
+    """TFLOP/s of a large matmul on `device` (bf16 8192^2 on CUDA, float32 2048^2 on CPU): the
+    attainable peak where the data sheet is unknown, and a check of it where it is known."""
+    cuda = device.type == "cuda"
+    size, dtype, repeats = (8192, torch.bfloat16, 20) if cuda else (2048, torch.float32, 5)
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(2):  # warm-up: kernels chosen, clocks up
+        a @ b
+    if cuda:
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if cuda:
+        torch.cuda.synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
+
+
+def model_tflop_per_step(model_block: dict, batch_size: int, encoder_trained: bool) -> float:
+    """Model FLOPs of one training step (TFLOP): forward FLOPs counted by `vmas profile` (encoder per
+    clip, decoder per token step), x3 for forward and backward of what trains (x1 for a frozen
+    encoder), x the batch. Recomputation by activation checkpointing is not model FLOPs."""
+    from vmas_lightning.cli.profile import profile
+
+    counted = profile(model_block)
+    encoder = counted["encoder"]["gflops"] * (3 if encoder_trained else 1)
+    decoder = 3 * counted["decoder"]["gflops_per_step"] * counted["decoder"]["steps"]
+    return batch_size * (encoder + decoder) / 1e3
+
+
 class RepeatedBatch(torch.utils.data.IterableDataset):
     """`steps` times the same random batch (`batch_size=None` in the loader: it is one batch already)."""
 
@@ -102,10 +143,16 @@ def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None)
         batch = random_batch(module.model.sequence, batch_size, module.model.codec.codebook_size)
         loader = torch.utils.data.DataLoader(RepeatedBatch(batch, steps), batch_size=None)
         trainer.fit(module, train_dataloaders=loader)
+        model_block = cli.config["model"].as_dict()
     timed = timer.seconds[warmup:]
     seconds = statistics.median(timed)
     device = timer.device
     cuda = device.type == "cuda"
+    device_name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
+    encoder_trained = any(p.requires_grad for p in module.model.encoder.parameters())
+    tflop = model_tflop_per_step(model_block, batch_size, encoder_trained)
+    measured_peak = measured_peak_tflops(device)
+    spec_peak = spec_peak_tflops(device_name) if cuda else None
     estimate = memory_report(configs, SimpleNamespace(devices=1, strategy=None, batch_size=batch_size, gpu_memory=None))
     peak = monitor.max_allocated / GiB
     return {
@@ -121,11 +168,17 @@ def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None)
         "seconds_per_step_range": [round(min(timed), 4), round(max(timed), 4)],
         "first_step_seconds": round(timer.seconds[0], 2),
         "clips_per_s": round(batch_size / seconds, 2),
+        "model_tflop_per_step": round(tflop, 6),
+        "achieved_tflops": round(tflop / seconds, 4),
+        "peak_tflops_spec": spec_peak,
+        "peak_tflops_measured": round(measured_peak, 2),
+        "mfu": round(tflop / seconds / (spec_peak or measured_peak), 4),
+        "mfu_basis": "data-sheet bf16 peak" if spec_peak else "measured matmul peak",
         "peak_allocated_gib": round(peak, 2) if cuda else None,
         "peak_reserved_gib": round(torch.cuda.max_memory_reserved(device) / GiB, 2) if cuda else None,
         "estimate_gib": round(estimate["total_bytes"] / GiB, 2),
         "peak_over_estimate": round(peak / (estimate["total_bytes"] / GiB), 3) if cuda else None,
-        "device": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+        "device": device_name,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__},
     }
 

@@ -35,6 +35,24 @@ def test_train_step_benchmark_on_cpu(monkeypatch, capsys):
     estimate = memory_report(["configs/tiny.yaml"], SimpleNamespace(devices=1, strategy=None, batch_size=2,
                                                                     gpu_memory=None))
     assert report["estimate_gib"] == round(estimate["total_bytes"] / GiB, 2) > 0
+    # MFU on CPU: over the measured matmul peak (no data sheet), and a real fraction of it
+    assert report["peak_tflops_spec"] is None and report["mfu_basis"] == "measured matmul peak"
+    assert report["achieved_tflops"] == pytest.approx(report["model_tflop_per_step"] / report["seconds_per_step"], rel=0.01)
+    assert report["mfu"] == pytest.approx(report["achieved_tflops"] / report["peak_tflops_measured"], rel=0.02)
+    assert 0 < report["mfu"] < 1
+
+
+def test_model_flops_per_step_count_what_trains():
+    """x3 (forward and backward) for the decoder, and for the encoder only when it trains; x the batch."""
+    from vmas_lightning.cli.profile import profile
+
+    train_step = load_train_step()
+    block = VMASCLI(["--config", str(ROOT / "configs" / "tiny.yaml"), "--trainer.logger", "false"], run=False).config["model"].as_dict()
+    counted = profile(block)
+    encoder, decoder = counted["encoder"]["gflops"], counted["decoder"]["gflops_per_step"] * counted["decoder"]["steps"]
+    assert train_step.model_tflop_per_step(block, 4, True) == pytest.approx(4 * 3 * (encoder + decoder) / 1e3)
+    assert train_step.model_tflop_per_step(block, 4, False) == pytest.approx(4 * (encoder + 3 * decoder) / 1e3)
+    assert train_step.spec_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4 and train_step.spec_peak_tflops("Tesla T4") is None
 
 
 def test_cli_without_running_needs_a_config():
