@@ -10,7 +10,8 @@ trains on the same batch of random video, tokens and beats of the data module's 
 (`vmas profile --memory`'s `fake_batch`), moved to the device each step as a real batch is.
 
 Prints `seconds_per_step` (median over the steps after `--warmup`, each timed between
-synchronisations of the device), `clips_per_s`, `mfu` (model FLOPs per step, `model_tflop_per_step`:
+synchronisations of the device), `phase_seconds` (medians of forward, backward, optimizer with
+gradient clipping, and batch-end hooks such as EMA: `StepTimer`), `clips_per_s`, `mfu` (model FLOPs per step, `model_tflop_per_step`:
 `vmas profile`'s forward count x3 for what trains, over the seconds, over the device's data-sheet bf16
 peak when it is a known GPU, else over a large matmul's measured peak; both peaks are printed), `peak_allocated_gib` (the largest step peak of
 `PeakMemoryMonitor`: forward, backward, optimizer and EMA update), `peak_reserved_gib` (the caching
@@ -38,26 +39,54 @@ from vmas_lightning.cli.profile_memory import fake_batch, memory_report
 from vmas_lightning.memory import GiB
 
 
+PHASES = ("forward", "backward", "optimizer", "batch_end")
+
+
 class StepTimer(L.Callback):
-    """Wall time of each training step, forward to the end of the last batch-end hook (EMA update)."""
+    """Wall time of each training step, forward to the end of the last batch-end hook (EMA update),
+    and of its phases (`PHASES`), each ended by a synchronisation of the device: the forward and
+    loss, the backward, the optimizer (gradient clipping and the update), and the batch-end hooks
+    (EMA, `PeakMemoryMonitor`). The optimizer phase ends in the batch-end hook of `OptimizerDone`,
+    which goes first among the callbacks. (The batch's move to the device comes before the step.)"""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
+        self.phases: dict[str, list[float]] = {phase: [] for phase in PHASES}
         self.device = torch.device("cpu")  # where training ran (the strategy moves the module back at the end)
-        self._start = 0.0
+        self._marks: list[float] = []
 
-    def _sync(self, module: L.LightningModule) -> None:
+    def _mark(self, module: L.LightningModule) -> None:
         if module.device.type == "cuda":
             torch.cuda.synchronize(module.device)
+        self._marks.append(time.perf_counter())
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.device = pl_module.device
-        self._sync(pl_module)
-        self._start = time.perf_counter()
+        self._marks = []
+        self._mark(pl_module)
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._mark(pl_module)
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self._mark(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._sync(pl_module)
-        self.seconds.append(time.perf_counter() - self._start)
+        self._mark(pl_module)
+        self.seconds.append(self._marks[-1] - self._marks[0])
+        if len(self._marks) == len(PHASES) + 1:  # one forward and backward per step (no accumulation)
+            for phase, start, end in zip(PHASES, self._marks, self._marks[1:]):
+                self.phases[phase].append(end - start)
+
+
+class OptimizerDone(L.Callback):
+    """Marks the end of the optimizer step for `timer` (put first among the callbacks)."""
+
+    def __init__(self, timer: StepTimer) -> None:
+        self.timer = timer
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.timer._mark(pl_module)
 
 
 # Dense bf16 peak (TFLOP/s, no sparsity) of known accelerators, from their makers' data sheets.
@@ -134,6 +163,7 @@ def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None)
         trainer, module = cli.trainer, cli.model
         trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]  # no 30-GB files
         timer = StepTimer()
+        trainer.callbacks.insert(0, OptimizerDone(timer))
         trainer.callbacks.append(timer)
         monitor = next((c for c in trainer.callbacks if isinstance(c, PeakMemoryMonitor)), None)
         if monitor is None:
@@ -167,11 +197,12 @@ def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None)
         "seconds_per_step": round(seconds, 4),
         "seconds_per_step_range": [round(min(timed), 4), round(max(timed), 4)],
         "first_step_seconds": round(timer.seconds[0], 2),
+        "phase_seconds": {phase: round(statistics.median(times[warmup:]), 4) for phase, times in timer.phases.items()},
         "clips_per_s": round(batch_size / seconds, 2),
         "model_tflop_per_step": round(tflop, 6),
-        "achieved_tflops": round(tflop / seconds, 4),
+        "achieved_tflops": round(tflop / seconds, 6),
         "peak_tflops_spec": spec_peak,
-        "peak_tflops_measured": round(measured_peak, 2),
+        "peak_tflops_measured": round(measured_peak, 4),
         "mfu": round(tflop / seconds / (spec_peak or measured_peak), 4),
         "mfu_basis": "data-sheet bf16 peak" if spec_peak else "measured matmul peak",
         "peak_allocated_gib": round(peak, 2) if cuda else None,

@@ -40,6 +40,10 @@ def test_train_step_benchmark_on_cpu(monkeypatch, capsys):
     assert report["achieved_tflops"] == pytest.approx(report["model_tflop_per_step"] / report["seconds_per_step"], rel=0.01)
     assert report["mfu"] == pytest.approx(report["achieved_tflops"] / report["peak_tflops_measured"], rel=0.02)
     assert 0 < report["mfu"] < 1
+    # the phases of a step, each timed: together they are the step (2 timed steps: medians are means, which add up)
+    phases = report["phase_seconds"]
+    assert list(phases) == ["forward", "backward", "optimizer", "batch_end"] and all(v > 0 for v in phases.values())
+    assert sum(phases.values()) == pytest.approx(report["seconds_per_step"], abs=1e-3)
 
 
 def test_model_flops_per_step_count_what_trains():
