@@ -19,9 +19,10 @@ log = logging.getLogger(__name__)
 KEPT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
 # `GenerationConfig` fields that `vmas generate` / `vmas serve` take as flags (`use_cache` is `--no-cache`).
 SAMPLING_FLAGS = tuple(f.name for f in dataclasses.fields(GenerationConfig) if f.name != "use_cache")
-# What `Generation` does for a file, in order, as the user is told; from "video" on, a failure keeps what was made.
+# What `Generation` does for a file, in order, as the user is told.
 STAGES = {"read": "reading the video", "music": "making the music", "wav": "writing the music",
           "video": "writing the video with the music", "plot": "plotting the beats", "mv_align": "scoring MV-Align"}
+LATE_STAGES = ("video", "plot", "mv_align")  # after the wav: a failure here keeps what was made
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,14 +82,14 @@ class Generation:
 
     def __call__(self, video_path: Path, stem: Path, plot: Optional[Path] = None, config: Optional[GenerationConfig] = None,
                  keep_original_audio: Optional[bool] = None, on_step: Optional[Callable[[int, int], None]] = None,
-                 on_stage: Optional[Callable[[str], None]] = None, title: Optional[str] = None,
+                 on_stage: Optional[Callable[[str, dict[str, float]], None]] = None, title: Optional[str] = None,
                  score_max_side: Optional[int] = None) -> dict:
         """Generate for one file; returns what was written (raises `InputFileError` for a bad file).
 
         `config` and `keep_original_audio` replace the command's settings for this file; `on_step`
-        is `MusicGenerator`'s progress callback; `on_stage(name)` is called as each of `STAGES`
-        begins (it may raise to stop: before the wav exists the error propagates, after it the
-        stage is recorded as a problem). Once the wav is written nothing made is lost: a later stage
+        is `MusicGenerator`'s progress callback; `on_stage(name, timings)` is called as each of `STAGES`
+        begins, with the seconds of those done (it may raise to stop: before the wav exists the
+        error propagates, in `LATE_STAGES` the stage is recorded as a problem). Once the wav is written nothing made is lost: a later stage
         that fails (the muxed video, the plot and its scores) leaves a one-line entry in
         `result["problems"]` and the rest goes on. `result["timings"]`: seconds per stage run.
         `title`: the plot's (default: the file's name); `score_max_side`: a video with a larger side
@@ -101,39 +102,39 @@ class Generation:
         timings: dict[str, float] = {}
         problems: list[str] = []
 
-        def stage(name: str, run: Callable[[], None], late: bool) -> None:
+        def stage(name: str, run: Callable[[], None]) -> None:
             began = time.perf_counter()
             try:
                 if on_stage is not None:
-                    on_stage(name)
+                    on_stage(name, dict(timings))
                 run()
             except VMASError as err:
-                if not late:
+                if name not in LATE_STAGES:
                     raise
                 problems.append(f"{STAGES[name]}: {err.problem if isinstance(err, InputFileError) else err}")
             except Exception as err:  # a late stage's own failure: what was made stays
-                if not late:
+                if name not in LATE_STAGES:
                     raise
                 log.warning("%s: %s failed", video_path, name, exc_info=True)
                 problems.append(f"{STAGES[name]}: failed ({err})")
             timings[name] = round(time.perf_counter() - began, 2)
 
         made: dict = {}
-        stage("read", lambda: made.update(clip=self.read(video_path)), late=False)
+        stage("read", lambda: made.update(clip=self.read(video_path)))
         clip = made["clip"]
-        stage("music", lambda: made.update(audio=self.compose(clip.frames, clip.duration_s, config, on_step=on_step)), late=False)
+        stage("music", lambda: made.update(audio=self.compose(clip.frames, clip.duration_s, config, on_step=on_step)))
         audio = made["audio"]
         music = audio[: seq.samples_for(clip.duration_s)]  # the video's length, as the wav holds it
         result = {"video": str(video_path), "seconds": round(clip.duration_s, 3), "generation_s": timings["music"]}
-        stage("wav", lambda: result.update(wav=str(write_wav(add_extension(stem, ".wav"), music, seq.sample_rate))), late=False)
+        stage("wav", lambda: result.update(wav=str(write_wav(add_extension(stem, ".wav"), music, seq.sample_rate))))
         if not self.cfg.no_video:
             target = add_extension(stem, muxed_suffix(video_path))
             stage("video", lambda: result.update(
-                video_out=str(mux_audio(video_path, audio, seq.sample_rate, target, keep_original_audio))), late=True)
+                video_out=str(mux_audio(video_path, audio, seq.sample_rate, target, keep_original_audio))))
         if plot is not None:
-            stage("plot", lambda: result.update(self._plot(video_path, music, plot, title or video_path.name)), late=True)
+            stage("plot", lambda: result.update(self._plot(video_path, music, plot, title or video_path.name)))
             if "plot" in result:
-                stage("mv_align", lambda: result.update(mv_align=self._score(video_path, music, score_max_side)), late=True)
+                stage("mv_align", lambda: result.update(mv_align=self._score(video_path, music, score_max_side)))
         result["timings"] = timings
         if problems:
             result["problems"] = problems

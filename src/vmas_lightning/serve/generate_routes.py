@@ -3,7 +3,6 @@ results) and `/api/jobs` (POST the video as the request body, settings in the qu
 state, stage timings and files; DELETE to cancel it)."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional
 
 from fastapi import APIRouter, Query, Request
@@ -11,9 +10,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from vmas_lightning.errors import VMASError
 from vmas_lightning.generation.pipeline import STAGES
-from vmas_lightning.serve.jobs import InvalidSettings, JobQueue, check_sampling
+from vmas_lightning.serve.jobs import JobQueue, check_sampling
 from vmas_lightning.serve.pages import page
 from vmas_lightning.serve.settings import ServeSettings
 
@@ -31,10 +29,8 @@ def generate_router(settings: ServeSettings, jobs: JobQueue) -> APIRouter:
                      cfg_scale: Optional[float] = None, temperature: Optional[float] = None, top_k: Optional[int] = None,
                      keep_original_audio: bool = False):
         sampling = {"seed": seed, "cfg_scale": cfg_scale, "temperature": temperature, "top_k": top_k}
-        try:  # the settings are checked before the upload is read
-            config = check_sampling(dataclasses.replace(jobs.generation.config, **{k: v for k, v in sampling.items() if v is not None}))
-        except VMASError as err:
-            raise InvalidSettings(str(err)) from None
+        # the settings are checked before the upload is read
+        config = check_sampling(jobs.generation.config, **{k: v for k, v in sampling.items() if v is not None})
         client = request.client.host if request.client else "local"
         length = request.headers.get("content-length")
         upload = await jobs.receive(name, request.stream(), int(length) if length and length.isdigit() else None, client)

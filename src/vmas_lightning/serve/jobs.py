@@ -29,7 +29,7 @@ from typing import AsyncIterator, Optional
 from vmas_lightning.data.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.generation.config import GenerationConfig
-from vmas_lightning.generation.pipeline import STAGES
+from vmas_lightning.generation.pipeline import LATE_STAGES, STAGES
 from vmas_lightning.serve.database import connect
 
 log = logging.getLogger(__name__)
@@ -70,23 +70,24 @@ def user_message(err: VMASError, name: str) -> str:
     return f"{name}: {err.problem}" if isinstance(err, InputFileError) else str(err)
 
 
-def check_sampling(config: GenerationConfig) -> GenerationConfig:
-    """`config` when its sampling settings are finite numbers in `GenerationConfig`'s ranges (a
-    seed in 0..2**63-1, top-k at most 2**31); one line naming every bad one otherwise. The API and
-    the page check a job's settings with this before it is queued."""
+def check_sampling(config: GenerationConfig, **changes) -> GenerationConfig:
+    """`config` with `changes` (a job's sampling settings), when they are finite numbers in
+    `GenerationConfig`'s ranges (a seed in 0..2**63-1, top-k at most 2**31); `InvalidSettings` with
+    one line naming every bad one otherwise. The API checks a job's settings so before it reads the upload."""
     problems = []
     for name in ("cfg_scale", "temperature", "top_p"):
-        value = getattr(config, name)
+        value = changes.get(name, getattr(config, name))
         if not (isinstance(value, (int, float)) and abs(value) < 1e6):  # also nan and inf
             problems.append(f"{name} must be a finite number below 1e6, got {value}")
-    if config.seed is not None and not 0 <= config.seed < 2**63:
-        problems.append(f"seed must be in 0..2**63-1, got {config.seed}")
-    if not 0 <= config.top_k <= 2**31:
-        problems.append(f"top_k must be in 0..2**31, got {config.top_k}")
+    seed, top_k = changes.get("seed", config.seed), changes.get("top_k", config.top_k)
+    if seed is not None and not 0 <= seed < 2**63:
+        problems.append(f"seed must be in 0..2**63-1, got {seed}")
+    if not 0 <= top_k <= 2**31:
+        problems.append(f"top_k must be in 0..2**31, got {top_k}")
     if problems:
         raise InvalidSettings("; ".join(problems))
     try:
-        return dataclasses.replace(config)  # GenerationConfig's own range checks
+        return dataclasses.replace(config, **changes)  # GenerationConfig's own range checks
     except VMASError as err:
         raise InvalidSettings(str(err)) from None
 
@@ -213,13 +214,12 @@ class JobQueue:
     def submit(self, name: str, upload: Path, config: GenerationConfig, keep_original_audio: bool,
                client: str = "local") -> str:
         """Check an upload from `receive` (a video stream of at least 2 frames, readable, not too long)
-        and its settings (`check_sampling`), and queue it; its folder is removed when a check fails.
-        Returns the job's id. Blocking: run it off the event loop."""
+        and queue it with `config` (checked by the caller: `check_sampling`); its folder is removed
+        when a check fails. Returns the job's id. Blocking: run it off the event loop."""
         from vmas_lightning.generation.mux import video_span
 
         name = display_name(name)
         try:
-            config = check_sampling(config)
             duration, frames = video_span(upload)
             if frames < 2:
                 raise VMASError(f"{name}: a video needs at least 2 frames, this file has {frames} (a picture?)")
@@ -252,7 +252,7 @@ class JobQueue:
         result = json.loads(job["result"])
         return {"id": job["id"], "name": job["name"], "state": job["state"], "stage": job["stage"], "place": place,
                 "progress": round(progress, 3), "error": job["error"], "timings": json.loads(job["timings"]),
-                "problems": result.get("problems", []), "budget_s": self.budget_s,
+                "problems": result.get("problems", []),
                 "result": {k: v for k, v in result.items() if k in ("seconds", "generation_s", "mv_align")}
                 | {"files": sorted(kind for kind, key in FILES.items() if key in result)}}
 
@@ -298,8 +298,6 @@ class JobQueue:
     def _run(self, job: sqlite3.Row) -> None:
         job_id, name = job["id"], job["name"]
         deadline = time.monotonic() + self.budget_s
-        timings: dict[str, float] = {}  # of the stages ended so far, for the page while it runs
-        stage_began = [time.monotonic(), None]
 
         def check(music: bool) -> None:
             if job_id in self.cancelled:
@@ -308,12 +306,9 @@ class JobQueue:
                 raise VMASError(f"{name}: stopped after {self.budget_s:g} s, this server's limit per job" if music
                                 else f"skipped: this server's {self.budget_s:g} s per job were spent")
 
-        def on_stage(stage: str) -> None:
-            if stage_began[1] is not None:
-                timings[stage_began[1]] = round(time.monotonic() - stage_began[0], 2)
-            stage_began[:] = [time.monotonic(), stage]
+        def on_stage(stage: str, timings: dict[str, float]) -> None:
             self._update(job_id, stage=STAGES[stage], timings=timings)
-            check(music=stage in ("read", "music", "wav"))
+            check(music=stage not in LATE_STAGES)
 
         def on_step(done: int, total: int) -> None:
             with self.lock:
