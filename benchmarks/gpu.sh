@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The GPU figures of benchmarks/RESULTS.md in one go, on one CUDA device (about 7 minutes on an H100):
-#     bash benchmarks/gpu.sh OUT_DIR
+# The GPU figures of benchmarks/RESULTS.md in one go, on one CUDA device (about 12 minutes on an H100),
+# or only the named ones (each issue's device check, at most ~8 minutes):
+#     bash benchmarks/gpu.sh OUT_DIR [NAME ...]
 # Writes OUT_DIR/<name>.json (what each benchmark printed) and OUT_DIR/<name>.log (its stderr). A
 # benchmark that fails or runs past STEP_TIMEOUT seconds (default 300) is reported and the rest go on.
 set -u
-out=${1:?usage: bash benchmarks/gpu.sh OUT_DIR}
+out=${1:?usage: bash benchmarks/gpu.sh OUT_DIR [NAME ...]}
+shift
+only=" $* "
 python=${PYTHON:-python}
 mkdir -p "$out"
 no_checkpointing=$(mktemp --suffix .yaml)
@@ -13,6 +16,7 @@ failed=0
 
 run() {
     local name=$1; shift
+    [[ "$only" == "  " || "$only" == *" $name "* ]] || return 0
     echo "== $name: $*"
     if timeout "${STEP_TIMEOUT:-300}" "$python" "$@" > "$out/$name.json" 2> "$out/$name.log"; then
         cat "$out/$name.json"
@@ -22,7 +26,9 @@ run() {
 }
 
 run train_step benchmarks/train_step.py --config configs/vmas.yaml                        # as configured
-run generate benchmarks/generate.py --full on                                             # MusicGen-medium, bf16
+# MusicGen-medium, bf16, 10-s clips: the dynamic cache (before) and the static cache's graphed and compiled steps
+run generate_before benchmarks/generate.py --decoder medium --modes dynamic --batches 1,32
+run generate_after benchmarks/generate.py --decoder medium --modes cuda_graph,torch_compile --batches 1,16,32
 run train_step_no_checkpointing benchmarks/train_step.py --config configs/vmas.yaml --config "$no_checkpointing"
 run optical_flow benchmarks/optical_flow.py                                               # RAFT on CUDA and CPU
 rm -f "$no_checkpointing"

@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import av
 import lightning as L
@@ -139,6 +140,32 @@ def test_batch_skips_bad_files_and_reports_them(ckpt, tmp_path, capsys):
     assert report["ignored"] == [str(videos / "notes.txt")]  # was: skipped silently
     assert (tmp_path / "out" / "good.wav").is_file() and (tmp_path / "out" / "good.mp4").is_file()
     assert "1 of 2 videos done, 1 failed, 1 other files ignored" in capsys.readouterr().out
+
+
+def test_batches_of_files_give_each_file_the_music_it_gets_alone(ckpt, tmp_path, capsys):
+    """--batch-size 3: the three 1-s clips are generated together (the 2-s one and a broken file apart),
+    with the static cache; each wav is the one `--video` writes for that file with the same seed."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name, seconds, fps in (("a", 1, 10), ("b", 1, 20), ("c", 2, 10), ("d", 1, 25)):
+        make_video(videos / f"{name}.mp4", seconds, fps)
+    (videos / "broken.mp4").write_text("not a video")
+    assert run("--ckpt", ckpt, "--input-dir", videos, "--out-dir", tmp_path / "out", "--seed", 4, "--batch-size", 3,
+               "--static-cache", "true", "--no-video") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {Path(r["video"]).name: r.get("batch", 1) for r in report["succeeded"]} == {"a.mp4": 3, "b.mp4": 3, "d.mp4": 3, "c.mp4": 1}
+    assert [r["video"] for r in report["failed"]] == [str(videos / "broken.mp4")]
+    wavs = {name: (tmp_path / "out" / f"{name}.wav").read_bytes() for name in "abcd"}
+    assert len(set(wavs.values())) == 4
+    for name in "abcd":
+        assert run("--ckpt", ckpt, "--video", videos / f"{name}.mp4", "--out", tmp_path / "alone" / name, "--seed", 4,
+                   "--no-video") == 0
+        assert (tmp_path / "alone" / f"{name}.wav").read_bytes() == wavs[name], name
+    capsys.readouterr()
+    assert run("--ckpt", ckpt, "--video", videos / "a.mp4", "--out", tmp_path / "x", "--batch-size", 2) == 2
+    assert "--batch-size 2" in one_line_error(capsys)
+    assert run("--ckpt", ckpt, "--video", videos / "a.mp4", "--out", tmp_path / "x", "--decode-step", "torch_compile") == 2
+    assert "decode_step torch_compile needs static_cache" in one_line_error(capsys)
 
 
 def test_a_late_step_that_fails_keeps_the_music_and_exits_2(ckpt, tmp_path, capsys):

@@ -104,7 +104,7 @@ def test_window_longer_than_the_encoder_input_is_an_error(model):
         MusicGenerator(model, GenerationConfig(window_s=5.0, overlap_s=1.0)).generate(video(6.0))
 
 
-def test_benchmark_reports_cached_and_uncached_speed(capsys):
+def test_benchmark_reports_each_decode_path(capsys):
     import importlib.util
     import json
 
@@ -112,13 +112,18 @@ def test_benchmark_reports_cached_and_uncached_speed(capsys):
     spec = importlib.util.spec_from_file_location("benchmark_generate", path)
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    result = benchmark.main(["--steps", "20", "--full", "off"])
+    result = benchmark.main(["--steps", "20", "--batches", "1,3", "--modes", "no_cache,dynamic,static",
+                             "--agreement-tokens", "20", "--device", "cpu"])
     assert json.loads(capsys.readouterr().out) == result
-    tiny = result["tiny_cpu"]
-    assert tiny["with_cache"]["kv_cache"] and not tiny["without_cache"]["kv_cache"]
-    for run in (tiny["with_cache"], tiny["without_cache"]):
-        assert (run["tokens"], run["steps"], run["layers"], run["width"]) == (20, 23, 2, 64)
-        assert run["real_time_factor"] == pytest.approx(run["seconds"] / 0.4, rel=0.05)
+    assert (result["tokens"], result["steps"], result["layers"], result["width"]) == (20, 23, 2, 64)
+    assert [run["batch"] for run in result["runs"]["no_cache"]["by_batch"]] == [1]  # the slow reference: batch 1 only
+    for mode in ("dynamic", "static"):
+        one, three = result["runs"][mode]["by_batch"]
+        assert (one["batch"], three["batch"]) == (1, 3)
+        assert three["seconds_per_clip"] == pytest.approx(three["seconds"] / 3, rel=0.01)
+        assert one["real_time_factor"] == pytest.approx(one["seconds"] / 0.4, rel=0.05)
+    assert all(runs["same_greedy_tokens"] == 1.0 for runs in result["runs"].values())  # fp32: the same tokens
+    assert set(result["speedup_at_batch_1_over_dynamic"]) == {"no_cache", "dynamic", "static"}
 
 
 def test_per_clip_seeds_make_each_clip_independent_of_its_batch(model):

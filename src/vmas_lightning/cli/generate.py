@@ -18,6 +18,7 @@ from jsonargparse import ArgumentParser
 from vmas_lightning.cli import writable_folder
 from vmas_lightning.data.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.generation.config import DecodeStep
 from vmas_lightning.generation.pipeline import Generation, muxed_suffix
 
 HELP = "Generate music for a video (or a folder of videos): a 32 kHz wav and the video with it muxed in."
@@ -30,6 +31,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", help="Output stem (writes <stem>.wav and <stem>.<container>) or an existing folder.")
     parser.add_argument("--input-dir", help="Batch mode: every video file in this folder.")
     parser.add_argument("--out-dir", help="Batch mode: output folder (<name>.wav, <name>.<container>, report.json).")
+    parser.add_argument("--batch-size", type=int, default=1, help="Batch mode: clips of the same length generated "
+                        "together (with --seed, each file's music is what it gets alone).")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when available.")
     parser.add_argument("--top-k", type=Optional[int], default=None, help="Override the checkpoint's top-k (0: off).")
     parser.add_argument("--top-p", type=Optional[float], default=None, help="Override top-p (0: off).")
@@ -38,6 +41,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--window-s", type=Optional[float], default=None, help="Seconds per window (default: training length).")
     parser.add_argument("--overlap-s", type=Optional[float], default=None, help="Seconds of music carried into the next window.")
     parser.add_argument("--seed", type=Optional[int], default=None, help="Seed: same seed, same music.")
+    parser.add_argument("--static-cache", type=Optional[bool], default=None,
+                        help="Preallocated key/value cache (fixed shapes; default: the checkpoint's generation.static_cache).")
+    parser.add_argument("--decode-step", type=Optional[DecodeStep], default=None,
+                        help="eager, cuda_graph or torch_compile: how each decode step runs (needs the static cache; "
+                        "default: the checkpoint's generation.decode_step).")
     parser.add_argument("--no-cache", action="store_true", help="Disable the decoder's key/value cache (slow; for checks).")
     parser.add_argument("--keep-original-audio", action="store_true", help="Keep the source's audio as a second stream.")
     parser.add_argument("--no-video", action="store_true", help="Write only the wav, no muxed video.")
@@ -73,6 +81,8 @@ def run(cfg) -> int:
         raise VMASError("--video needs --out (an output stem or folder)")
     if batch and cfg.out_dir is None:
         raise VMASError("--input-dir needs --out-dir")
+    if cfg.batch_size < 1 or (single and cfg.batch_size != 1):
+        raise VMASError(f"--batch-size {cfg.batch_size}: give a count >= 1, with --input-dir (one --video is one clip)")
     if single:
         video = Path(cfg.video)
         if video.is_dir():
@@ -106,19 +116,18 @@ def _run_batch(cfg) -> int:
     generate = Generation(cfg)
     # Files without a video suffix are listed, not tried (give one with --video to try it).
     report = {"succeeded": [], "failed": [], "ignored": [str(p) for p in files if p not in videos]}
-    for index, video in enumerate(videos, 1):
+    jobs = ((video, out_dir / video.stem, Path(cfg.plot) / f"{video.stem}.png" if cfg.plot else None) for video in videos)
+    for index, (video, result) in enumerate(generate.batches(jobs, cfg.batch_size), 1):
         print(f"[{index}/{len(videos)}] {video.name}", file=sys.stderr)
-        plot = Path(cfg.plot) / f"{video.stem}.png" if cfg.plot else None
-        try:
-            result = generate(video, out_dir / video.stem, plot)
-            _print_result(result)
-            if "problems" in result:  # the music is kept; the item is reported as failed
-                report["failed"].append({"video": str(video), "error": "; ".join(result["problems"]), "kept": result})
-            else:
-                report["succeeded"].append(result)
-        except VMASError as err:
-            print(f"vmas generate: skipped: {err}", file=sys.stderr)
-            report["failed"].append({"video": str(video), "error": str(err)})
+        if isinstance(result, VMASError):
+            print(f"vmas generate: skipped: {result}", file=sys.stderr)
+            report["failed"].append({"video": str(video), "error": str(result)})
+            continue
+        _print_result(result)
+        if "problems" in result:  # the music is kept; the item is reported as failed
+            report["failed"].append({"video": str(video), "error": "; ".join(result["problems"]), "kept": result})
+        else:
+            report["succeeded"].append(result)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{len(report['succeeded'])} of {len(videos)} videos done, {len(report['failed'])} failed, "
           f"{len(report['ignored'])} other files ignored; report: {out_dir / 'report.json'}")

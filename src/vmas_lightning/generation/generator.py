@@ -157,20 +157,61 @@ class MusicGenerator:
         known = apply_delay(is_prompt.expand(1, num_codebooks, -1), True)[0]  # [K, num_steps]
         bos = prompt.new_full((batch, num_codebooks, 1), pad)
         sequence = torch.cat([bos, apply_delay(tokens, pad)], dim=2)  # position j + 1 holds delayed step j
-        past, fed = None, 0
+        run = self.decode_function(cond, num_steps + 1)
+        fed = 0
         for step in range(prompt_len, num_steps):
             inputs = sequence[:, :, fed : step + 1]
             if guided:
                 inputs = torch.cat([inputs, inputs])
-            logits, cache = decoder(inputs, cond, past_key_values=past, use_cache=cfg.use_cache)
-            logits = logits[:, :, -1].float()
+            logits = run(inputs, fed)[:, :, -1].float()
             if guided:
                 conditional, unconditional = logits.chunk(2)
                 logits = unconditional + cfg.cfg_scale * (conditional - unconditional)
             sampled = sample_next_token(logits, cfg.top_k, cfg.top_p, cfg.temperature, rng)
             sequence[:, :, step + 1] = torch.where(known[:, step], sequence[:, :, step + 1], sampled)
             if cfg.use_cache:  # the next call feeds only the new step
-                past, fed = cache, step + 1
+                fed = step + 1
             if tick is not None:
                 tick()
         return revert_delay(sequence[:, :, 1:])
+
+    def decode_function(self, cond: torch.Tensor, length: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """`run(input_ids [N, K, L], start) -> logits [N, K, L, V]` for decoder positions start..start + L - 1
+        of a window of `length` positions conditioned on `cond [N, S, D]`: the decoder's forward with
+        transformers' dynamic cache (or none), or its static cache (`static_cache`) with its one-position
+        steps eager, replayed as a CUDA graph or compiled (`decode_step`); a prompt is fed eagerly."""
+        cfg = self.config
+        decoder = self.model.decoder
+        if not cfg.static_cache:
+            past = None
+
+            def run(input_ids: torch.Tensor, start: int) -> torch.Tensor:
+                nonlocal past
+                logits, cache = decoder(input_ids, cond, past_key_values=past, use_cache=cfg.use_cache)
+                past = cache if cfg.use_cache else None
+                return logits
+
+            return run
+        if not hasattr(decoder, "static_decoder"):
+            raise VMASError(f"generation.static_cache: the decoder {type(decoder).__name__} has no static cache; "
+                            "set generation.static_cache false")
+        seq = self.sequence
+        window = seq.tokens_for(self.config.window_s or seq.duration_s) + seq.num_codebooks  # + BOS and K - 1 delays
+        max_cond = math.ceil(seq.num_frames / self.model.frames_per_feature)
+        device = cond.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        static = decoder.static_decoder(cond.shape[0], max(window, length), max(max_cond, cond.shape[1]), dtype)
+        static.reset(cond)
+        if cfg.decode_step == "cuda_graph" and not cond.is_cuda:
+            raise VMASError("generation.decode_step cuda_graph needs a CUDA device; use eager or torch_compile")
+        step = static  # decode_step eager
+        if cfg.decode_step == "cuda_graph":
+            step = static.graphed_step()
+        elif cfg.decode_step == "torch_compile":
+            step = static.compiled_step()
+
+        def run_static(input_ids: torch.Tensor, start: int) -> torch.Tensor:
+            length = input_ids.shape[-1]
+            return (step if length == 1 else static)(input_ids, static.key_positions[start : start + length])
+
+        return run_static

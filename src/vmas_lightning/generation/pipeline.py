@@ -6,8 +6,9 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
+import numpy as np
 import torch
 
 from vmas_lightning.errors import InputFileError, VMASError
@@ -17,12 +18,43 @@ log = logging.getLogger(__name__)
 
 # Containers the muxed copy keeps; other sources are written as .mp4 (mux falls back to .mkv).
 KEPT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
-# `GenerationConfig` fields that `vmas generate` / `vmas serve` take as flags (`use_cache` is `--no-cache`).
-SAMPLING_FLAGS = tuple(f.name for f in dataclasses.fields(GenerationConfig) if f.name != "use_cache")
+# `GenerationConfig` fields that `vmas generate` / `vmas serve` take as flags (`use_cache` is `--no-cache`;
+# `static_cache` and `decode_step` are `--static-cache` and `--decode-step`: how fast, not what is sampled).
+DECODE_FLAGS = ("static_cache", "decode_step")
+SAMPLING_FLAGS = tuple(f.name for f in dataclasses.fields(GenerationConfig) if f.name not in ("use_cache", *DECODE_FLAGS))
 # What `Generation` does for a file, in order, as the user is told.
 STAGES = {"read": "reading the video", "music": "making the music", "wav": "writing the music",
           "video": "writing the video with the music", "plot": "plotting the beats", "mv_align": "scoring MV-Align"}
 LATE_STAGES = ("video", "plot", "mv_align")  # after the wav: a failure here keeps what was made
+
+
+class Stages:
+    """Runs `Generation`'s stages for one file: `stage(name, run)` times `run()` into `timings` and calls
+    `on_stage(name, timings so far)` first; a failure in `LATE_STAGES` becomes a line in `problems`
+    (what was made stays), any other propagates."""
+
+    def __init__(self, video_path: Path, on_stage: Optional[Callable[[str, dict[str, float]], None]] = None):
+        self.video_path = video_path
+        self.on_stage = on_stage
+        self.timings: dict[str, float] = {}
+        self.problems: list[str] = []
+
+    def __call__(self, name: str, run: Callable[[], None]) -> None:
+        began = time.perf_counter()
+        try:
+            if self.on_stage is not None:
+                self.on_stage(name, dict(self.timings))
+            run()
+        except VMASError as err:
+            if name not in LATE_STAGES:
+                raise
+            self.problems.append(f"{STAGES[name]}: {err.problem if isinstance(err, InputFileError) else err}")
+        except Exception as err:  # a late stage's own failure: what was made stays
+            if name not in LATE_STAGES:
+                raise
+            log.warning("%s: %s failed", self.video_path, name, exc_info=True)
+            self.problems.append(f"{STAGES[name]}: failed ({err})")
+        self.timings[name] = round(time.perf_counter() - began, 2)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -42,7 +74,7 @@ class Generation:
     """A loaded checkpoint that turns video files into music files (`vmas generate`, `vmas serve`).
 
     `cfg` holds `vmas generate`'s options (`cli.generate.build_parser`): `ckpt`, `device`, the sampling
-    overrides (`SAMPLING_FLAGS`, None: the checkpoint's), `no_cache`, `keep_original_audio`,
+    overrides (`SAMPLING_FLAGS`, None: the checkpoint's), `static_cache`, `decode_step`, `no_cache`, `keep_original_audio`,
     `no_video`, `plot_spectrogram` and `beats_config`."""
 
     def __init__(self, cfg):
@@ -53,9 +85,9 @@ class Generation:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.model, self.sequence, config = load_for_inference(cfg.ckpt, self.device)
-        overrides = {name: getattr(cfg, name) for name in SAMPLING_FLAGS if getattr(cfg, name) is not None}
-        if cfg.no_cache:
-            overrides["use_cache"] = False
+        overrides = {name: getattr(cfg, name) for name in SAMPLING_FLAGS + DECODE_FLAGS if getattr(cfg, name) is not None}
+        if cfg.no_cache:  # no cache of either kind, unless asked for in the same breath (then rejected)
+            overrides = {"static_cache": False, "decode_step": "eager", **overrides, "use_cache": False}
         self.config = dataclasses.replace(config, **overrides)
         # the settings of the plot's beats: data.beats of `beats_config` (`vmas beats --config`), else the defaults
         self.beats = BeatConfig() if cfg.beats_config is None else DataConfig.from_yaml(cfg.beats_config).beats
@@ -72,13 +104,20 @@ class Generation:
                 progress: bool = True):
         """Music for uint8 `frames [F, H, W, 3]` at the model's rate: float32 `[N]` at the codec's
         rate, the full decoded length (at least `duration_s`). `seeds`: `MusicGenerator`'s, one."""
+        return self.compose_batch([frames], duration_s, config, seeds, on_step, progress)[0]
+
+    def compose_batch(self, frames: Sequence, duration_s: float, config: Optional[GenerationConfig] = None,
+                      seeds: Optional[list[int]] = None, on_step: Optional[Callable[[int, int], None]] = None,
+                      progress: bool = True) -> list:
+        """`compose` for clips of the same shape, generated as one batch -> one `[N]` each."""
         from vmas_lightning.generation.generator import MusicGenerator
 
-        video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None]  # uint8 [1, 3, F, H, W]
+        video = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3)  # uint8 [B, 3, F, H, W]
         generator = MusicGenerator(self.model, config or self.config, progress=progress, on_step=on_step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             tokens = generator.generate(video.to(self.device), duration_s=duration_s, seeds=seeds)
-        return self.model.codec.decode(tokens)[0, 0].float().cpu().numpy()
+        # one clip at a time: a batched decode's rounding would differ from the clip's alone in the last bit
+        return [self.model.codec.decode(clip_tokens[None])[0, 0].float().cpu().numpy() for clip_tokens in tokens]
 
     def __call__(self, video_path: Path, stem: Path, plot: Optional[Path] = None, config: Optional[GenerationConfig] = None,
                  keep_original_audio: Optional[bool] = None, on_step: Optional[Callable[[int, int], None]] = None,
@@ -95,37 +134,69 @@ class Generation:
         `title`: the plot's (default: the file's name); `score_max_side`: a video with a larger side
         is not scored (MV-Align's flow at native size is the costliest stage: ~10 min for 5 s of 4K
         on a 2-core CPU; None: every video is scored)."""
-        from vmas_lightning.generation.mux import add_extension, mux_audio, write_wav
-
-        seq = self.sequence
-        keep_original_audio = self.cfg.keep_original_audio if keep_original_audio is None else keep_original_audio
-        timings: dict[str, float] = {}
-        problems: list[str] = []
-
-        def stage(name: str, run: Callable[[], None]) -> None:
-            began = time.perf_counter()
-            try:
-                if on_stage is not None:
-                    on_stage(name, dict(timings))
-                run()
-            except VMASError as err:
-                if name not in LATE_STAGES:
-                    raise
-                problems.append(f"{STAGES[name]}: {err.problem if isinstance(err, InputFileError) else err}")
-            except Exception as err:  # a late stage's own failure: what was made stays
-                if name not in LATE_STAGES:
-                    raise
-                log.warning("%s: %s failed", video_path, name, exc_info=True)
-                problems.append(f"{STAGES[name]}: failed ({err})")
-            timings[name] = round(time.perf_counter() - began, 2)
-
+        stage = Stages(video_path, on_stage)
         made: dict = {}
         stage("read", lambda: made.update(clip=self.read(video_path)))
         clip = made["clip"]
         stage("music", lambda: made.update(audio=self.compose(clip.frames, clip.duration_s, config, on_step=on_step)))
-        audio = made["audio"]
-        music = audio[: seq.samples_for(clip.duration_s)]  # the video's length, as the wav holds it
-        result = {"video": str(video_path), "seconds": round(clip.duration_s, 3), "generation_s": timings["music"]}
+        return self._write(video_path, stem, clip.duration_s, made["audio"], stage, plot, keep_original_audio, title,
+                           score_max_side)
+
+    def batches(self, jobs: Iterable[tuple[Path, Path, Optional[Path]]], batch_size: int
+                ) -> Iterator[tuple[Path, dict | VMASError]]:
+        """`__call__` for many `(video, stem, plot)` jobs, up to `batch_size` clips of the same length
+        generated as one batch: `(video, result)` as each is written, or `(video, error)` for a file
+        that fails before its wav. With a seed, each clip gets its own generator seeded with it, so a
+        file's music is the music `__call__` makes for it alone. Clips wait for batch mates of their
+        length; at most `4 * batch_size` wait at a time (the fullest group goes first)."""
+        waiting: dict[tuple[int, int], list] = {}
+        for video_path, stem, plot in jobs:
+            stage, made = Stages(video_path), {}
+            try:
+                stage("read", lambda: made.update(clip=self.read(video_path)))
+            except VMASError as err:
+                yield video_path, err
+                continue
+            clip = made["clip"]
+            group = waiting.setdefault((len(clip.frames), self.sequence.tokens_for(clip.duration_s)), [])
+            group.append((video_path, stem, plot, clip, stage))
+            if len(group) == batch_size or sum(map(len, waiting.values())) >= 4 * batch_size:
+                yield from self._generate_group(waiting.pop(max(waiting, key=lambda key: len(waiting[key]))))
+        while waiting:
+            yield from self._generate_group(waiting.pop(next(iter(waiting))))
+
+    def _generate_group(self, group: list) -> Iterator[tuple[Path, dict | VMASError]]:
+        """Music for clips of one shape in one batch, then each one's files (`batches`)."""
+        seed = self.config.seed
+        began = time.perf_counter()
+        try:
+            audio = self.compose_batch([clip.frames for *_, clip, _ in group], group[0][3].duration_s,
+                                       seeds=None if seed is None else [seed] * len(group), progress=False)
+        except VMASError as err:
+            yield from ((video_path, err) for video_path, *_ in group)
+            return
+        seconds = round(time.perf_counter() - began, 2)
+        for (video_path, stem, plot, clip, stage), music in zip(group, audio):
+            stage.timings["music"] = seconds
+            try:
+                result = self._write(video_path, stem, clip.duration_s, music, stage, plot)
+            except VMASError as err:
+                yield video_path, err
+                continue
+            if len(group) > 1:
+                result["batch"] = len(group)  # generation_s is the whole batch's
+            yield video_path, result
+
+    def _write(self, video_path: Path, stem: Path, duration_s: float, audio, stage: "Stages", plot: Optional[Path] = None,
+               keep_original_audio: Optional[bool] = None, title: Optional[str] = None,
+               score_max_side: Optional[int] = None) -> dict:
+        """The stages after the music (`__call__`): the wav, then `LATE_STAGES`; the result dict."""
+        from vmas_lightning.generation.mux import add_extension, mux_audio, write_wav
+
+        seq = self.sequence
+        keep_original_audio = self.cfg.keep_original_audio if keep_original_audio is None else keep_original_audio
+        music = audio[: seq.samples_for(duration_s)]  # the video's length, as the wav holds it
+        result = {"video": str(video_path), "seconds": round(duration_s, 3), "generation_s": stage.timings["music"]}
         stage("wav", lambda: result.update(wav=str(write_wav(add_extension(stem, ".wav"), music, seq.sample_rate))))
         if not self.cfg.no_video:
             target = add_extension(stem, muxed_suffix(video_path))
@@ -135,9 +206,9 @@ class Generation:
             stage("plot", lambda: result.update(self._plot(video_path, music, plot, title or video_path.name)))
             if "plot" in result:
                 stage("mv_align", lambda: result.update(mv_align=self._score(video_path, music, score_max_side)))
-        result["timings"] = timings
-        if problems:
-            result["problems"] = problems
+        result["timings"] = stage.timings
+        if stage.problems:
+            result["problems"] = stage.problems
         return result
 
     def _score(self, video_path: Path, music, max_side: Optional[int]) -> float:

@@ -28,6 +28,7 @@ from torch import nn
 from transformers import MusicgenDecoderConfig, MusicgenForCausalLM, MusicgenForConditionalGeneration
 
 from vmas_lightning.errors import VMASError
+from vmas_lightning.models.decoders.static_cache import StaticMusicGenDecoder
 from vmas_lightning.models.pretrained import load_hf_model
 from vmas_lightning.registry import MUSIC_DECODERS
 
@@ -89,6 +90,7 @@ class MusicGenDecoder(nn.Module):
         self.aligned_interpolation = aligned_interpolation
         self.aligned_proj = nn.Linear(cond_dim, self.width * aligned_upsample) if aligned_condition else None
         self._aligned: Optional[torch.Tensor] = None  # [B, S * r, width] during a forward call
+        self._static_decoders: dict[tuple, StaticMusicGenDecoder] = {}  # a plain dict: not submodules, not saved
         if aligned_condition:  # its output is added to the token embeddings: [L, D] -> [B, L, D]
             lm.model.decoder.embed_positions.register_forward_hook(self._add_aligned_condition)
 
@@ -96,14 +98,22 @@ class MusicGenDecoder(nn.Module):
         """Forward hook of the position embedding (`args`: ids `[B, K, L]`, past length)."""
         length, past = args[0].shape[-1], (args[1] if len(args) > 1 else 0)
         steps = torch.arange(length, device=positions.device) + past
+        return positions + self.aligned_condition(self._aligned, steps, self._aligned.shape[1] - 1)
+
+    def aligned_features(self, cond: torch.Tensor) -> torch.Tensor:
+        """The aligned path's sub-step features: `[B, S, cond_dim]` -> `[B, S * r, width]`."""
+        return self.aligned_proj(cond).view(cond.shape[0], cond.shape[1] * self.aligned_upsample, self.width)
+
+    def aligned_condition(self, aligned: torch.Tensor, steps: torch.Tensor, last: int | torch.Tensor) -> torch.Tensor:
+        """What decoder steps `steps [L]` get added to their input: `[B, L, width]` from
+        `aligned [B, >= last + 1, width]` (sub-steps past `last` are not the window's)."""
         sub_steps = steps * self.aligned_upsample / self.tokens_per_cond_step
-        last = self._aligned.shape[1] - 1
         index = sub_steps.floor().long().clamp(max=last)
         if self.aligned_interpolation == "hold":
-            return positions + self._aligned[:, index]
-        fraction = (sub_steps - index).clamp(0, 1).to(self._aligned.dtype)[:, None]
+            return aligned[:, index]
+        fraction = (sub_steps - index).clamp(0, 1).to(aligned.dtype)[:, None]
         following = (index + 1).clamp(max=last)
-        return positions + (1 - fraction) * self._aligned[:, index] + fraction * self._aligned[:, following]
+        return (1 - fraction) * aligned[:, index] + fraction * aligned[:, following]
 
     def project_condition(self, cond: torch.Tensor) -> torch.Tensor:
         """`[B, S, cond_dim]` -> `[B, S, width]`: the projection, plus the time embedding when on."""
@@ -123,7 +133,7 @@ class MusicGenDecoder(nn.Module):
     ) -> tuple[torch.Tensor, Optional[Any]]:
         batch, codebooks, length = input_ids.shape
         if self.aligned_proj is not None:
-            self._aligned = self.aligned_proj(cond).view(batch, cond.shape[1] * self.aligned_upsample, self.width)
+            self._aligned = self.aligned_features(cond)
         try:
             out = self.lm(
                 input_ids=input_ids.reshape(batch * codebooks, length),
@@ -134,6 +144,21 @@ class MusicGenDecoder(nn.Module):
         finally:
             self._aligned = None
         return out.logits.view(batch, codebooks, length, -1), out.past_key_values
+
+    def static_decoder(self, batch: int, max_length: int, max_cond: int,
+                       dtype: Optional[torch.dtype] = None) -> "StaticMusicGenDecoder":
+        """This decoder's fixed-shape decode steps with a preallocated cache (`StaticMusicGenDecoder`,
+        computing in `dtype`, default the weights'), made once per shape, device and dtype and kept, so
+        a captured or compiled step is reused by every later window and clip of that shape."""
+        param = next(self.parameters())
+        if type(param).__name__ == "DTensor":  # FSDP shards: the cache's step reads whole weights
+            raise VMASError("generation.static_cache reads the decoder's whole weights, which FSDP shards; "
+                            "use the dynamic cache (generation.static_cache false) under FSDP")
+        key = (batch, max_length, max_cond, param.device, dtype or param.dtype)
+        if key not in self._static_decoders:
+            self._static_decoders.clear()  # one shape at a time: each holds a whole window's cache
+            self._static_decoders[key] = StaticMusicGenDecoder(self, batch, max_length, max_cond, dtype)
+        return self._static_decoders[key]
 
     def checkpoint_units(self) -> list[nn.Module]:
         """The modules `enable_activation_checkpointing` recomputes: the decoder layers."""
