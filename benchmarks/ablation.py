@@ -33,8 +33,6 @@ Prints one JSON object; writes it and the Markdown tables to `<out>/ablation.{js
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import math
@@ -46,7 +44,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import yaml
@@ -54,8 +52,9 @@ from scipy import stats
 
 from vmas_lightning.cli.main import main as vmas
 from vmas_lightning.cli.profile import profile
-from vmas_lightning.config_file import read_config
+from vmas_lightning.config_file import read_config, stack_configs
 from vmas_lightning.data.shards import setting_differences
+from vmas_lightning.files import LockHeld, file_lock
 from vmas_lightning.metrics.suite import CLIPS_FILE, METRICS_FILE, format_cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,15 +127,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def deep_merge(base: dict, overlay: dict) -> dict:
-    """`base` with `overlay`'s keys set recursively, except plugin specs (`encoder`, ...) are replaced."""
-    out = dict(base)
-    for key, value in overlay.items():
-        replace = key in ("encoder", "decoder", "codec") or not isinstance(value, dict)
-        out[key] = value if replace or not isinstance(base.get(key), dict) else deep_merge(base[key], value)
-    return out
-
-
 def run_vmas(*argv: str) -> None:
     code = vmas(list(argv))
     if code != 0:
@@ -166,7 +156,7 @@ def run_recipe(args, base: dict, overlay: dict, seed: int) -> dict[str, Any]:
     """Everything that decides a run's result: the config with the row's overlay (as a digest of its
     canonical JSON), the bytes of every weight file it names (`pretrained`), the overlay itself, seed,
     steps and data. A record is reused only for an identical recipe."""
-    config = deep_merge(base, overlay)
+    config = stack_configs(base, overlay)
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return {"config_sha256": hashlib.sha256(canonical.encode()).hexdigest()[:16],
             "weights_sha256": {path: file_digest(path) for path in sorted(pretrained_files(config))},
@@ -236,33 +226,20 @@ def provenance(data_sha256: str) -> dict[str, Any]:
             "data_sha256": data_sha256}
 
 
-@contextlib.contextmanager
-def locked(path: Path, wait: bool) -> Iterator[bool]:
-    """Hold an flock on `path` for the block (released when the process dies); yields False at once,
-    holding nothing, when another process holds it and `wait` is False."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-
-
 def train_and_test(args, config: Path, name: str, overlay: dict, recipe: dict, data: Path) -> dict[str, Any] | None:
     """One row and seed: its record if it has one, else fit (resumed from its newest checkpoint when a
     previous call was stopped), test on the held-out clips and record: metrics.json plus `steps`,
     `seconds_per_step`, `recipe` and `provenance`. None when another process is making that run."""
     run_dir, path = run_dir_of(args, name, recipe["seed"]), record_path(args, name, recipe["seed"])
-    with locked(run_dir.with_suffix(".lock"), wait=False) as mine:
-        if not mine:
-            return None
-        if (record := read_record(path, recipe)) is not None:
-            return record
-        with locked(data.with_suffix(".lock"), wait=True):
-            data_sha256 = prepare_data(args, config, data)  # once, and only when a run is still to be made
-        return make_run(args, config, run_dir, path, overlay, recipe, data, data_sha256)
+    try:
+        with file_lock(run_dir.with_suffix(".lock"), wait=False):
+            if (record := read_record(path, recipe)) is not None:
+                return record
+            with file_lock(data.with_suffix(".lock")):
+                data_sha256 = prepare_data(args, config, data)  # once, and only when a run is still to be made
+            return make_run(args, config, run_dir, path, overlay, recipe, data, data_sha256)
+    except LockHeld:
+        return None
 
 
 def make_run(args, config: Path, run_dir: Path, path: Path, overlay: dict, recipe: dict, data: Path,
@@ -466,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             summaries[name]["seeds_finished"] = sum(bool(r) for r in runs)
             if number == "6":
                 summaries[name]["seconds_per_step"] = summarise([r.get("seconds_per_step") for r in runs])
-                model_block = deep_merge(base["model"], overlay.get("model", {}))
+                model_block = stack_configs(base["model"], overlay.get("model", {}))
                 summaries[name]["encoder_gflops"] = {"mean": profile(model_block)["encoder"]["gflops"], "ci95": None}
         columns = METRICS + (("seconds_per_step", "encoder_gflops") if number == "6" else ())
         report["tables"][f"table{number}"] = {"rows": summaries, "reference": reference}

@@ -26,7 +26,6 @@ the shard row, onset F1 >= 0.5, onsets within 30% of the truth).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import tempfile

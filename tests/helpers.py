@@ -8,6 +8,7 @@ TINY_CONFIG = ROOT / "configs" / "tiny.yaml"
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 DEMO_CODEC = ROOT / "checkpoints" / "demo" / "mel_rvq.pt"
 DEMO_STYLE_NET = ROOT / "checkpoints" / "demo" / "style_net.pt"
+DEMO_CKPT = ROOT / "checkpoints" / "demo" / "model.ckpt"
 
 
 def install_plugin(folder: Path, module: str, source: str) -> Path:

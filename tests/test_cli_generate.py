@@ -22,7 +22,8 @@ from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.data.shards import DataConfig
 from vmas_lightning.generation.checkpoint import load_for_inference
 from vmas_lightning.generation.config import GenerationConfig
-from vmas_lightning.lit_module import LossConfig, VMASModule
+from vmas_lightning.config import LossConfig
+from vmas_lightning.lit_module import VMASModule
 from vmas_lightning.sequence import SequenceConfig
 
 SEQUENCE = SequenceConfig(duration_s=2.5, frame_size=64)

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.optim import OptimConfig, build_optimizer, build_scheduler, warmup_cosine
+from vmas_lightning.config import OptimConfig
+from vmas_lightning.optim import build_optimizer, build_scheduler, warmup_cosine
 
 
 class Toy(nn.Module):

@@ -14,7 +14,8 @@ from vmas_lightning.cli.profile import read_model_block
 from vmas_lightning.cli.profile_memory import fake_batch, memory_report, parse_gpu_memory
 from vmas_lightning.lit_module import VMASModule
 from vmas_lightning.memory import GiB, optimizer_state_ratio
-from vmas_lightning.optim import OptimConfig, build_optimizer
+from vmas_lightning.config import OptimConfig
+from vmas_lightning.optim import build_optimizer
 
 BATCH = 2
 

@@ -102,14 +102,14 @@ def test_third_party_entry_point_registers_a_plugin(tmp_path, monkeypatch):
 
         @OPTICAL_FLOWS.register("zero_flow")
         def zero_flow():
-            return "zero"
+            return lambda frames: [0.0] * (len(frames) - 1)
     """)
     install_plugin(tmp_path, "my_vmas_plugin", source)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_loaded", False)
     try:
         assert "zero_flow" in registry.OPTICAL_FLOWS.names()
-        assert registry.OPTICAL_FLOWS.build("zero_flow") == "zero"
+        assert registry.OPTICAL_FLOWS.build("zero_flow")([1, 2, 3]) == [0.0, 0.0]
     finally:
         registry.OPTICAL_FLOWS._factories.pop("zero_flow", None)
         sys.modules.pop("my_vmas_plugin", None)
@@ -123,3 +123,32 @@ def test_user_errors_survive_pickling_across_processes():
     for err in (InputFileError("a.mp4", "empty file"), MissingWeightsError("codec", "facebook/x", "download it")):
         copy = pickle.loads(pickle.dumps(err))
         assert type(copy) is type(err) and str(copy) == str(err)
+
+
+def test_a_plugin_that_breaks_its_kinds_contract_fails_when_built():
+    """`contracts.VideoEncoder` asks for `out_dim` and `frames_per_feature`: a factory returning a bare
+    module is refused in one line naming what is missing, before anything trains."""
+    import torch
+
+    from vmas_lightning import contracts
+
+    encoders = Registry("video_encoder", "test", derived=("num_frames",), contract=contracts.VideoEncoder)
+
+    @encoders.register("bare")
+    def bare(num_frames: int, width: int = 4):
+        return torch.nn.Linear(width, width)
+
+    @encoders.register("whole")
+    def whole(num_frames: int, width: int = 4):
+        module = torch.nn.Linear(width, width)
+        module.out_dim, module.frames_per_feature = width, 2
+        return module
+
+    with pytest.raises(VMASError, match=r"video_encoder 'bare' built a Linear without frames_per_feature, out_dim "
+                                        r"\(what contracts.VideoEncoder must have\)"):
+        encoders.build("bare", num_frames=8)
+    assert encoders.build({"name": "whole", "width": 3}, num_frames=8).out_dim == 3
+    onsets = Registry("onset_detector", "test", contract=contracts.Function)
+    onsets.register("not_callable", lambda: 42)
+    with pytest.raises(VMASError, match=r"onset_detector 'not_callable' built a int without __call__"):
+        onsets.build("not_callable")

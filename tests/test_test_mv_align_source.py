@@ -14,7 +14,8 @@ from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.data.demo import synthesize_clip
 from vmas_lightning.data.shards import ClipAnnotator, DataConfig, ShardWriter
 from vmas_lightning.data.video_io import read_video
-from vmas_lightning.lit_module import EvaluationConfig, VMASModule
+from vmas_lightning.config import EvaluationConfig
+from vmas_lightning.lit_module import VMASModule
 from vmas_lightning.metrics.mv_align import MODEL_RATE_FRAMES, SOURCE_NATIVE_RATE
 
 NATIVE_FPS, LEAD_S = 25.0, 2.0

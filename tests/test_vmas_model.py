@@ -146,7 +146,8 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
 @pytest.mark.parametrize("beat_weighting, beat_lambda", [(True, 0.25), (True, 1.0), (False, 0.25)])
 def test_ar_loss_weights_each_step_by_overlap_plus_beat_lambda(beat_weighting, beat_lambda):
     """`model.loss.beat_lambda` is lambda of w_t = o_t + lambda; without beat weighting every w_t is 1."""
-    from vmas_lightning.lit_module import LossConfig, VMASModule
+    from vmas_lightning.config import LossConfig
+    from vmas_lightning.lit_module import VMASModule
     from vmas_lightning.losses import weighted_cross_entropy
 
     torch.manual_seed(0)

@@ -12,46 +12,19 @@ leaves either the previous complete `last.ckpt` or the new complete one, never h
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.fabric.utilities.types import _PATH
 from fsspec.implementations.local import LocalFileSystem
 
+from vmas_lightning.files import atomic_torch_save
+
 CHECKPOINT_FOLDER = "checkpoints"
 RESUME_PATTERNS = (f"{CHECKPOINT_FOLDER}/last*.ckpt", "hpc_ckpt_*.ckpt")
-
-
-def _temporary_path(path: Path) -> Path:
-    """Hidden sibling of `path` for one writer; no ModelCheckpoint pattern (`last*.ckpt`) matches it."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def atomic_torch_save(obj: Any, path: _PATH) -> None:
-    """`torch.save(obj, path)` that never leaves a partial file at `path` (temp file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer that was killed
-        stale.unlink(missing_ok=True)
-    temporary = _temporary_path(path)
-    try:
-        with open(temporary, "wb") as file:
-            torch.save(obj, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -28,19 +28,28 @@ def read_config(path: str | Path, what: str = "config") -> dict[str, Any]:
     return config
 
 
-def read_configs(paths: str | Path | Sequence[str | Path]) -> dict[str, Any]:
-    """Config files merged in order as `vmas fit --config A --config B` stacks them: a later file's
-    mappings update the earlier ones key by key, anything else (a list, a value) replaces."""
-    def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-        merged = dict(base)
-        for key, value in update.items():
-            both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
-            merged[key] = merge(merged[key], value) if both else value
-        return merged
+# Fields typed as a plugin spec (`registry.spec_type`): a later config's spec replaces the earlier one
+# whole, as the LightningCLI parser does (options of one plugin mean nothing to another); tests check
+# this rule against the parser on the stacks of configs/.
+PLUGIN_SPEC_FIELDS = frozenset({"encoder", "decoder", "codec", "embedder", "classifier", "onset_detector", "optical_flow",
+                                "separator"})
 
+
+def stack_configs(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """`update` over `base` as `vmas fit --config BASE --config UPDATE` stacks them: mappings merge key
+    by key, except plugin specs (`PLUGIN_SPEC_FIELDS`), lists and values, which replace."""
+    merged = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and key not in PLUGIN_SPEC_FIELDS
+        merged[key] = stack_configs(merged[key], value) if both else value
+    return merged
+
+
+def read_configs(paths: str | Path | Sequence[str | Path]) -> dict[str, Any]:
+    """Config files stacked in order (`stack_configs`), as `vmas fit --config A --config B` reads them."""
     config: dict[str, Any] = {}
     for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        config = merge(config, read_config(path))
+        config = stack_configs(config, read_config(path))
     return config
 
 

@@ -1,10 +1,9 @@
 """`VMASModule`: the LightningModule that trains, validates, tests and predicts with a `VMASModel`."""
 from __future__ import annotations
 
-import inspect
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -14,6 +13,7 @@ import torch
 
 from vmas_lightning.beats import beat_weights
 from vmas_lightning.callbacks import is_sharded
+from vmas_lightning.config import DEFAULT_PLUGINS, EvaluationConfig, LossConfig, OptimConfig
 from vmas_lightning.errors import VMASError
 from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
@@ -24,10 +24,9 @@ from vmas_lightning.losses import (ContrastiveLoss, soft_music_embedding, token_
 from vmas_lightning.metrics.mv_align import VideoPeaks, frames_peaks, source_peaks
 from vmas_lightning.metrics.suite import REFERENCE_ROWS, EvaluationSuite, paper_table, results_table
 from vmas_lightning.models.vmas import VMASModel
-from vmas_lightning.optim import OptimConfig, build_optimizer, build_scheduler, check_shardable
+from vmas_lightning.optim import build_optimizer, build_scheduler, check_shardable
 from vmas_lightning.registry import (
-    AUDIO_CLASSIFIERS, AUDIO_EMBEDDERS, AudioClassifierSpec, AudioCodecSpec, AudioEmbedderSpec, MusicDecoderSpec,
-    VideoEncoderSpec,
+    AUDIO_CLASSIFIERS, AUDIO_EMBEDDERS, AudioCodecSpec, MusicDecoderSpec, VideoEncoderSpec,
 )
 from vmas_lightning.sequence import SequenceConfig
 
@@ -46,71 +45,6 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state(states["numpy"])
     version, state, gauss = states["python"]
     random.setstate((version, tuple(state), gauss))
-
-
-@dataclass
-class ContrastiveConfig:
-    """Video-music contrastive loss (Eq. 2). The paper gives neither temperature nor projection size."""
-
-    embed_dim: Optional[int] = 512
-    temperature: float = 0.07
-    learnable_temperature: bool = True
-    gather: str = "global"
-
-
-@dataclass
-class LossConfig:
-    """L = L_AR + alpha * L_contrastive, L_AR weighted by w_t = o_t + lambda (Eq. 3-4).
-
-    The overlap o_t comes with the batch (`data.beats.match_window`). The paper gives neither alpha
-    nor lambda; ``beat_weighting=False`` and ``alpha=0`` give the AR baseline of Table 5.
-
-    Args:
-        alpha: weight of the contrastive loss.
-        beat_weighting: weight each step by w_t (False: every step 1).
-        beat_lambda: lambda > 0, the weight of steps without overlap (1.0: overlaps count twice).
-        contrastive: see `ContrastiveConfig`.
-    """
-
-    alpha: float = 0.1
-    beat_weighting: bool = True
-    beat_lambda: float = 1.0
-    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
-
-    def __post_init__(self):
-        if not self.beat_lambda > 0:
-            raise VMASError(f"model.loss.beat_lambda must be > 0 (steps without overlap would get no loss), "
-                            f"got {self.beat_lambda}")
-
-
-@dataclass
-class EvaluationConfig:
-    """What `vmas test` computes and where it writes it; see docs/EVALUATION.md.
-
-    Args:
-        embedder: FAD embedder plugin (`vggish` is the MusicGen protocol).
-        classifier: KL classifier plugin (`ast`; the paper's PaSST needs torchaudio).
-        output_dir: folder for `metrics.json`, `clips.csv` and the generated audio; None puts them
-            in `<log_dir>/test`.
-        reference_stats_cache: file caching the FAD reference statistics (embedded once).
-        reference_set: name of the reference set in that cache.
-        save_audio: write each generated clip as `<output_dir>/audio/<id>.wav`.
-        reference_rows: also score, with the same metrics, the reference audio itself (the ideal),
-            its codec round trip (the best the model can do through its codec) and the reference
-            audio of another clip of the batch (chance for every per-clip metric).
-        mv_align_source: compute MV-Align by the AV-Align protocol on the clip's span of its source
-            video at the native frame rate and size, where the shard names a source file that exists
-            here; false (or no such file): on the model-rate frames, labelled `model_rate_frames`.
-    """
-
-    embedder: AudioEmbedderSpec = "vggish"
-    classifier: AudioClassifierSpec = "ast"
-    output_dir: Optional[str] = None
-    reference_stats_cache: Optional[str] = None
-    reference_set: Optional[str] = None
-    save_audio: bool = True
-    reference_rows: bool = True
-    mv_align_source: bool = True
 
 
 class VMASModule(L.LightningModule):
@@ -138,9 +72,9 @@ class VMASModule(L.LightningModule):
     def __init__(
         self,
         sequence: SequenceConfig = SequenceConfig(),
-        encoder: VideoEncoderSpec = "efficient_hiera",
-        decoder: MusicDecoderSpec = "musicgen",
-        codec: AudioCodecSpec = "encodec",
+        encoder: VideoEncoderSpec = DEFAULT_PLUGINS["encoder"],
+        decoder: MusicDecoderSpec = DEFAULT_PLUGINS["decoder"],
+        codec: AudioCodecSpec = DEFAULT_PLUGINS["codec"],
         cond_dropout: float = 0.1,
         activation_checkpointing: bool = False,
         loss: LossConfig = LossConfig(),
@@ -453,9 +387,3 @@ class VMASModule(L.LightningModule):
         optimizer = build_optimizer(self, self.optim_config, {"model.encoder.": self.optim_config.encoder_lr_scale})
         scheduler = build_scheduler(optimizer, self.optim_config, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
-
-
-def module_default(argument: str) -> Any:
-    """`VMASModule`'s default for `argument` (e.g. "codec"), for readers of a config outside
-    LightningCLI (`vmas profile`, `vmas prepare`): the one place each default is stated."""
-    return inspect.signature(VMASModule.__init__).parameters[argument].default

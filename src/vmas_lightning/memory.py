@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode  # private module: torch has no public FakeTensorMode
 
-from vmas_lightning.optim import OptimConfig, build_optimizer
+from vmas_lightning.config import OptimConfig
+from vmas_lightning.optim import build_optimizer
 
 GiB = 2**30
 MIXED_PRECISION = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}

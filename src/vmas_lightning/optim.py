@@ -2,57 +2,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
+from vmas_lightning.config import OptimConfig
 from vmas_lightning.errors import VMASError
 
-OPTIMIZERS = ("adamw", "dadapt_adam")
-
 Params = Union[nn.Module, Iterable[tuple[str, nn.Parameter]], Iterable[nn.Parameter]]
-
-
-@dataclass
-class OptimConfig:
-    """Defaults: MusicGen's recipe, which the paper follows (AdamW, lr by D-Adaptation, cosine with warmup).
-
-    Args:
-        optimizer: "dadapt_adam" (D-Adapt Adam, decoupled weight decay; lr is a multiplier of the
-            adapted step, 1.0 as in MusicGen) or "adamw" (lr is the learning rate).
-        lr: peak learning rate (multiplier for dadapt_adam).
-        betas: Adam betas.
-        weight_decay: decoupled weight decay of matrices (none on biases, norms and embeddings).
-        warmup_steps: linear warmup from lr / warmup_steps to lr.
-        max_steps: length of the cosine decay; None: the trainer's estimated number of steps.
-        min_lr_ratio: the cosine ends at lr * min_lr_ratio (and stays there).
-        grad_clip: gradient-norm clipping value (Trainer `gradient_clip_val`); 0 or None: off.
-        encoder_lr_scale: multiplier of `lr` for the video encoder's parameters (1: the paper's single
-            learning rate; a smaller one keeps a randomly initialised encoder from collapsing to
-            features that are the same for every video, see docs/EVALUATION.md).
-    """
-
-    optimizer: str = "dadapt_adam"
-    lr: float = 1.0
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
-    warmup_steps: int = 4000
-    max_steps: Optional[int] = None
-    min_lr_ratio: float = 0.0
-    grad_clip: Optional[float] = 1.0
-    encoder_lr_scale: float = 1.0
-
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise VMASError(f"optim: unknown optimizer '{self.optimizer}'; known: {', '.join(OPTIMIZERS)}")
-        if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1 or self.encoder_lr_scale <= 0:
-            raise VMASError(
-                f"optim: need lr > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1 and encoder_lr_scale > 0; "
-                f"got lr={self.lr}, warmup_steps={self.warmup_steps}, min_lr_ratio={self.min_lr_ratio}, "
-                f"encoder_lr_scale={self.encoder_lr_scale}"
-            )
 
 
 def decays(name: Optional[str], param: nn.Parameter) -> bool:

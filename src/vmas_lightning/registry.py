@@ -25,11 +25,13 @@ import copy
 import inspect
 import json
 from importlib.metadata import entry_points
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from jsonargparse import ArgumentError, ArgumentParser
 from jsonargparse.typing import register_type
 
+from vmas_lightning import contracts
+from vmas_lightning.contracts import missing_members
 from vmas_lightning.errors import VMASError
 
 ENTRY_POINT_GROUP = "vmas_lightning.plugins"
@@ -50,12 +52,15 @@ class Registry:
         description: what a plugin of this kind does, for `vmas plugins`.
         derived: factory arguments vmas derives from other settings and passes at build time
             (an encoder's `num_frames`); a spec may not set them.
+        contract: the `typing.Protocol` (`vmas_lightning.contracts`) whose members a built plugin must
+            have; None: anything goes.
     """
 
-    def __init__(self, kind: str, description: str, derived: tuple[str, ...] = ()):
+    def __init__(self, kind: str, description: str, derived: tuple[str, ...] = (), contract: Optional[type] = None):
         self.kind = kind
         self.description = description
         self.derived = derived
+        self.contract = contract
         self._factories: dict[str, Callable[..., Any]] = {}
 
     def register(self, name: str, factory: Callable[..., Any] | None = None):
@@ -130,7 +135,12 @@ class Registry:
         if undeclared:
             raise ValueError(f"{self.kind}: {', '.join(undeclared)} passed as derived but not declared so")
         options = self.expand(spec)
-        return self.get(options.pop("name"))(**options, **derived)
+        name = options.pop("name")
+        plugin = self.get(name)(**options, **derived)
+        if self.contract is not None and (missing := missing_members(plugin, self.contract)):
+            raise VMASError(f"{self.kind} '{name}' built a {type(plugin).__name__} without {', '.join(missing)} "
+                            f"(what contracts.{self.contract.__name__} must have)")
+        return plugin
 
 
 def spec_type(registry: Registry, type_name: str) -> Any:
@@ -148,16 +158,18 @@ def spec_type(registry: Registry, type_name: str) -> Any:
 
 
 VIDEO_ENCODERS = Registry("video_encoder", "video frames [B, 3, F, H, W] -> features [B, S, D]",
-                          derived=("num_frames", "frame_size"))
+                          derived=("num_frames", "frame_size"), contract=contracts.VideoEncoder)
 MUSIC_DECODERS = Registry("music_decoder", "autoregressive token decoder cross-attending to video",
-                          derived=("num_codebooks", "codebook_size", "cond_dim", "tokens_per_cond_step"))
-AUDIO_CODECS = Registry("audio_codec", "waveform <-> discrete tokens [B, K, T]")
-ONSET_DETECTORS = Registry("onset_detector", "music beats: waveform -> onset times")
-OPTICAL_FLOWS = Registry("optical_flow", "video beats: frames -> mean flow magnitude per frame pair")
-AUDIO_EMBEDDERS = Registry("audio_embedder", "FAD embeddings: waveform -> [N, D]")
-AUDIO_CLASSIFIERS = Registry("audio_classifier", "KL: waveform -> AudioSet label probabilities [527]")
-FRAME_EMBEDDERS = Registry("frame_embedder", "curation: frames -> embeddings for visual variety")
-SOURCE_SEPARATORS = Registry("source_separator", "curation: vocal removal")
+                          derived=("num_codebooks", "codebook_size", "cond_dim", "tokens_per_cond_step"),
+                          contract=contracts.MusicDecoder)
+AUDIO_CODECS = Registry("audio_codec", "waveform <-> discrete tokens [B, K, T]", contract=contracts.AudioCodec)
+ONSET_DETECTORS = Registry("onset_detector", "music beats: waveform -> onset times", contract=contracts.Function)
+OPTICAL_FLOWS = Registry("optical_flow", "video beats: frames -> mean flow magnitude per frame pair", contract=contracts.Function)
+AUDIO_EMBEDDERS = Registry("audio_embedder", "FAD embeddings: waveform -> [N, D]", contract=contracts.AudioEmbedder)
+AUDIO_CLASSIFIERS = Registry("audio_classifier", "KL: waveform -> AudioSet label probabilities [527]",
+                             contract=contracts.AudioClassifier)
+FRAME_EMBEDDERS = Registry("frame_embedder", "curation: frames -> embeddings for visual variety", contract=contracts.Function)
+SOURCE_SEPARATORS = Registry("source_separator", "curation: vocal removal", contract=contracts.Function)
 
 REGISTRIES: dict[str, Registry] = {
     r.kind: r

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from jsonargparse import ArgumentParser
 
-from vmas_lightning.checkpointing import atomic_torch_save
+from vmas_lightning.files import atomic_torch_save
 from vmas_lightning.errors import InputFileError
 
 HELP = "Write an inference-only copy of a checkpoint: EMA weights and hyper-parameters, no optimizer or loader state."

@@ -19,6 +19,7 @@ import torch
 from jsonargparse import ArgumentParser
 from torch.utils.flop_counter import FlopCounterMode
 
+from vmas_lightning.config import DEFAULT_PLUGINS
 from vmas_lightning.config_file import dataclass_from, read_configs
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.models.vmas import VMASModel
@@ -82,10 +83,8 @@ def _count_flops(fn, *args) -> tuple[float, dict[str, float], Any]:
 
 def profile(model_block: Mapping[str, Any], where: str = "model") -> dict[str, Any]:
     """Build `VMASModel` from a `model:` block (named `where` in errors) on the meta device and measure it."""
-    from vmas_lightning.lit_module import module_default
-
     sequence = dataclass_from(SequenceConfig, model_block.get("sequence"), f"{where}.sequence")
-    specs = {part: _without_weights(model_block.get(part, module_default(part))) for part in ("encoder", "decoder", "codec")}
+    specs = {part: _without_weights(model_block.get(part, DEFAULT_PLUGINS[part])) for part in ("encoder", "decoder", "codec")}
     with torch.device("meta"):
         model = VMASModel(specs["encoder"], specs["decoder"], specs["codec"], sequence).eval()
         video = torch.empty(1, 3, sequence.num_frames, sequence.frame_size, sequence.frame_size)

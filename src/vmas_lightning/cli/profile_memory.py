@@ -23,7 +23,8 @@ from vmas_lightning.errors import VMASError
 from vmas_lightning.memory import (
     GiB, PRECISIONS, TrainingSetup, checkpointed_saved, fake_copy, largest_batch, memory_rows, saved_for_backward, tensor_bytes,
 )
-from vmas_lightning.optim import OptimConfig, check_shardable
+from vmas_lightning.config import OptimConfig
+from vmas_lightning.optim import check_shardable
 
 DEFAULT_GPU_MEMORY = "78GiB"  # an H100 80GB less its CUDA context
 DDP_NAMES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_find_unused_parameters_true", "auto")

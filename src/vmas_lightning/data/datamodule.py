@@ -19,6 +19,7 @@ from vmas_lightning.data.shards import (
 )
 from vmas_lightning.data.video_io import probe, read_video
 from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.files import is_remote
 from vmas_lightning.registry import AudioCodecSpec
 from vmas_lightning.sequence import SequenceConfig
 
@@ -32,7 +33,7 @@ def resolve_source(root: str, source: str) -> Optional[Path]:
     a file not on this machine, a dataset in object storage with a relative source)."""
     path = Path(source)
     if not path.is_absolute():
-        if "://" in root:
+        if is_remote(root):
             return None
         path = Path(root) / path
     return path if path.is_file() else None
@@ -196,7 +197,7 @@ class VMASDataModule(L.LightningDataModule):
         self._resumed_train_state: Optional[dict[str, Any]] = None
 
     def split_dir(self, split: str) -> str:
-        if "://" in self.root:
+        if is_remote(self.root):
             return f"{self.root.rstrip('/')}/{split}"
         path = Path(self.root)
         if not path.is_dir():
@@ -229,7 +230,7 @@ class VMASDataModule(L.LightningDataModule):
         """Fail in one line when the split's `annotation.json` records other settings than the config's
         (geometry, codec, beats; `data.shards.annotation_settings`); warn once when it has none."""
         where = self.split_dir(split)
-        if "://" not in where:
+        if not is_remote(where):
             path = Path(where) / ANNOTATION_NAME
             text = path.read_text(encoding="utf-8") if path.is_file() else None
         else:
@@ -271,7 +272,7 @@ class VMASDataModule(L.LightningDataModule):
         settings or for another clip geometry; in object storage also on a wrong bucket, missing
         credentials or an unreachable endpoint."""
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": (self.test_split,), "predict": (self.test_split,)}
-        if "://" in self.root:
+        if is_remote(self.root):
             check_dataset(self.root, splits.get(stage, ()))
         for split in splits.get(stage, ()):
             self.check_annotation(split)  # also checks that a local folder and split exist

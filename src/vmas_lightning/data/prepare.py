@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import glob
 import hashlib
 import json
@@ -41,6 +40,7 @@ from vmas_lightning.data.shards import (
 )
 from vmas_lightning.data.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, frames_at, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.files import LockHeld, atomic_write_text, file_lock
 from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS, FrameEmbedderSpec, SourceSeparatorSpec
 
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
@@ -369,19 +369,13 @@ def curate_all(items: list[InputItem], config: DataConfig, options: PrepareOptio
 
 @contextlib.contextmanager
 def output_lock(output: Path) -> Iterator[None]:
-    """Hold `output/.lock` (an flock, released even when the process is killed); one line when
-    another process holds it."""
-    with open(output / LOCK_NAME, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            raise VMASError(f"--output {output}: another vmas prepare ({lock.read().strip() or 'unknown pid'}) is "
-                            "writing there; wait for it to end or choose another --output") from None
-        lock.truncate(0)
-        lock.write(f"pid {os.getpid()}")
-        lock.flush()
-        yield
+    """Hold `output/.lock` (released even when the process is killed); one line when another process holds it."""
+    try:
+        with file_lock(output / LOCK_NAME, wait=False):
+            yield
+    except LockHeld as held:
+        raise VMASError(f"--output {output}: another vmas prepare ({held.holder or 'unknown pid'}) is "
+                        "writing there; wait for it to end or choose another --output") from None
 
 
 def check_settings(output: Path, settings: dict[str, Any]) -> None:
@@ -392,19 +386,13 @@ def check_settings(output: Path, settings: dict[str, Any]) -> None:
         if read_report(output):
             raise VMASError(f"--output {output}: holds curated inputs but no {SETTINGS_NAME} (written by an older "
                             "vmas); prepare into a new --output")
-        _write_atomically(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
         return
     changed = [f"{key} {old!r} there, {new!r} now"
                for key, old, new in setting_differences(json.loads(path.read_text()), settings, RETIRED_SETTINGS)]
     if changed:
         raise VMASError(f"--output {output} holds clips made with other settings ({'; '.join(changed)}); "
                         "add inputs with the same settings, or prepare into a new --output")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def read_report(output: str | Path) -> dict[str, dict[str, Any]]:
@@ -424,7 +412,7 @@ def read_report(output: str | Path) -> dict[str, dict[str, Any]]:
 
 def write_report(output: Path, lines: Iterable[dict[str, Any]]) -> None:
     """Replace `output/report.jsonl` by `lines` (one per input), atomically."""
-    _write_atomically(output / REPORT_NAME, "".join(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n"
+    atomic_write_text(output / REPORT_NAME, "".join(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n"
                                                     for line in lines))
 
 

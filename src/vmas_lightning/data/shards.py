@@ -29,9 +29,9 @@ import torch
 from litdata.streaming.serializers import StringSerializer
 
 from vmas_lightning.beats import BeatConfig, FlowSeries, compute_beats, frames_flow
+from vmas_lightning.config import DEFAULT_PLUGINS
 from vmas_lightning.config_file import config_section, dataclass_from, read_config
 from vmas_lightning.data.video_io import fit_length, limit_peak
-from vmas_lightning.errors import VMASError
 from vmas_lightning.registry import AUDIO_CODECS, FRAME_EMBEDDERS, ONSET_DETECTORS, OPTICAL_FLOWS, SOURCE_SEPARATORS
 from vmas_lightning.sequence import SequenceConfig
 
@@ -67,13 +67,11 @@ class DataConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "DataConfig":
         """Read `model.sequence`, `model.codec` and `data.beats` of a `vmas fit` config file."""
-        from vmas_lightning.lit_module import module_default
-
         config = read_config(path)
         model, data = config_section(config, "model", path), config_section(config, "data", path)
         return cls(
             sequence=dataclass_from(SequenceConfig, model.get("sequence"), f"{path}: model.sequence"),
-            codec=model.get("codec", module_default("codec")),
+            codec=model.get("codec", DEFAULT_PLUGINS["codec"]),
             beats=dataclass_from(BeatConfig, data.get("beats"), f"{path}: data.beats"),
         )
 

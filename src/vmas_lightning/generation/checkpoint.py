@@ -13,27 +13,26 @@ or read but the checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from lightning.pytorch.cli import instantiate_module
 
+from vmas_lightning.config import ContrastiveConfig, EvaluationConfig, LossConfig, OptimConfig
+from vmas_lightning.config_file import dataclass_from
 from vmas_lightning.errors import VMASError
+from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.models.vmas import VMASModel
+from vmas_lightning.sequence import SequenceConfig
 
-def hparam_classes() -> list[type]:
-    """The dataclasses a `VMASModule` checkpoint's hyper-parameters hold (its config arguments, nested)."""
-    from vmas_lightning.lit_module import VMASModule
-
-    found: list[type] = []
-    todo = [p.default for p in inspect.signature(VMASModule.__init__).parameters.values()]
-    while todo:
-        value = todo.pop()
-        if dataclasses.is_dataclass(value) and type(value) not in found:
-            found.append(type(value))
-            todo += [getattr(value, f.name) for f in dataclasses.fields(value)]
-    return found
+# The dataclasses a checkpoint's hyper-parameters may hold (a Trainer pickles them; LightningCLI saves dicts).
+HPARAM_CLASSES = (SequenceConfig, GenerationConfig, LossConfig, ContrastiveConfig, OptimConfig, EvaluationConfig)
+# Migration: where these classes were pickled from before they moved to `vmas_lightning.config`.
+FORMER_NAMES = {cls: f"{module}.{cls.__name__}" for module, classes in (
+    ("vmas_lightning.lit_module", (LossConfig, ContrastiveConfig, EvaluationConfig)), ("vmas_lightning.optim", (OptimConfig,)))
+    for cls in classes}
+# `VMASModel`'s arguments among a `VMASModule` checkpoint's hyper-parameters; its weights are under `model.`.
+MODEL_ARGUMENTS = ("encoder", "decoder", "codec", "cond_dropout")
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict:
@@ -43,7 +42,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
     if not path.is_file():
         raise VMASError(f"{path}: checkpoint not found")
     try:
-        with torch.serialization.safe_globals(hparam_classes()):
+        with torch.serialization.safe_globals([*HPARAM_CLASSES, *FORMER_NAMES.items()]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch errors, and objects that are not weights, all mean "not a checkpoint"
         raise VMASError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
@@ -53,9 +52,8 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
 
 
 def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"):
-    """`(VMASModel, SequenceConfig, GenerationConfig)` from a `VMASModule` checkpoint, in eval mode on `device`."""
-    from vmas_lightning.lit_module import VMASModule
-
+    """`(VMASModel, SequenceConfig, GenerationConfig)` from a `VMASModule` checkpoint, in eval mode on
+    `device`: the network alone is built, from the recorded settings (nothing of training is imported)."""
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path)
     # Plain values (LightningCLI saves dicts, a Trainer the dataclasses) without LightningCLI's _instantiator / _class_path.
@@ -67,10 +65,15 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
         hparams["sequence"] = {k: v for k, v in hparams["sequence"].items() if k != "frames_per_feature"}
     for key, options in checkpoint.get("rebuild_options", {}).items():  # every weight is in the checkpoint
         hparams[key] = {**(hparams[key] if isinstance(hparams[key], Mapping) else {"name": hparams[key]}), **options}
+    if missing := [key for key in ("encoder", "decoder", "codec") if key not in hparams]:
+        raise VMASError(f"{path}: not a VMASModule checkpoint (no hyper-parameter {', '.join(missing)})")
+    sequence = dataclass_from(SequenceConfig, hparams.get("sequence"), f"{path}: sequence")
+    generation = dataclass_from(GenerationConfig, hparams.get("generation"), f"{path}: generation")
+    weights = {key[len("model."):]: value for key, value in checkpoint["state_dict"].items() if key.startswith("model.")}
     try:
-        module = instantiate_module(VMASModule, hparams)  # as Lightning's load_from_checkpoint does, from the one read
-        module.load_state_dict(checkpoint["state_dict"])
+        model = VMASModel(sequence=sequence, **{key: hparams[key] for key in MODEL_ARGUMENTS if key in hparams})
+        model.load_state_dict(weights)
     except RuntimeError as err:
         raise VMASError(f"{path}: weights do not fit the model of its hyper-parameters ({str(err).splitlines()[0]})") from None
-    model = module.model.to(device).eval()
-    return model, model.sequence, module.generation_config
+    model = model.to(device).eval()
+    return model, model.sequence, generation

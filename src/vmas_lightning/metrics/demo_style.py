@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vmas_lightning.checkpointing import atomic_torch_save
+from vmas_lightning.files import atomic_torch_save
 from vmas_lightning.errors import VMASError
 from vmas_lightning.metrics.audio import mono_at
 from vmas_lightning.models.pretrained import load_checkpoint_file

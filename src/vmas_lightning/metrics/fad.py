@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torchmetrics import Metric
 
 from vmas_lightning.errors import VMASError
+from vmas_lightning.files import atomic_torch_save
 from vmas_lightning.metrics.embedders import build_embedder
 from vmas_lightning.metrics.frechet import frechet_distance, gaussian_from_moments
 
@@ -36,10 +37,7 @@ def save_reference_stats(path: str | Path, key: str, stats: dict[str, torch.Tens
     path = Path(path)
     cache = torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else {}
     cache[key] = {name: value.detach().cpu() for name, value in stats.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(cache, tmp)
-    tmp.replace(path)
+    atomic_torch_save(cache, path)
 
 
 class FrechetAudioDistance(Metric):

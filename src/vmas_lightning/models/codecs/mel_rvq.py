@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vmas_lightning.checkpointing import atomic_torch_save
+from vmas_lightning.files import atomic_torch_save
 from vmas_lightning.errors import VMASError
 from vmas_lightning.models.pretrained import load_checkpoint_file
 from vmas_lightning.registry import AUDIO_CODECS
