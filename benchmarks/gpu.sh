@@ -25,7 +25,7 @@ run() {
     fi
 }
 
-run train_step benchmarks/train_step.py --config configs/vmas.yaml                        # as configured
+run train_step benchmarks/train_step.py --config configs/vmas.yaml --profile-steps 3     # as configured, + op profile
 # MusicGen-medium, bf16, 10-s clips: the dynamic cache (before) and the static cache's graphed and compiled steps
 run generate_before benchmarks/generate.py --decoder medium --modes dynamic --batches 1,32
 run generate_after benchmarks/generate.py --decoder medium --modes cuda_graph,torch_compile --batches 1,16,32

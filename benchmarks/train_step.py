@@ -17,7 +17,9 @@ peak when it is a known GPU, else over a large matmul's measured peak; both peak
 `PeakMemoryMonitor`: forward, backward, optimizer and EMA update), `peak_reserved_gib` (the caching
 allocator's peak in the last step; it does not hand memory back between steps), the device, the
 library versions, and `estimate_gib`, what `vmas profile --memory` says for the same configs on
-one device, with the measured peak's ratio to it.
+one device, with the measured peak's ratio to it. `--profile-steps N` runs N more steps under
+torch.profiler (not timed) and adds `profile`: the operators that took the most self time (device time
+on CUDA), per step and as shares.
 """
 from __future__ import annotations
 
@@ -89,6 +91,49 @@ class OptimizerDone(L.Callback):
         self.timer._mark(pl_module)
 
 
+class OpProfile(L.Callback):
+    """`torch.profiler` over `steps` training steps from `first_step` (batch start to batch end, CPU and,
+    on CUDA, device activity): `table(top)` gives the operators that took the most self time on the
+    device (CUDA) or the host (CPU), per step, with their share of the profiled steps' time."""
+
+    def __init__(self, first_step: int, steps: int) -> None:
+        self.first_step, self.steps = first_step, steps
+        self.profiler: torch.profiler.profile | None = None
+        self.wall = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.first_step:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if pl_module.device.type == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+                torch.cuda.synchronize(pl_module.device)
+            self.profiler = torch.profiler.profile(activities=activities)
+            self.profiler.__enter__()
+            self.wall = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.profiler is not None and batch_idx == self.first_step + self.steps - 1:
+            if pl_module.device.type == "cuda":
+                torch.cuda.synchronize(pl_module.device)
+            self.wall = time.perf_counter() - self.wall
+            self.profiler.__exit__(None, None, None)
+
+    def table(self, top: int = 25) -> dict:
+        events = self.profiler.key_averages()
+        cuda = any(getattr(e, "self_device_time_total", 0) for e in events)
+        def self_us(event) -> float:
+            return event.self_device_time_total if cuda else event.self_cpu_time_total
+        total = sum(self_us(e) for e in events)
+        rows = sorted(events, key=self_us, reverse=True)[:top]
+        return {
+            "steps": self.steps, "time": "device" if cuda else "host", "wall_ms_per_step": round(1e3 * self.wall / self.steps, 2),
+            "self_ms_per_step_all_ops": round(total / 1e3 / self.steps, 2),
+            "ops": [{"op": e.key, "calls_per_step": round(e.count / self.steps, 1),
+                     "self_ms_per_step": round(self_us(e) / 1e3 / self.steps, 3),
+                     "share": round(self_us(e) / total, 4) if total else None} for e in rows],
+        }
+
+
 # Dense bf16 peak (TFLOP/s, no sparsity) of known accelerators, from their makers' data sheets.
 PEAK_BF16_TFLOPS = {"H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H200": 989.4, "H100 PCIe": 756.0, "A100": 312.0}
 
@@ -147,10 +192,10 @@ def random_batch(sequence, batch_size: int, codebook_size: int) -> dict[str, tor
     return batch
 
 
-def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None) -> dict:
+def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None, profile_steps: int = 0) -> dict:
     args = [arg for path in configs for arg in ("--config", path)]
     overrides = {
-        "trainer.devices": "1", "trainer.num_nodes": "1", "trainer.max_steps": str(steps),
+        "trainer.devices": "1", "trainer.num_nodes": "1", "trainer.max_steps": str(steps + profile_steps),
         "trainer.enable_progress_bar": "false", "trainer.enable_model_summary": "false",
         "trainer.limit_val_batches": "0",
         "model.encoder.pretrained": "null", "model.decoder.pretrained": "null", "model.codec.pretrained": "null",
@@ -165,16 +210,19 @@ def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None)
         timer = StepTimer()
         trainer.callbacks.insert(0, OptimizerDone(timer))
         trainer.callbacks.append(timer)
+        profiler = OpProfile(steps, profile_steps) if profile_steps else None  # after the timed steps
+        if profiler is not None:
+            trainer.callbacks.append(profiler)
         monitor = next((c for c in trainer.callbacks if isinstance(c, PeakMemoryMonitor)), None)
         if monitor is None:
             monitor = PeakMemoryMonitor()
             trainer.callbacks.append(monitor)
         batch_size = cli.datamodule.batch_size
         batch = random_batch(module.model.sequence, batch_size, module.model.codec.codebook_size)
-        loader = torch.utils.data.DataLoader(RepeatedBatch(batch, steps), batch_size=None)
+        loader = torch.utils.data.DataLoader(RepeatedBatch(batch, steps + profile_steps), batch_size=None)
         trainer.fit(module, train_dataloaders=loader)
         model_block = cli.config["model"].as_dict()
-    timed = timer.seconds[warmup:]
+    timed = timer.seconds[warmup:steps]
     seconds = statistics.median(timed)
     device = timer.device
     cuda = device.type == "cuda"
@@ -197,7 +245,7 @@ def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None)
         "seconds_per_step": round(seconds, 4),
         "seconds_per_step_range": [round(min(timed), 4), round(max(timed), 4)],
         "first_step_seconds": round(timer.seconds[0], 2),
-        "phase_seconds": {phase: round(statistics.median(times[warmup:]), 4) for phase, times in timer.phases.items()},
+        "phase_seconds": {phase: round(statistics.median(times[warmup:steps]), 4) for phase, times in timer.phases.items()},
         "clips_per_s": round(batch_size / seconds, 2),
         "model_tflop_per_step": round(tflop, 6),
         "achieved_tflops": round(tflop / seconds, 6),
@@ -211,6 +259,7 @@ def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None)
         "peak_over_estimate": round(peak / (estimate["total_bytes"] / GiB), 3) if cuda else None,
         "device": device_name,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__},
+        **({"profile": profiler.table()} if profiler is not None else {}),
     }
 
 
@@ -220,10 +269,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=10, help="training steps in all")
     parser.add_argument("--warmup", type=int, default=3, help="first steps left out of the timing")
     parser.add_argument("--batch-size", type=int, default=None, help="clips per step (default: data.batch_size)")
+    parser.add_argument("--profile-steps", type=int, default=0, help="N more steps after the timed ones under "
+                        "torch.profiler: the operators that took the most time (`profile`)")
     args = parser.parse_args(argv)
     if not 0 <= args.warmup < args.steps:
         parser.error("--warmup must be below --steps")
-    result = measure(args.config, args.steps, args.warmup, args.batch_size)
+    if args.profile_steps < 0:
+        parser.error("--profile-steps must be >= 0")
+    result = measure(args.config, args.steps, args.warmup, args.batch_size, args.profile_steps)
     print(json.dumps(result, indent=2))
     return result
 

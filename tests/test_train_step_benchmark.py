@@ -24,7 +24,7 @@ def load_train_step():
 def test_train_step_benchmark_on_cpu(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     report = load_train_step().main(["--config", "configs/tiny.yaml", "--steps", "3", "--warmup", "1",
-                                     "--batch-size", "2"])
+                                     "--batch-size", "2", "--profile-steps", "1"])
     assert json.loads(capsys.readouterr().out) == report  # nothing but the JSON on stdout
     assert report["batch_size"] == 2 and report["steps_timed"] == 2
     assert report["strategy"] == "SingleDeviceStrategy" and report["optimizer"] == "adamw"
@@ -44,6 +44,14 @@ def test_train_step_benchmark_on_cpu(monkeypatch, capsys):
     phases = report["phase_seconds"]
     assert list(phases) == ["forward", "backward", "optimizer", "batch_end"] and all(v > 0 for v in phases.values())
     assert sum(phases.values()) == pytest.approx(report["seconds_per_step"], abs=1e-3)
+    # the operator profile of the last step: the host's self times (CPU), the largest first, adding up to the step
+    profile = report["profile"]
+    assert profile["steps"] == 1 and profile["time"] == "host"
+    ops = profile["ops"]
+    assert len(ops) == 25 and [op["self_ms_per_step"] for op in ops] == sorted((op["self_ms_per_step"] for op in ops), reverse=True)
+    assert any(op["op"] in ("aten::mm", "aten::addmm", "aten::bmm") for op in ops[:10])  # a transformer's time is matmuls
+    assert sum(op["share"] for op in ops) <= 1.0 + 1e-6
+    assert profile["self_ms_per_step_all_ops"] <= 1.5 * profile["wall_ms_per_step"]
 
 
 def test_model_flops_per_step_count_what_trains():
