@@ -18,8 +18,11 @@ Table 5 rows: AR baseline (alpha 0, no beat weighting), + contrastive (alpha fro
 `efficient_hiera`, and the same recipe with `hiera` and `clip` encoders (tiny, same budget), with
 training wall time per step (measured in one process, both cores) and encoder GFLOPs per clip.
 The lambda table (ours; the paper gives no lambda) has the + contrastive row, the VMAs row
-(lambda 1) and the VMAs recipe with lambda 0.1 and 0.01, each paired with the first. A run that is
-a row of several tables is trained once.
+(lambda 1) and the VMAs recipe with lambda 0.1 and 0.01, each paired with the first. The
+architecture table (ours) asks whether beat weighting helps where the decoder must find the timing
+through cross-attention, as the paper's does: the demo decoder (its own timing paths,
+`TIMING_OPTIONS`) and the paper's (the config's decoder without them), each without and with beat
+weighting, paired within each decoder. A run that is a row of several tables is trained once.
 Each finished run leaves a record (`<records>/<row>/seed<k>.json`: the test metrics, steps, seconds
 per step, the recipe that made it and where; `clips.csv` beside it), and a run whose record exists
 is not trained again; a stopped run resumes from its newest checkpoint under `--out` (every 250
@@ -80,12 +83,41 @@ TABLE_LAMBDA = {
     "lambda 0.1": {"model": {"loss": {"beat_lambda": 0.1}}},
     "lambda 0.01": {"model": {"loss": {"beat_lambda": 0.01}}},
 }
-TABLES = {"5": TABLE5, "lambda": TABLE_LAMBDA, "6": TABLE6}
+# Not in the paper either: beat weighting where the decoder must find the timing itself. The demo decoder has
+# timing paths of its own (`time_embedding`, `aligned_condition`: each token step gets its moment's video
+# feature); the paper's reads the video through cross-attention alone. Its rows drop those options from
+# the config's decoder (`paper_decoder`), with and without beat weighting.
+TIMING_OPTIONS = ("time_embedding", "aligned_condition", "aligned_upsample", "aligned_interpolation")
+PAPER_DECODER = "paper decoder"  # cross-attention only
+TABLE_ARCH_PAIRS = (("demo decoder, no beat weighting", "demo decoder, beat weighting (VMAs)"),
+                    (f"{PAPER_DECODER}, no beat weighting", f"{PAPER_DECODER}, beat weighting"))
+TABLES = {"5": TABLE5, "lambda": TABLE_LAMBDA, "6": TABLE6, "arch": None}  # arch: `table_rows` builds it from the config
 # rows of several tables that are the same runs: trained once, under the first name
-SAME_RUN = {"efficient_hiera (VMAs)": VMAS, "lambda 1 (VMAs)": VMAS, "no beat weighting (+ contrastive)": "+ contrastive"}
+SAME_RUN = {"efficient_hiera (VMAs)": VMAS, "lambda 1 (VMAs)": VMAS, "no beat weighting (+ contrastive)": "+ contrastive",
+            "demo decoder, no beat weighting": "+ contrastive", "demo decoder, beat weighting (VMAs)": VMAS}
 # SPEC section 8, DISCO-MV (FAD, KL, MV-Align), and retrieval R@10 (%).
 PAPER_TABLE5 = {"AR baseline": (2.75, 1.40, 0.243), "+ contrastive": (2.40, 1.34, 0.251), VMAS: (2.38, 1.34, 0.352)}
 PAPER_TABLE6_GFLOPS = {"efficient_hiera (VMAs)": 130.7, "hiera": 281.6, "clip": 140.2}
+
+
+def paper_decoder(base: dict) -> dict:
+    """The config's decoder spec without the demo's timing paths (`TIMING_OPTIONS`): cross-attention only."""
+    decoder = base["model"]["decoder"]
+    decoder = {"name": decoder} if isinstance(decoder, str) else decoder
+    return {key: value for key, value in decoder.items() if key not in TIMING_OPTIONS}
+
+
+def table_rows(number: str, base: dict) -> dict[str, dict]:
+    """Row name -> overlay of table `number` (the architecture table's paper rows derive from `base`)."""
+    if number != "arch":
+        return TABLES[number]
+    paper = {"model": {"decoder": paper_decoder(base)}}
+    return {
+        "demo decoder, no beat weighting": TABLE5["+ contrastive"],
+        "demo decoder, beat weighting (VMAs)": {},
+        f"{PAPER_DECODER}, no beat weighting": stack_configs(paper, TABLE5["+ contrastive"]),
+        f"{PAPER_DECODER}, beat weighting": paper,
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,7 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--records", default=None,
                         help="the finished runs' records, reused by later calls (default: <out>/records)")
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES),
-                        help="5 and 6: the paper's; lambda: beat weighting's lambda (ours)")
+                        help="5 and 6: the paper's; lambda: beat weighting's lambda; arch: beat weighting with the "
+                             "demo's decoder and with the paper's cross-attention-only one (ours)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the config's)")
     parser.add_argument("--num-train", type=int, default=None, help="training clips (default: the demo model's 6,000)")
@@ -135,7 +168,7 @@ def run_vmas(*argv: str) -> None:
 
 def run_slug(name: str) -> str:
     """A row's folder name: `+ contrastive + beat weighting (VMAs)` -> `plus_contrastive_plus_beat_weighting`."""
-    return name.split(" (")[0].replace(" ", "_").replace("+", "plus")
+    return name.split(" (")[0].replace(",", "").replace(" ", "_").replace("+", "plus")
 
 
 def run_dir_of(args, name: str, seed: int) -> Path:
@@ -343,12 +376,10 @@ def summarise(values: list[float | None]) -> dict[str, Any]:
     return {"mean": mean, "ci95": float(stats.t.ppf(0.975, len(finite) - 1) * sem), "values": values}
 
 
-def paired_differences(rows: dict[str, dict], against: str | None = None) -> dict[str, dict]:
-    """Each row after the first minus the row above (or minus row `against`), seed by seed (a seed's
-    runs share the model's initialisation and the data order), per metric: mean and 95% t-interval of
-    the differences over the seeds where both rows finished. The claims of Table 5 are such steps."""
-    names = list(rows)
-    pairs = zip(names, names[1:]) if against is None else ((against, name) for name in names if name != against)
+def paired_differences(rows: dict[str, dict], pairs: list[tuple[str, str]]) -> dict[str, dict]:
+    """For each `(before, after)` pair of rows: `after` minus `before`, seed by seed (a seed's runs share
+    the model's initialisation and the data order), per metric: mean and 95% t-interval of the
+    differences over the seeds where both rows finished. The claims of Table 5 are such steps."""
     differences = {}
     for above, name in pairs:
         differences[f"{name} vs {above}"] = {
@@ -415,7 +446,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, dict[int, dict]] = {}
     for seed in args.seeds:  # seed-major: an interrupted benchmark has every row of every table at a seed
         for number in args.tables:
-            for name, overlay in TABLES[number].items():
+            for name, overlay in table_rows(number, base).items():
                 run = SAME_RUN.get(name, name)
                 runs = results.setdefault(run, {})
                 if seed not in runs:
@@ -436,7 +467,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     markdown = []
     for number in args.tables:
         summaries = {}
-        for name, overlay in TABLES[number].items():
+        for name, overlay in table_rows(number, base).items():
             runs = results[SAME_RUN.get(name, name)]
             runs = [runs[seed] or {} for seed in args.seeds]
             summaries[name] = {m: summarise([r.get(m) for r in runs]) for m in METRICS}
@@ -447,14 +478,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 summaries[name]["encoder_gflops"] = {"mean": profile(model_block)["encoder"]["gflops"], "ci95": None}
         columns = METRICS + (("seconds_per_step", "encoder_gflops") if number == "6" else ())
         report["tables"][f"table{number}"] = {"rows": summaries, "reference": reference}
-        title = "Beat weighting's lambda (not in the paper)" if number == "lambda" else f"Table {number}"
+        title = {"lambda": "Beat weighting's lambda (not in the paper)",
+                 "arch": "Beat weighting by decoder architecture (not in the paper)"}.get(number, f"Table {number}")
         markdown.append(f"### {title}\n\n" + table(summaries, reference, columns, PAPER_TABLE5 if number == "5" else None)
                         + retrieval_chance(report["num_test_clips"]))
-        if number in ("5", "lambda"):
-            differences = paired_differences(summaries, against=None if number == "5" else next(iter(summaries)))
+        if number in ("5", "lambda", "arch"):
+            names = list(summaries)
+            pairs = {"5": list(zip(names, names[1:])), "lambda": [(names[0], name) for name in names[1:]],
+                     "arch": list(TABLE_ARCH_PAIRS)}[number]
+            how = {"5": "each row minus the row above", "lambda": "each row minus the first",
+                   "arch": "beat weighting minus none, per decoder"}[number]
+            differences = paired_differences(summaries, pairs)
             report["tables"][f"table{number}"]["paired_differences"] = differences
-            markdown.append(f"### {title}, paired by seed ({'each row minus the row above' if number == '5' else 'each row minus the first'})"
-                            "\n\n" + table(differences, {}, METRICS))
+            markdown.append(f"### {title}, paired by seed ({how})\n\n" + table(differences, {}, METRICS))
     report["wall_s"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(report, indent=2))

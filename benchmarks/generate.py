@@ -14,7 +14,8 @@ guidance (a doubled batch), top-k 250 and a seed per clip, as `vmas test` sample
 seconds_per_clip / seconds of one clip's music (below 1 is faster than real time). `same_greedy_tokens`:
 the share of greedy (temperature 0) tokens of a 2-clip batch (`--agreement-tokens`) equal to the dynamic path's (fp32 on
 CPU: 1.0; bf16 may differ where two logits tie within rounding). On CUDA, `host_syncs_per_step`
-counts the host synchronisations torch reports during a 20-token window (0: the host runs ahead).
+counts the host synchronisations torch reports during a 20-token window, its setup included (0: the
+host runs ahead of the device).
 Decoders are randomly initialised: speed does not depend on the weights.
 """
 from __future__ import annotations
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     modes = args.modes.split(",") if args.modes else [m for m in MODES if device.type == "cuda" or m != "cuda_graph"]
     if unknown := set(modes) - set(MODES):
         parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
+    if not 1 <= args.steps <= SequenceConfig().num_tokens:  # one window: the cache the warm-up made is the one timed
+        parser.error(f"--steps must be 1 to {SequenceConfig().num_tokens} (one 10-s window)")
     batches = [int(b) for b in args.batches.split(",")]
     bench = Bench(args.decoder, device, torch.bfloat16 if device.type == "cuda" else torch.float32, args.steps)
     result = {**bench.info, "runs": {}}

@@ -24,10 +24,12 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
     # ... each run trained by one of them, once
     run_dirs = [run for run in (tmp_path / "runs").glob("*/seed*") if run.is_dir()]
-    assert len(run_dirs) == 14 and all(len(list(run.glob("lightning_logs/version_*/checkpoints"))) == 1 for run in run_dirs)
+    assert len(run_dirs) == 18 and all(len(list(run.glob("lightning_logs/version_*/checkpoints"))) == 1 for run in run_dirs)
     assert report["quick"] and report["seeds"] == [0, 1] and report["steps"] == [2]  # every run trained 2 steps
-    assert set(report["tables"]) == {"table5", "tablelambda", "table6"}
-    for number, names in (("table5", ablation.TABLE5), ("tablelambda", ablation.TABLE_LAMBDA), ("table6", ablation.TABLE6)):
+    assert set(report["tables"]) == {"table5", "tablelambda", "table6", "tablearch"}
+    base = ablation.read_config(ROOT / "configs" / "demo.yaml")
+    for number, names in (("table5", ablation.TABLE5), ("tablelambda", ablation.TABLE_LAMBDA), ("table6", ablation.TABLE6),
+                          ("tablearch", ablation.table_rows("arch", base))):
         table = report["tables"][number]
         assert list(table["rows"]) == list(names)
         for row in table["rows"].values():
@@ -51,9 +53,17 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
     assert lambdas["rows"]["lambda 1 (VMAs)"] == report["tables"]["table5"]["rows"][ablation.VMAS]  # one run, two rows
     assert list(lambdas["paired_differences"]) == [f"{name} vs no beat weighting (+ contrastive)"
                                                    for name in ("lambda 1 (VMAs)", "lambda 0.1", "lambda 0.01")]
+    arch = report["tables"]["tablearch"]
+    assert arch["rows"]["demo decoder, beat weighting (VMAs)"] == report["tables"]["table5"]["rows"][ablation.VMAS]
+    assert list(arch["paired_differences"]) == ["demo decoder, beat weighting (VMAs) vs demo decoder, no beat weighting",
+                                                "paper decoder, beat weighting vs paper decoder, no beat weighting"]
+    paper_run = json.loads((tmp_path / "records" / "paper_decoder_beat_weighting" / "seed0.json").read_text())
+    decoder = paper_run["recipe"]["overlay"]["model"]["decoder"]  # the demo decoder's sizes, none of its timing paths
+    assert decoder["width"] == base["model"]["decoder"]["width"] and not set(decoder) & set(ablation.TIMING_OPTIONS)
     records = tmp_path / "records"
     runs = sorted(path.relative_to(records).as_posix() for path in records.glob("*/seed*.json"))
     assert runs == [f"{row}/seed{seed}.json" for row in ("AR_baseline", "clip", "hiera", "lambda_0.01", "lambda_0.1",
+                                                          "paper_decoder_beat_weighting", "paper_decoder_no_beat_weighting",
                                                           "plus_contrastive", "plus_contrastive_plus_beat_weighting")
                     for seed in (0, 1)]
     record = json.loads((records / "hiera" / "seed1.json").read_text())

@@ -1,6 +1,7 @@
 """`vmas_lightning.files`: atomic writes leave a whole file or the old one; locks exclude other processes."""
 import multiprocessing
 import os
+import socket
 import subprocess
 import sys
 
@@ -25,13 +26,15 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
 
 def test_orphans_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    orphan = tmp_path / f".stats.pt.{dead.stdout.strip()}.abcd1234.tmp"
-    alive = tmp_path / f".stats.pt.{os.getppid()}.abcd1234.tmp"  # our parent: running
-    orphan.write_bytes(b"half")
-    alive.write_bytes(b"half")
+    host = socket.gethostname().replace(".", "-")
+    orphan = tmp_path / f".stats.pt.{host}.{dead.stdout.strip()}.abcd1234.tmp"
+    alive = tmp_path / f".stats.pt.{host}.{os.getppid()}.abcd1234.tmp"  # our parent: running
+    elsewhere = tmp_path / f".stats.pt.other-host.{dead.stdout.strip()}.abcd1234.tmp"  # a pid of another machine
+    for path in (orphan, alive, elsewhere):
+        path.write_bytes(b"half")
     atomic_torch_save({"mu": torch.ones(2)}, tmp_path / "stats.pt")
     assert torch.equal(torch.load(tmp_path / "stats.pt")["mu"], torch.ones(2))
-    assert not orphan.exists() and alive.exists()
+    assert not orphan.exists() and alive.exists() and elsewhere.exists()
 
 
 def _hold(path, ready, release):

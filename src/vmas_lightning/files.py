@@ -3,7 +3,7 @@
 `atomic_write` writes to a hidden temporary file next to the target (a name no other writer uses),
 fsyncs it, renames it over the target and fsyncs the folder, so a process killed at any moment leaves
 either the old complete file or the new one, never half a file; temporary files of writers that
-died are removed by the next write to the same target.
+died (on this machine) are removed by the next write to the same target.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -22,14 +23,23 @@ def is_remote(path: str | os.PathLike) -> bool:
     return "://" in str(path)
 
 
+def _host() -> str:
+    return socket.gethostname().replace(".", "-")
+
+
 def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    return path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 def _remove_orphans(path: Path) -> None:
-    """Temporary files of `path` left by writers that are no longer running."""
-    for temporary in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = temporary.name[len(path.name) + 2 :].split(".")[0]
+    """Temporary files of `path` left by writers on this machine that are no longer running (a pid
+    means nothing on another machine sharing the folder: theirs are left alone)."""
+    prefix = f".{path.name}.{_host()}."
+    for temporary in path.parent.iterdir():
+        name = temporary.name
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):].split(".")[0]
         if pid.isdigit() and int(pid) != os.getpid():
             try:
                 os.kill(int(pid), 0)

@@ -13,6 +13,7 @@ import torch
 
 from vmas_lightning.beats import beat_weights
 from vmas_lightning.callbacks import is_sharded
+from vmas_lightning.config import ContrastiveConfig  # noqa: F401  (checkpoints pickled before it moved name it here)
 from vmas_lightning.config import DEFAULT_PLUGINS, EvaluationConfig, LossConfig, OptimConfig
 from vmas_lightning.errors import VMASError
 from vmas_lightning.generation.config import GenerationConfig
@@ -209,6 +210,8 @@ class VMASModule(L.LightningModule):
         if batch is None or self.num_audio_samples <= 0 or self.trainer.sanity_checking or not hasattr(writer, "add_audio"):
             return
         audio = self.generate(batch["video"], batch["id"]).float().cpu()
+        if hasattr(self.model.decoder, "release_static_decoders"):  # training goes on: give the cache's memory back
+            self.model.decoder.release_static_decoders()
         for clip_id, wav in zip(batch["id"], audio):
             writer.add_audio(f"val_audio/{clip_id}", wav[0], self.global_step, self.model.codec.sample_rate)
 

@@ -18,6 +18,7 @@ from jsonargparse import ArgumentParser
 from vmas_lightning.cli import writable_folder
 from vmas_lightning.data.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.files import atomic_write_text
 from vmas_lightning.generation.config import DecodeStep
 from vmas_lightning.generation.pipeline import Generation, muxed_suffix
 
@@ -32,7 +33,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--input-dir", help="Batch mode: every video file in this folder.")
     parser.add_argument("--out-dir", help="Batch mode: output folder (<name>.wav, <name>.<container>, report.json).")
     parser.add_argument("--batch-size", type=int, default=1, help="Batch mode: clips of the same length generated "
-                        "together (with --seed, each file's music is what it gets alone).")
+                        "together (with --seed, each file's music is what it gets alone; on a GPU up to rounding).")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when available.")
     parser.add_argument("--top-k", type=Optional[int], default=None, help="Override the checkpoint's top-k (0: off).")
     parser.add_argument("--top-p", type=Optional[float], default=None, help="Override top-p (0: off).")
@@ -117,18 +118,21 @@ def _run_batch(cfg) -> int:
     # Files without a video suffix are listed, not tried (give one with --video to try it).
     report = {"succeeded": [], "failed": [], "ignored": [str(p) for p in files if p not in videos]}
     jobs = ((video, out_dir / video.stem, Path(cfg.plot) / f"{video.stem}.png" if cfg.plot else None) for video in videos)
+    order = {str(video): index for index, video in enumerate(videos)}
     for index, (video, result) in enumerate(generate.batches(jobs, cfg.batch_size), 1):
         print(f"[{index}/{len(videos)}] {video.name}", file=sys.stderr)
-        if isinstance(result, VMASError):
+        if isinstance(result, Exception):
             print(f"vmas generate: skipped: {result}", file=sys.stderr)
             report["failed"].append({"video": str(video), "error": str(result)})
-            continue
-        _print_result(result)
-        if "problems" in result:  # the music is kept; the item is reported as failed
-            report["failed"].append({"video": str(video), "error": "; ".join(result["problems"]), "kept": result})
         else:
-            report["succeeded"].append(result)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            _print_result(result)
+            if "problems" in result:  # the music is kept; the item is reported as failed
+                report["failed"].append({"video": str(video), "error": "; ".join(result["problems"]), "kept": result})
+            else:
+                report["succeeded"].append(result)
+        for kind in ("succeeded", "failed"):  # in the folder's order, whatever order batches finish in
+            report[kind].sort(key=lambda item: order[item["video"]])
+        atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")  # as it goes
     print(f"{len(report['succeeded'])} of {len(videos)} videos done, {len(report['failed'])} failed, "
           f"{len(report['ignored'])} other files ignored; report: {out_dir / 'report.json'}")
     return 0 if report["succeeded"] else 2

@@ -57,6 +57,15 @@ class Stages:
         self.timings[name] = round(time.perf_counter() - began, 2)
 
 
+def _reported(video_path: Path, doing: str, err: Exception) -> Exception:
+    """A batch item's failure as it goes in the report: a `VMASError` as it is, anything else logged
+    with its traceback and named in one line."""
+    if isinstance(err, VMASError):
+        return err
+    log.warning("%s: %s failed", video_path, doing, exc_info=err)
+    return VMASError(f"{video_path}: {doing} failed ({type(err).__name__}: {err})")
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` -> cuda when available, else cpu; `cuda` without a GPU is an error."""
     if name == "cuda" and not torch.cuda.is_available():
@@ -143,45 +152,61 @@ class Generation:
                            score_max_side)
 
     def batches(self, jobs: Iterable[tuple[Path, Path, Optional[Path]]], batch_size: int
-                ) -> Iterator[tuple[Path, dict | VMASError]]:
+                ) -> Iterator[tuple[Path, dict | Exception]]:
         """`__call__` for many `(video, stem, plot)` jobs, up to `batch_size` clips of the same length
         generated as one batch: `(video, result)` as each is written, or `(video, error)` for a file
-        that fails before its wav. With a seed, each clip gets its own generator seeded with it, so a
-        file's music is the music `__call__` makes for it alone. Clips wait for batch mates of their
-        length; at most `4 * batch_size` wait at a time (the fullest group goes first)."""
+        that fails before its wav (the others go on). With a seed, each clip gets its own generator
+        seeded with it, so a file's music is the music `__call__` makes for it alone (bit for bit on
+        a CPU; a GPU's batched arithmetic may round differently). Clips of one window or less wait for
+        batch mates of their length, at most `4 * batch_size` at a time (the fullest group goes
+        first); longer ones are generated alone at once."""
+        window = self.sequence.tokens_for(self.config.window_s or self.sequence.duration_s)
         waiting: dict[tuple[int, int], list] = {}
         for video_path, stem, plot in jobs:
             stage, made = Stages(video_path), {}
             try:
                 stage("read", lambda: made.update(clip=self.read(video_path)))
-            except VMASError as err:
-                yield video_path, err
+            except Exception as err:  # one file's problem: reported, the rest goes on
+                yield video_path, _reported(video_path, "reading", err)
                 continue
             clip = made["clip"]
-            group = waiting.setdefault((len(clip.frames), self.sequence.tokens_for(clip.duration_s)), [])
+            tokens = self.sequence.tokens_for(clip.duration_s)
+            if tokens > window:
+                yield from self._generate_group([(video_path, stem, plot, clip, stage)])
+                continue
+            group = waiting.setdefault((len(clip.frames), tokens), [])
             group.append((video_path, stem, plot, clip, stage))
             if len(group) == batch_size or sum(map(len, waiting.values())) >= 4 * batch_size:
                 yield from self._generate_group(waiting.pop(max(waiting, key=lambda key: len(waiting[key]))))
         while waiting:
             yield from self._generate_group(waiting.pop(next(iter(waiting))))
 
-    def _generate_group(self, group: list) -> Iterator[tuple[Path, dict | VMASError]]:
-        """Music for clips of one shape in one batch, then each one's files (`batches`)."""
+    def _generate_group(self, group: list) -> Iterator[tuple[Path, dict | Exception]]:
+        """Music for clips of one shape in one batch, then each one's files (`batches`); a batch the
+        device has no memory for is made again one clip at a time."""
         seed = self.config.seed
         began = time.perf_counter()
         try:
             audio = self.compose_batch([clip.frames for *_, clip, _ in group], group[0][3].duration_s,
                                        seeds=None if seed is None else [seed] * len(group), progress=False)
-        except VMASError as err:
-            yield from ((video_path, err) for video_path, *_ in group)
+        except torch.OutOfMemoryError:
+            if len(group) == 1:
+                yield group[0][0], VMASError(f"{group[0][0]}: the device has no memory for its music")
+                return
+            log.warning("no memory for a batch of %d clips: generating them one at a time", len(group))
+            for item in group:
+                yield from self._generate_group([item])
+            return
+        except Exception as err:
+            yield from ((video_path, _reported(video_path, "making the music", err)) for video_path, *_ in group)
             return
         seconds = round(time.perf_counter() - began, 2)
         for (video_path, stem, plot, clip, stage), music in zip(group, audio):
             stage.timings["music"] = seconds
             try:
                 result = self._write(video_path, stem, clip.duration_s, music, stage, plot)
-            except VMASError as err:
-                yield video_path, err
+            except Exception as err:
+                yield video_path, _reported(video_path, "writing the music", err)
                 continue
             if len(group) > 1:
                 result["batch"] = len(group)  # generation_s is the whole batch's

@@ -160,6 +160,10 @@ class MusicGenDecoder(nn.Module):
             self._static_decoders[key] = StaticMusicGenDecoder(self, batch, max_length, max_cond, dtype)
         return self._static_decoders[key]
 
+    def release_static_decoders(self) -> None:
+        """Drop the kept static caches (their memory; a later window makes them again)."""
+        self._static_decoders.clear()
+
     def checkpoint_units(self) -> list[nn.Module]:
         """The modules `enable_activation_checkpointing` recomputes: the decoder layers."""
         return list(self.lm.model.decoder.layers)
