@@ -28,7 +28,8 @@ run() {
 run train_step benchmarks/train_step.py --config configs/vmas.yaml --profile-steps 3     # as configured, + op profile
 # MusicGen-medium, bf16, 10-s clips: the dynamic cache (before) and the static cache's graphed and compiled steps
 run generate_before benchmarks/generate.py --decoder medium --modes dynamic --batches 1,32
-run generate_after benchmarks/generate.py --decoder medium --modes cuda_graph,torch_compile --batches 1,16,32
+run generate_graph benchmarks/generate.py --decoder medium --modes cuda_graph --batches 1,16,32
+run generate_compiled benchmarks/generate.py --decoder medium --modes torch_compile --batches 1,16,32  # compiles per batch
 run train_step_no_checkpointing benchmarks/train_step.py --config configs/vmas.yaml --config "$no_checkpointing"
 run optical_flow benchmarks/optical_flow.py                                               # RAFT on CUDA and CPU
 rm -f "$no_checkpointing"
