@@ -21,7 +21,6 @@ Decoders are randomly initialised: speed does not depend on the weights.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import sys
@@ -82,36 +81,23 @@ class Bench:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def window(self, mode: str, batch: int, num_tokens: int, record_syncs: bool = False,
-               **sampling) -> tuple[torch.Tensor, float]:
+    def window(self, mode: str, batch: int, num_tokens: int, **sampling) -> tuple[torch.Tensor, float]:
+        """Tokens `[batch, K, num_tokens]` of one window by `mode`, and its seconds."""
+        generator, features, prompt, rng = self.inputs(mode, batch, **sampling)
+        self.synchronize()
+        start = time.perf_counter()
+        with torch.no_grad():
+            tokens = generator.generate_window(features, prompt, num_tokens, rng)
+        self.synchronize()
+        return tokens, time.perf_counter() - start
+
+    def inputs(self, mode: str, batch: int, **sampling) -> tuple:
+        """A generator for `mode`, random features, an empty prompt and a generator per clip."""
         generator = MusicGenerator(self.model, mode_config(mode, **sampling))
         features = torch.randn(batch, self.num_cond, COND_DIM, device=self.device, dtype=self.dtype,
                                generator=make_generator(0, self.device))
         prompt = torch.zeros(batch, self.sequence.num_codebooks, 0, dtype=torch.long, device=self.device)
-        rng = [make_generator(seed, self.device) for seed in range(batch)]
-        self.synchronize()
-        start = time.perf_counter()
-        with torch.no_grad(), self.sync_warnings(record_syncs) as syncs:
-            tokens = generator.generate_window(features, prompt, num_tokens, rng)
-        self.synchronize()
-        self.syncs = len(syncs)
-        return tokens, time.perf_counter() - start
-
-    @contextlib.contextmanager
-    def sync_warnings(self, on: bool):
-        """The host synchronisations torch warns of inside the block (CUDA's sync debug mode), when `on`."""
-        if not on:
-            yield []
-            return
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                found: list = []
-                yield found
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-        found.extend(w for w in caught if "synchroniz" in str(w.message))
+        return generator, features, prompt, [make_generator(seed, self.device) for seed in range(batch)]
 
     def run(self, mode: str, batch: int) -> dict:
         _, warmup = self.window(mode, batch, min(self.num_tokens, 8), top_k=250)
@@ -130,9 +116,19 @@ class Bench:
         return round((tokens == reference).float().mean().item(), 4)
 
     def host_syncs_per_step(self, mode: str) -> float:
-        self.window(mode, 1, 20)  # captured or compiled already: nothing but steps below
-        self.window(mode, 1, 20, record_syncs=True)
-        return round(self.syncs / (20 + self.sequence.num_codebooks - 1), 2)
+        """Host synchronisations torch warns of (CUDA's sync debug mode) per step of a 20-token window,
+        its setup included; the cache is captured or compiled before, and nothing is timed."""
+        self.window(mode, 1, 20)
+        generator, features, prompt, rng = self.inputs(mode, 1)
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                generator.generate_window(features, prompt, 20, rng)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        syncs = sum("synchroniz" in str(w.message) for w in caught)
+        return round(syncs / (20 + self.sequence.num_codebooks - 1), 2)
 
 
 def main(argv: list[str] | None = None) -> dict:

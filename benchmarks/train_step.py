@@ -108,7 +108,7 @@ class OpProfile(L.Callback):
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
                 torch.cuda.synchronize(pl_module.device)
             self.profiler = torch.profiler.profile(activities=activities)
-            self.profiler.__enter__()
+            self.profiler.start()
             self.wall = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -116,7 +116,7 @@ class OpProfile(L.Callback):
             if pl_module.device.type == "cuda":
                 torch.cuda.synchronize(pl_module.device)
             self.wall = time.perf_counter() - self.wall
-            self.profiler.__exit__(None, None, None)
+            self.profiler.stop()
 
     def table(self, top: int = 25) -> dict:
         events = self.profiler.key_averages()

@@ -3,9 +3,10 @@ factory returns, so a third-party plugin missing a piece fails in one line when 
 inside training. Shapes: docs/ARCHITECTURE.md ("Tensors between parts", "Plugins")."""
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+if TYPE_CHECKING:  # annotations only: importing the registry imports no torch
+    import torch
 
 
 class VideoEncoder(Protocol):

@@ -195,6 +195,8 @@ class MusicGenerator:
         if not hasattr(decoder, "static_decoder"):
             raise VMASError(f"generation.static_cache: the decoder {type(decoder).__name__} has no static cache; "
                             "set generation.static_cache false")
+        if cfg.decode_step == "cuda_graph" and not cond.is_cuda:
+            raise VMASError("generation.decode_step cuda_graph needs a CUDA device; use eager or torch_compile")
         seq = self.sequence
         window = seq.tokens_for(self.config.window_s or seq.duration_s) + seq.num_codebooks  # + BOS and K - 1 delays
         max_cond = math.ceil(seq.num_frames / self.model.frames_per_feature)
@@ -202,8 +204,6 @@ class MusicGenerator:
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         static = decoder.static_decoder(cond.shape[0], max(window, length), max(max_cond, cond.shape[1]), dtype)
         static.reset(cond)
-        if cfg.decode_step == "cuda_graph" and not cond.is_cuda:
-            raise VMASError("generation.decode_step cuda_graph needs a CUDA device; use eager or torch_compile")
         step = static  # decode_step eager
         if cfg.decode_step == "cuda_graph":
             step = static.graphed_step()

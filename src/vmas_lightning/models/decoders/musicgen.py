@@ -25,6 +25,7 @@ from typing import Any, Literal, Optional, get_args
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 from transformers import MusicgenDecoderConfig, MusicgenForCausalLM, MusicgenForConditionalGeneration
 
 from vmas_lightning.errors import VMASError
@@ -151,7 +152,7 @@ class MusicGenDecoder(nn.Module):
         computing in `dtype`, default the weights'), made once per shape, device and dtype and kept, so
         a captured or compiled step is reused by every later window and clip of that shape."""
         param = next(self.parameters())
-        if type(param).__name__ == "DTensor":  # FSDP shards: the cache's step reads whole weights
+        if isinstance(param, DTensor):  # FSDP shards: the cache's step reads whole weights
             raise VMASError("generation.static_cache reads the decoder's whole weights, which FSDP shards; "
                             "use the dynamic cache (generation.static_cache false) under FSDP")
         key = (batch, max_length, max_cond, param.device, dtype or param.dtype)

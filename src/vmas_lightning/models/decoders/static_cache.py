@@ -100,9 +100,9 @@ class StaticMusicGenDecoder(nn.Module):
             for mine, theirs in zip(self.net.parameters(), source.parameters()):
                 mine.copy_(theirs)
         with torch.autocast(cond.device.type, enabled=False):
-            cond = cond.float() if self.net is not source else cond.to(next(source.parameters()).dtype)
+            cond = cond.to(self.net.cond_proj.weight.dtype)  # what autocast feeds the linear layers
             steps = cond.shape[1]
-            memory = self._project_condition(cond)
+            memory = self.net.project_condition(cond)
             for index, layer in enumerate(self.stack.layers):
                 attention = layer.encoder_attn
                 getattr(self, f"cross_keys{index}")[:, :, :steps] = self._heads(self._linear(attention.k_proj, memory))
@@ -110,21 +110,9 @@ class StaticMusicGenDecoder(nn.Module):
             self.cross_valid.fill_(False)
             self.cross_valid[..., :steps] = True
             if self.net.aligned_proj is not None:
-                aligned = self._linear(self.net.aligned_proj, cond)
-                aligned = aligned.view(cond.shape[0], cond.shape[1] * self.net.aligned_upsample, self.net.width)
+                aligned = self.net.aligned_features(cond)
                 self.aligned[:, : aligned.shape[1]] = aligned
                 self.aligned_last.fill_(aligned.shape[1] - 1)
-
-    def _project_condition(self, cond: torch.Tensor) -> torch.Tensor:
-        """`MusicGenDecoder.project_condition` with the linear layer in `linear_dtype` (as autocast runs it)."""
-        projected = self._linear(self.net.cond_proj, cond)
-        if self.net.time_embedding:
-            from vmas_lightning.models.decoders.musicgen import sinusoids
-
-            steps = torch.arange(cond.shape[1], device=cond.device)
-            positions = (steps + 0.5) * self.net.tokens_per_cond_step - 0.5
-            projected = projected + sinusoids(positions, self.net.width).to(projected.dtype)
-        return projected
 
     def compiled_step(self) -> Step:
         """One-position steps by `forward` compiled once (`torch.compile`, static shapes; on CUDA
@@ -179,7 +167,7 @@ class StaticMusicGenDecoder(nn.Module):
     @staticmethod
     def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         """`layer(x)` in the layer's weight dtype (autocast's cast of the input)."""
-        return F.linear(x.to(layer.weight.dtype), layer.weight, layer.bias)
+        return layer(x.to(layer.weight.dtype))
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         with torch.autocast(input_ids.device.type, enabled=False):
