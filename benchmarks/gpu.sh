@@ -12,6 +12,8 @@ python=${PYTHON:-python}
 mkdir -p "$out"
 no_checkpointing=$(mktemp --suffix .yaml)
 printf 'model:\n  activation_checkpointing: false\n' > "$no_checkpointing"
+per_tensor_optimizer=$(mktemp --suffix .yaml)
+printf 'model:\n  optim:\n    implementation: for_loop\n' > "$per_tensor_optimizer"
 failed=0
 
 run() {
@@ -26,11 +28,13 @@ run() {
 }
 
 run train_step benchmarks/train_step.py --config configs/vmas.yaml --profile-steps 3     # as configured, + op profile
+# the dadaptation package's D-Adapt Adam (per tensor, two host syncs each: before) against the foreach one above
+run train_step_per_tensor_optimizer benchmarks/train_step.py --config configs/vmas.yaml --config "$per_tensor_optimizer"
 # MusicGen-medium, bf16, 10-s clips: the dynamic cache (before) and the static cache's graphed and compiled steps
 run generate_before benchmarks/generate.py --decoder medium --modes dynamic --batches 1,32
 run generate_graph benchmarks/generate.py --decoder medium --modes cuda_graph --batches 1,16,32
 run generate_compiled benchmarks/generate.py --decoder medium --modes torch_compile --batches 1,16,32  # compiles per batch
 run train_step_no_checkpointing benchmarks/train_step.py --config configs/vmas.yaml --config "$no_checkpointing"
 run optical_flow benchmarks/optical_flow.py                                               # RAFT on CUDA and CPU
-rm -f "$no_checkpointing"
+rm -f "$no_checkpointing" "$per_tensor_optimizer"
 exit $failed

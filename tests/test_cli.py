@@ -38,6 +38,12 @@ def test_wrong_config_key_is_one_line(capsys, tmp_path):
     assert "no_such_key" in one_line_error(capsys)
 
 
+def test_wrong_frame_sampling_is_one_line(capsys, tmp_path):
+    assert main(["fit", "--config", TINY, "--trainer.default_root_dir", str(tmp_path), "--model.sequence.frame_sampling", "blend"]) == 2
+    err = one_line_error(capsys)
+    assert "frame_sampling" in err and "average" in err
+
+
 def test_unknown_plugin_in_config_is_one_line(capsys, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -100,7 +100,7 @@ def test_shards_record_their_annotation_settings(demo_data):
     recorded = json.loads((demo_data / "train" / "annotation.json").read_text())
     assert recorded == {
         "model.sequence.fps": 9.6, "model.sequence.frame_size": 64, "model.sequence.sample_rate": 32000,
-        "model.sequence.token_rate": 50.0, "model.sequence.num_codebooks": 4,
+        "model.sequence.token_rate": 50.0, "model.sequence.num_codebooks": 4, "model.sequence.frame_sampling": "last",
         "model.codec": {**TINY_CODEC, "pretrained": None, "num_codebooks": 4, "config": None},  # every option
         "data.beats.onset_detector": {"name": "onset_peaks", "hop_length": 512, "window_s": 0.1, "average_s": 0.5,
                                       "delta": 0.2, "min_interval_s": 0.25},
@@ -191,6 +191,21 @@ def test_settings_recorded_before_specs_were_expanded_still_match():
     assert annotation_differences(recorded, config) == []
     recorded["data.beats.optical_flow"] = {"name": "farneback", "levels": 5}
     assert annotation_differences(recorded, config) == ["data.beats.optical_flow.levels 5 in the shards, 3 in the config"]
+
+
+def test_shards_written_before_frame_sampling_existed_were_sampled_last():
+    """A setting added later (`ADDED_SETTINGS`) takes, in older shards that lack it, the value they
+    were made with: such shards fit `frame_sampling: last` and are named as different for `average`."""
+    from dataclasses import replace
+
+    from vmas_lightning.data.shards import DataConfig, annotation_differences, annotation_settings
+
+    config = DataConfig(TINY, TINY_CODEC, BeatConfig())
+    recorded = annotation_settings(config)
+    del recorded["model.sequence.frame_sampling"]
+    assert annotation_differences(recorded, config) == []
+    averaged = DataConfig(replace(TINY, frame_sampling="average"), TINY_CODEC, BeatConfig())
+    assert annotation_differences(recorded, averaged) == ["model.sequence.frame_sampling 'last' in the shards, 'average' in the config"]
 
 
 def test_test_clips_read_from_their_video_files_are_what_vmas_generate_reads(demo_data):

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 from litdata import StreamingDataset
 
 from helpers import TINY_CONFIG, one_line_error
@@ -17,6 +18,30 @@ def test_same_seed_same_clip_other_seed_other_clip():
     np.testing.assert_array_equal(a["frames"], b["frames"])
     np.testing.assert_array_equal(a["audio"], b["audio"])
     assert not np.array_equal(a["audio"], c["audio"])
+
+
+def test_averaged_frames_blend_the_shots_by_their_time_on_screen():
+    """`frame_sampling: average` renders frame i as the average over [(i - 1/2) / fps, (i + 1/2) / fps):
+    the frame around a cut is the two shots mixed by the fraction of that interval after the cut
+    (read on the frame's mean level); every other frame, and
+    the music, are the point-sampled clip's."""
+    from dataclasses import replace
+
+    seq = replace(DataConfig.from_yaml(TINY_CONFIG).sequence, frame_size=32)
+    point = synthesize_clip(0, "train", 5, seq)
+    averaged = synthesize_clip(0, "train", 5, replace(seq, frame_sampling="average"))
+    np.testing.assert_array_equal(point["audio"], averaged["audio"])
+    events = np.array(point["meta"]["events_s"])
+    around = np.floor(events * seq.fps + 0.5).astype(int)  # the frame whose interval holds each cut
+    around = around[around < seq.num_frames]
+    others = np.setdiff1d(np.arange(seq.num_frames), around)
+    assert around.size >= 3
+    np.testing.assert_array_equal(point["frames"][others], averaged["frames"][others])
+    level = lambda frames, i: frames[i].mean()  # noqa: E731  (the shape drifts a fifth of a pixel per frame)
+    for event, i in zip(events, around):
+        after = (i + 0.5) - event * seq.fps
+        expected = after * level(point["frames"], i + 1) + (1 - after) * level(point["frames"], i - 1)
+        assert level(averaged["frames"], i) == pytest.approx(expected, abs=1.0)
 
 
 def test_visual_cuts_land_on_musical_onsets(demo_data):

@@ -12,7 +12,8 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, WeightAveraging
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -64,11 +65,17 @@ def _assert_same_checkpoint_weights(a: dict, b: dict) -> None:
             assert torch.equal(b[key][name], value), f"{key}: {name}"
 
 
+def lightnings_ema(decay: float) -> WeightAveraging:
+    """Lightning's weight averaging with torch's foreach EMA (`get_ema_multi_avg_fn`), the maths `EMA`
+    does; `EMAWeightAveraging` is the same callback with the per-tensor `get_ema_avg_fn`."""
+    return WeightAveraging(multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
 def test_ema_is_lightnings_ema_weight_averaging_and_resumes_its_checkpoints(tmp_path):
     """The same EMA, validation (on the EMA weights), final weights and checkpoint, bit for bit; a
     checkpoint of either callback resumes with the other to the uninterrupted run's numbers."""
     ours, ours_ckpt, ours_val = _toy_fit(tmp_path / "ours", EMA(decay=0.9), 6)
-    lightnings, lightnings_ckpt, lightnings_val = _toy_fit(tmp_path / "lightning", EMAWeightAveraging(decay=0.9), 6)
+    lightnings, lightnings_ckpt, lightnings_val = _toy_fit(tmp_path / "lightning", lightnings_ema(0.9), 6)
     assert ours_val == lightnings_val
     _assert_same_checkpoint_weights(ours_ckpt, lightnings_ckpt)
     assert int(ours_ckpt["averaging_state"]["n_averaged"]) == 6
@@ -78,11 +85,23 @@ def test_ema_is_lightnings_ema_weight_averaging_and_resumes_its_checkpoints(tmp_
     assert not torch.equal(ours_ckpt["current_model_state"]["net.0.weight"], ours_ckpt["state_dict"]["net.0.weight"])
 
     # 3 steps with one callback, resumed for 3 more with the other
-    for first, then in ((EMAWeightAveraging(decay=0.9), EMA(decay=0.9)), (EMA(decay=0.9), EMAWeightAveraging(decay=0.9))):
+    for first, then in ((lightnings_ema(0.9), EMA(decay=0.9)), (EMA(decay=0.9), lightnings_ema(0.9))):
         folder = tmp_path / f"{type(first).__name__}-then-{type(then).__name__}"
         _toy_fit(folder / "first", first, 3)
         _, resumed, _ = _toy_fit(folder / "then", then, 6, resume=folder / "first" / "last.ckpt")
         _assert_same_checkpoint_weights(resumed, ours_ckpt)
+
+
+def test_ema_foreach_update_is_the_per_tensor_formula_to_float32_rounding(tmp_path):
+    """Against Lightning's default `EMAWeightAveraging(decay)` (per tensor, `decay * ema + (1 - decay) * w`):
+    the same averages to float32 rounding (relative 1e-6), the integer counter exactly."""
+    _, ours, _ = _toy_fit(tmp_path / "ours", EMA(decay=0.9), 6)
+    _, loop, _ = _toy_fit(tmp_path / "loop", EMAWeightAveraging(decay=0.9), 6)
+    for name, value in loop["state_dict"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(ours["state_dict"][name], value, rtol=1e-6, atol=1e-7)
+        else:
+            assert torch.equal(ours["state_dict"][name], value), name
 
 
 def test_ema_decay_is_checked():

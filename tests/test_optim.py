@@ -63,14 +63,72 @@ def group_ids_of(group):
 def test_dadapt_adam_steps_with_decoupled_decay():
     from dadaptation import DAdaptAdam
 
-    model = nn.Linear(3, 2)
-    optimizer = build_optimizer(model, OptimConfig())
-    assert isinstance(optimizer, DAdaptAdam)
-    assert [(g["lr"], g["weight_decay"], g["decouple"]) for g in optimizer.param_groups] == [(1.0, 0.1, True), (1.0, 0.0, True)]
-    before = model.weight.detach().clone()
-    model(torch.randn(4, 3)).pow(2).sum().backward()
-    optimizer.step()
-    assert not torch.equal(before, model.weight)
+    from vmas_lightning.dadapt_adam import ForeachDAdaptAdam
+
+    for implementation, kind in (("foreach", ForeachDAdaptAdam), ("for_loop", DAdaptAdam)):
+        model = nn.Linear(3, 2)
+        optimizer = build_optimizer(model, OptimConfig(implementation=implementation))
+        assert isinstance(optimizer, kind)
+        assert [(g["lr"], g["weight_decay"], g["decouple"]) for g in optimizer.param_groups] == [(1.0, 0.1, True), (1.0, 0.0, True)]
+        before = model.weight.detach().clone()
+        model(torch.randn(4, 3)).pow(2).sum().backward()
+        optimizer.step()
+        assert not torch.equal(before, model.weight)
+
+
+def _train(optimizer_cfg: OptimConfig, steps: int, model: nn.Module | None = None, state: dict | None = None):
+    """`steps` steps of a small regression (same data and start for every call) -> (model, optimizer)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.LayerNorm(64), nn.Linear(64, 8))
+    x, y = torch.randn(32, 16), torch.randn(32, 8)
+    if model is not None:
+        net.load_state_dict(model.state_dict())
+    optimizer = build_optimizer(net, optimizer_cfg)
+    if state is not None:
+        optimizer.load_state_dict(state)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (net(x) - y).pow(2).mean().backward()
+        optimizer.step()
+    return net, optimizer
+
+
+def _assert_same_weights(a: nn.Module, b: nn.Module, atol: float) -> None:
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=atol, msg=name)
+
+
+@pytest.mark.parametrize("optimizer, lr", [("adamw", 3e-3), ("dadapt_adam", 1.0)])
+def test_every_implementation_takes_the_same_steps(optimizer, lr):
+    """foreach (and fused) against the per-tensor loop over 30 steps: AdamW agrees to 1e-6 (float32
+    rounding of the same operations); D-Adapt Adam's step size d to 1e-5 relative and the weights
+    to 1e-5 (its statistics are summed in another order: the package sums per-tensor `.item()`s in
+    Python, the foreach path float64 tensors on the device), while training moves them by over 0.05."""
+    start, _ = _train(OptimConfig(optimizer="adamw", lr=lr), 0)
+    loop, loop_opt = _train(OptimConfig(optimizer=optimizer, lr=lr, implementation="for_loop"), 30)
+    assert max((p - q).abs().max() for p, q in zip(loop.parameters(), start.parameters())) > 0.05
+    for implementation in ("foreach", "fused") if optimizer == "adamw" else ("foreach",):
+        other, other_opt = _train(OptimConfig(optimizer=optimizer, lr=lr, implementation=implementation), 30)
+        _assert_same_weights(other, loop, atol=1e-6 if optimizer == "adamw" else 1e-5)
+        if optimizer == "dadapt_adam":
+            assert float(other_opt.param_groups[0]["d"]) == pytest.approx(loop_opt.param_groups[0]["d"], rel=1e-5)
+
+
+def test_foreach_dadapt_adam_resumes_the_packages_state_and_chunks_alike(monkeypatch):
+    """The package's optimizer state (10 steps) continued by the foreach optimizer for 10 more ends
+    where the package's 20 steps do; splitting the tensors into many foreach chunks changes nothing."""
+    from vmas_lightning import dadapt_adam
+
+    loop_cfg, foreach_cfg = OptimConfig(implementation="for_loop"), OptimConfig(implementation="foreach")
+    straight, _ = _train(loop_cfg, 20)
+    half, half_opt = _train(loop_cfg, 10)
+    resumed, _ = _train(foreach_cfg, 10, model=half, state=half_opt.state_dict())
+    _assert_same_weights(resumed, straight, atol=1e-5)
+    whole, _ = _train(foreach_cfg, 20)
+    monkeypatch.setattr(dadapt_adam, "CHUNK_ELEMENTS", 100)
+    chunked, chunked_opt = _train(foreach_cfg, 20)
+    _assert_same_weights(chunked, whole, atol=0)
+    assert len(list(dadapt_adam._chunks([p for g in chunked_opt.param_groups for p in g["params"]], 100))) > 3
 
 
 def test_warmup_cosine_known_values():
@@ -107,3 +165,7 @@ def test_unknown_steps_and_bad_options_are_one_line_errors():
         OptimConfig(optimizer="sgd")
     with pytest.raises(VMASError, match="no trainable parameters"):
         build_optimizer(nn.Linear(2, 2).requires_grad_(False), OptimConfig())
+    with pytest.raises(VMASError, match="unknown implementation 'cuda'; known: for_loop, foreach, fused"):
+        OptimConfig(implementation="cuda")
+    with pytest.raises(VMASError, match="dadapt_adam has no fused implementation"):
+        OptimConfig(optimizer="dadapt_adam", implementation="fused")

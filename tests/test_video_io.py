@@ -55,8 +55,64 @@ def test_variable_frame_rate(tmp_path):
     np.testing.assert_allclose(shown, expected, atol=0.3)
 
 
+def interval_average(times, values, fps, count):
+    """`read_video(..., sampling="average")` by its definition: slot j averages the source over
+    [(j - 1/2) / fps, (j + 1/2) / fps); source frame i stands for the span between the midpoints to
+    its neighbours' times (the first and last as wide on their open side)."""
+    times = np.asarray(times, float)
+    edges = np.concatenate([[times[0] - (times[1] - times[0]) / 2], (times[1:] + times[:-1]) / 2,
+                            [times[-1] + (times[-1] - times[-2]) / 2]])
+    result = []
+    for j in range(count):
+        low, high = (j - 0.5) / fps, (j + 0.5) / fps
+        weights = np.clip(np.minimum(edges[1:], high) - np.maximum(edges[:-1], low), 0, None)
+        result.append(float(weights @ np.asarray(values, float) / weights.sum()))
+    return np.array(result)
+
+
+def test_average_of_a_brightness_ramp_is_its_value_at_each_slot_time(tmp_path):
+    """Brightness 10 * i at i / 10 s is 100 t: a slot's average is the ramp at its centre j / 4 s,
+    25 j (slot 0 starts before the first frame: the covered part only)."""
+    path = write_video(tmp_path / "a.mp4", numbered_frames(20), fps=10)
+    clip = read_video(path, fps=4, sampling="average")
+    assert clip.frames.shape[0] == 8
+    np.testing.assert_allclose(clip.frames[1:, 0, 0, 0], 25 * np.arange(1, 8), atol=3)
+    np.testing.assert_allclose(clip.frames[0, 0, 0, 0], 10 * 0.075 / 0.175, atol=3)
+
+
+def test_average_at_the_source_rate_keeps_every_frame(tmp_path):
+    frames = numbered_frames(24)
+    path = write_video(tmp_path / "a.mkv", frames, fps=9.6)
+    np.testing.assert_allclose(read_video(path, fps=9.6, sampling="average").frames[:, 0, 0, 0], frames[:, 0, 0, 0], atol=3)
+
+
+def test_average_blend_says_where_a_cut_fell(tmp_path):
+    """A hard cut at 30 fps (frames 0-6 dark, from 7 bright) read at 9.6 fps: the slot around it
+    blends the shots by their time on screen, and the blend puts the cut at 6.5 / 30 s, halfway
+    between the last dark and the first bright source frame (where `last` can only say slot 3)."""
+    frames = np.full((30, 32, 32, 3), 20, np.uint8)
+    frames[7:] = 220
+    path = write_video(tmp_path / "cut.mkv", frames, fps=30, codec="ffv1")
+    shown = read_video(path, fps=9.6, sampling="average").frames[:, 0, 0, 0].astype(float)
+    bright = (shown - 20) / 200  # fraction of each slot after the cut
+    assert bright[:2].max() == pytest.approx(0, abs=0.01) and bright[3:].min() == pytest.approx(1, abs=0.01)
+    assert (2.5 - bright[2]) / 9.6 == pytest.approx(6.5 / 30, abs=0.5 / 200 / 9.6)
+    last = read_video(path, fps=9.6).frames[:, 0, 0, 0]
+    assert list(last[:4] > 120) == [False, False, False, True]
+
+
+def test_average_of_a_variable_frame_rate(tmp_path):
+    times = [0.0, 0.1, 0.2, 0.5, 0.6, 0.9]  # (Matroska keeps 0.1 s steps here)
+    path = write_video(tmp_path / "vfr.mkv", numbered_frames(6), fps=10, times=times, codec="ffv1")
+    clip = read_video(path, fps=8, max_seconds=1.0, sampling="average")
+    expected = interval_average(times, read_video(path).frames[:, 0, 0, 0], 8, len(clip.frames))
+    assert len(clip.frames) == 8 and np.ptp(expected % 10) > 2  # slots that blend two frames
+    np.testing.assert_allclose(clip.frames[:, 0, 0, 0], expected, atol=0.51)
+
+
+@pytest.mark.parametrize("sampling", ["last", "average"])
 @pytest.mark.parametrize("fps, source_fps, start_s", [(9.6, 30.0, 2.5), (9.6, 25.0, 1.0), (4.0, 10.0, 0.9)])
-def test_a_span_read_from_its_start_is_that_span_of_the_whole_read(tmp_path, fps, source_fps, start_s):
+def test_a_span_read_from_its_start_is_that_span_of_the_whole_read(tmp_path, fps, source_fps, start_s, sampling):
     """`start_s` seeks (keyframes every 12 frames here) yet gives exactly the whole file's slots from
     the first at or after `start_s` up to `max_seconds`: how `vmas test` reads a clip of a long source."""
     from fractions import Fraction
@@ -72,9 +128,9 @@ def test_a_span_read_from_its_start_is_that_span_of_the_whole_read(tmp_path, fps
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         container.mux(stream.encode())
-    whole = read_video(path, fps=fps, size=16)
+    whole = read_video(path, fps=fps, size=16, sampling=sampling)
     first = int(np.ceil(start_s * fps - 1e-6))
-    span = read_video(path, fps=fps, size=16, start_s=start_s, max_seconds=start_s + 1.0)
+    span = read_video(path, fps=fps, size=16, start_s=start_s, max_seconds=start_s + 1.0, sampling=sampling)
     expected = whole.frames[first : int(np.floor((start_s + 1.0) * fps + 1e-6))]
     assert span.frames.shape == expected.shape and span.frames.shape[0] >= 3
     np.testing.assert_array_equal(span.frames, expected)

@@ -28,10 +28,12 @@ class EMA(L.Callback):
     buffer as the module holds it, whole under DDP or on one device, and only this rank's shard
     under FSDP2 (`configs/cluster/fsdp.yaml`, DTensor parameters), where it costs 1/N of a copy.
 
-    The maths and the checkpoint layout are those of Lightning's `EMAWeightAveraging(decay=...)`
-    (which deep-copies the whole module and does not work sharded, see docs/SCALING.md): after every
-    optimizer step `ema = decay * ema + (1 - decay) * weights` over all parameters and buffers, the
-    first step copying them; validation runs on the EMA weights and training ends with them in the
+    The maths and the checkpoint layout are those of Lightning's `EMAWeightAveraging(decay=...,
+    multi_avg_fn=get_ema_multi_avg_fn(decay))` (which deep-copies the whole module and does not work
+    sharded, see docs/SCALING.md): after every optimizer step `ema = lerp(ema, weights, 1 - decay)`
+    over all parameters and buffers, one foreach kernel for all floating tensors of a device and
+    dtype (its default `get_ema_avg_fn` loops over tensors, 2 temporaries each; the two agree to
+    float32 rounding), the first step copying them; validation runs on the EMA weights and training ends with them in the
     module; a checkpoint's `state_dict` holds the EMA weights (what `vmas test`, `generate` and
     `export` read), `current_model_state` the training weights and `averaging_state` the number of
     updates, each as the strategy writes a state dict (FSDP2: gathered whole on rank 0). Either
@@ -83,8 +85,13 @@ class EMA(L.Callback):
         if self._ema is None or self._n_averaged == 0:
             self._ema = [t.clone() for t in self._current(pl_module)]
         else:
-            for ema, current in self._pairs(pl_module):
-                ema.copy_(self.decay * ema + (1 - self.decay) * current)  # torch's get_ema_avg_fn, as Lightning's
+            pairs = self._pairs(pl_module)
+            floats = [(ema, current) for ema, current in pairs if ema.is_floating_point()]
+            if floats:  # one foreach kernel per device and dtype, in place (torch's get_ema_multi_avg_fn)
+                torch._foreach_lerp_([ema for ema, _ in floats], [current for _, current in floats], 1 - self.decay)
+            for ema, current in pairs:
+                if not ema.is_floating_point():  # integer buffers (BatchNorm's step count)
+                    ema.copy_(self.decay * ema + (1 - self.decay) * current)
         self._n_averaged += 1
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

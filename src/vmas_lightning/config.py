@@ -7,12 +7,13 @@ training, so inference reads a checkpoint's settings without the training code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 from vmas_lightning.errors import VMASError
 from vmas_lightning.registry import AudioClassifierSpec, AudioEmbedderSpec
 
 OPTIMIZERS = ("adamw", "dadapt_adam")
+OPTIMIZER_IMPLEMENTATIONS = ("for_loop", "foreach", "fused")
 # The paper's plugins: what a config that names none builds (`VMASModule`'s defaults).
 DEFAULT_PLUGINS = {"encoder": "efficient_hiera", "decoder": "musicgen", "codec": "encodec"}
 
@@ -99,6 +100,12 @@ class OptimConfig:
         encoder_lr_scale: multiplier of `lr` for the video encoder's parameters (1: the paper's single
             learning rate; a smaller one keeps a randomly initialised encoder from collapsing to
             features that are the same for every video, see docs/EVALUATION.md).
+        implementation: how a step runs over the parameter tensors: `for_loop` (one tensor at a time:
+            torch's AdamW with `foreach=False`, the `dadaptation` package's D-Adapt Adam, which waits
+            for the GPU twice per tensor), `foreach` (a few kernels per step over lists of tensors:
+            torch's AdamW, `vmas_lightning.dadapt_adam.ForeachDAdaptAdam` without a host
+            synchronisation) or `fused` (AdamW's single fused kernel; not for dadapt_adam). All three
+            take the same steps to float32 rounding (tests/test_optim.py).
     """
 
     optimizer: str = "dadapt_adam"
@@ -110,10 +117,15 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: Optional[float] = 1.0
     encoder_lr_scale: float = 1.0
+    implementation: Literal["for_loop", "foreach", "fused"] = "foreach"
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise VMASError(f"optim: unknown optimizer '{self.optimizer}'; known: {', '.join(OPTIMIZERS)}")
+        if self.implementation not in OPTIMIZER_IMPLEMENTATIONS:
+            raise VMASError(f"optim: unknown implementation '{self.implementation}'; known: {', '.join(OPTIMIZER_IMPLEMENTATIONS)}")
+        if self.optimizer == "dadapt_adam" and self.implementation == "fused":
+            raise VMASError("optim: dadapt_adam has no fused implementation; set model.optim.implementation foreach")
         if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1 or self.encoder_lr_scale <= 0:
             raise VMASError(
                 f"optim: need lr > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1 and encoder_lr_scale > 0; "

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from vmas_lightning.config import OptimConfig
+from vmas_lightning.dadapt_adam import ForeachDAdaptAdam
 from vmas_lightning.errors import VMASError
 
 Params = Union[nn.Module, Iterable[tuple[str, nn.Parameter]], Iterable[nn.Parameter]]
@@ -49,12 +50,15 @@ def parameter_groups(params: Params, weight_decay: float, lr: float,
 
 def build_optimizer(params: Params, cfg: OptimConfig, lr_scales: Optional[Mapping[str, float]] = None) -> torch.optim.Optimizer:
     """AdamW or D-Adapt Adam over `params` with weight decay on matrices only (see `decays`) and the
-    learning-rate multipliers `lr_scales` (name prefix -> scale)."""
+    learning-rate multipliers `lr_scales` (name prefix -> scale), run as `cfg.implementation` says."""
     groups = parameter_groups(params, cfg.weight_decay, cfg.lr, lr_scales)
     if not any(group["params"] for group in groups):
         raise VMASError("optim: the model has no trainable parameters")
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+        kernels = {"for_loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[cfg.implementation]
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), **kernels)
+    if cfg.implementation == "foreach":
+        return ForeachDAdaptAdam(groups, lr=cfg.lr, betas=tuple(cfg.betas), decouple=True)
     from dadaptation import DAdaptAdam
 
     return DAdaptAdam(groups, lr=cfg.lr, betas=tuple(cfg.betas), decouple=True)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from vmas_lightning.errors import VMASError
 
@@ -22,6 +22,11 @@ class SequenceConfig:
         sample_rate: audio sample rate of the codec (EnCodec 32 kHz).
         token_rate: codec frames per second (EnCodec 32 kHz: hop 640 -> 50 Hz).
         num_codebooks: residual codebooks per token step (K = 4).
+        frame_sampling: how a frame is taken from a video of another rate (`read_video`'s
+            `sampling`): `last`, the source frame on screen at j / fps; `average`, the time-average
+            of the source over frame j's interval [(j - 1/2) / fps, (j + 1/2) / fps), so a cut
+            between two of the model's frames shows as a blend that says where it fell. Shards and
+            files are read alike; the demo renders its clips as `average` reads them.
     """
 
     duration_s: float = 10.0
@@ -30,6 +35,11 @@ class SequenceConfig:
     sample_rate: int = 32000
     token_rate: float = 50.0
     num_codebooks: int = 4
+    frame_sampling: Literal["last", "average"] = "last"
+
+    def __post_init__(self) -> None:
+        if self.frame_sampling not in ("last", "average"):
+            raise VMASError(f"model.sequence.frame_sampling must be 'last' or 'average', got {self.frame_sampling!r}")
 
     @property
     def num_frames(self) -> int:

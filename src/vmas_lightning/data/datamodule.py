@@ -129,7 +129,7 @@ class ClipDataset(StreamingDataset):
                             "(data.test_input video_file needs each test clip's source video)")
         first = seq.frames_for(start_s)  # the frame `vmas prepare` cut the clip at
         frames = read_video(source, fps=seq.fps, size=seq.frame_size, start_s=first / seq.fps,
-                            max_seconds=(first + seq.num_frames) / seq.fps).frames
+                            max_seconds=(first + seq.num_frames) / seq.fps, sampling=seq.frame_sampling).frames
         missing = seq.num_frames - frames.shape[0]
         if missing > 2:
             raise InputFileError(source, f"{frames.shape[0]} frames from {start_s:g} s, clip {sample['id']} needs {seq.num_frames}")

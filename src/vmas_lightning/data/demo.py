@@ -62,22 +62,27 @@ def event_times(rng: np.random.Generator, style: Style, duration_s: float) -> np
     return grid[keep]
 
 
-def render_frames(rng: np.random.Generator, style: Style, events: np.ndarray, num_frames: int, fps: float, size: int) -> np.ndarray:
-    """uint8 `[F, size, size, 3]`: a shape drifting over a background that cuts at each event."""
+def render_frames(rng: np.random.Generator, style: Style, events: np.ndarray, num_frames: int, fps: float, size: int,
+                  averaged: bool = False) -> np.ndarray:
+    """uint8 `[F, size, size, 3]`: a shape drifting over a background that cuts at each event.
+
+    Frame i is the picture at i / fps; with `averaged`, the time-average over its whole interval
+    [(i - 1/2) / fps, (i + 1/2) / fps) as a camera with an open (360-degree) shutter films it: a
+    cut inside the interval blends the two shots by the time each is on screen (what
+    `read_video(..., sampling="average")` makes of a faster source).
+    """
     ys, xs = np.mgrid[0:size, 0:size] / size
-    segment_of_frame = np.searchsorted(events, np.arange(num_frames) / fps, side="right")
     positions = rng.uniform(0.25, 0.75, size=(events.size + 1, 2))
     directions = rng.normal(size=(events.size + 1, 2))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     starts = np.concatenate([[0.0], events])
-    frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
     radius = 0.16
-    for i in range(num_frames):
-        seg = segment_of_frame[i]
-        cy, cx = positions[seg] + directions[seg] * style.drift * (i / fps - starts[seg])
-        background = np.array(style.palette[seg % 2], dtype=np.float32)
-        shade = 0.85 + 0.3 * ys[..., None]  # vertical gradient
-        image = background * shade
+    shade = 0.85 + 0.3 * ys[..., None]  # vertical gradient
+
+    def picture(seg: int, time: float) -> np.ndarray:
+        """float32 `[size, size, 3]`: shot `seg` (the one after event seg - 1) at `time`."""
+        cy, cx = positions[seg] + directions[seg] * style.drift * (time - starts[seg])
+        image = np.array(style.palette[seg % 2], dtype=np.float32) * shade
         if style.shape == "disc":
             mask = (ys - cy) ** 2 + (xs - cx) ** 2 < radius**2
         elif style.shape == "square":
@@ -85,6 +90,18 @@ def render_frames(rng: np.random.Generator, style: Style, events: np.ndarray, nu
         else:
             mask = (np.abs(ys - cy) < 2 * radius) & (np.sin((xs - cx) * 40) > 0)
         image[mask] = style.shape_color
+        return image
+
+    times = np.arange(num_frames) / fps
+    half = 0.5 / fps if averaged else 0.0
+    first_shot = np.searchsorted(events, times - half, side="right")  # the shot on screen at the interval's start
+    last_shot = np.searchsorted(events, times + half, side="left")  # ... and just before its end
+    frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
+    for i, time in enumerate(times):
+        image = picture(last_shot[i], time)
+        if first_shot[i] != last_shot[i]:  # a cut inside the interval (events are >= 0.55 s apart: one at most)
+            after = (time + half - events[first_shot[i]]) * fps  # fraction of the interval after the cut
+            image = after * image + (1.0 - after) * picture(first_shot[i], time)
         frames[i] = np.clip(image, 0, 255).astype(np.uint8)
     return frames
 
@@ -128,7 +145,9 @@ def _clip_plan(seed: int, split: str, index: int, duration_s: float) -> tuple[np
 
 def render_clip_frames(seed: int, split: str, index: int, duration_s: float, fps: float, size: int) -> np.ndarray:
     """uint8 `[floor(duration_s * fps), size, size, 3]`: the same clip as `synthesize_clip` (same
-    style, cuts, shapes and drift), rendered at another frame rate and size, as a camera would."""
+    style, cuts, shapes and drift), rendered at another frame rate and size, as a camera with a fast
+    shutter films it (or an editor cuts it): each frame the picture at its time, so a cut falls on a
+    frame boundary of the source, whatever the model's `frame_sampling`."""
     rng, style, events = _clip_plan(seed, split, index, duration_s)
     return render_frames(rng, style, events, math.floor(duration_s * fps + 1e-6), fps, size)
 
@@ -136,7 +155,7 @@ def render_clip_frames(seed: int, split: str, index: int, duration_s: float, fps
 def synthesize_clip(seed: int, split: str, index: int, seq: SequenceConfig) -> dict:
     """Frames, audio and metadata of one demo clip of geometry `seq` (deterministic for its arguments)."""
     rng, style, events = _clip_plan(seed, split, index, seq.duration_s)
-    frames = render_frames(rng, style, events, seq.num_frames, seq.fps, seq.frame_size)
+    frames = render_frames(rng, style, events, seq.num_frames, seq.fps, seq.frame_size, seq.frame_sampling == "average")
     notes_hz = draw_notes(rng, style, events.size)
     audio = render_music(style, events, notes_hz, seq.num_samples, seq.sample_rate)
     meta = {

@@ -232,7 +232,7 @@ class Curator:
         if info.duration_s > 0 and self._rejected(outcome, info.duration_s, lambda picks: frames_at(
                 item.path, picks / seq.fps, seq.frame_size)):
             return
-        video = read_video(item.path, fps=seq.fps, size=seq.frame_size)
+        video = read_video(item.path, fps=seq.fps, size=seq.frame_size, sampling=seq.frame_sampling)
         if info.duration_s <= 0 and self._rejected(outcome, video.duration_s, lambda picks: video.frames[picks]):
             return  # no length in the header: checked on the decoded video
         outcome.duration_s = round(video.duration_s, 3)

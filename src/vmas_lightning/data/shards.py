@@ -99,14 +99,19 @@ def expand_plugin_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
             for key, value in settings.items()}
 
 
+# Settings added after shards were first written, with the value every older shard was made with.
+ADDED_SETTINGS = {"model.sequence.frame_sampling": "last"}
+
+
 def setting_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any],
                         ignored: frozenset[str] = frozenset()) -> list[tuple[str, Any, Any]]:
     """`(key, recorded, wanted)` for each setting that differs, compared option by option
     (`model.codec.seed`); a plugin whose name differs is one difference (`model.codec.name`), not one
     per option. `wanted` comes expanded (`annotation_settings`, `shard_settings`); `recorded` is
-    expanded here (files written before vmas expanded specs hold `encodec`). `ignored`: keys that
-    `recorded` may hold but are no longer compared."""
-    old, new = _flat(expand_plugin_settings(recorded)), _flat(wanted)
+    expanded here (files written before vmas expanded specs hold `encodec`; a setting it lacks has
+    its `ADDED_SETTINGS` value). `ignored`: keys that `recorded` may hold but are no longer compared."""
+    new = _flat(wanted)
+    old = {**{k: v for k, v in ADDED_SETTINGS.items() if k in new}, **_flat(expand_plugin_settings(recorded))}
     renamed = [key[: -len(".name")] for key in old if key.endswith(".name") and old[key] != new.get(key)]
     return [(key, old.get(key), new.get(key)) for key in sorted((set(old) - ignored) | set(new))
             if old.get(key) != new.get(key) and not any(key.startswith(f"{p}.") and key != f"{p}.name" for p in renamed)]

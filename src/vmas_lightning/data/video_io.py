@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import av
 import numpy as np
@@ -164,18 +164,83 @@ def _decoded_frames(path: Path, container, stream) -> Iterator[tuple[float, av.V
         raise InputFileError(path, f"video stream is truncated or corrupt after {count} frames ({_message(err)})") from None
 
 
+# A source frame on screen for less than this fraction of a target frame's interval is left out of
+# its average (timestamps rounded to the millisecond would otherwise mix a sliver of each neighbour in).
+MIN_AVERAGE_WEIGHT = 0.01
+
+
+class _IntervalAverage:
+    """Target frame j at rate `fps`: the time-average of the source over [(j - 1/2) / fps,
+    (j + 1/2) / fps), each source frame standing for the span between the midpoints to its
+    neighbours' times (its own interval, as a source at the target's rate maps frame j onto slot j).
+    Source frames come in presentation order and are converted (`convert`) once, when placed."""
+
+    def __init__(self, fps: float, first_slot: int, convert: Callable[[av.VideoFrame], np.ndarray]):
+        self.fps, self.first_slot, self.convert = fps, first_slot, convert
+        self.open: dict[int, list] = {}  # slot -> [float32 weighted sum, total weight]
+        self.done: dict[int, np.ndarray] = {}  # slot -> uint8 frame
+        self.pending: Optional[tuple[float, av.VideoFrame, Optional[float]]] = None  # (time, frame, interval start)
+
+    def add(self, time: float, frame: av.VideoFrame) -> None:
+        if self.pending is not None:
+            last_time, last_frame, start = self.pending
+            end = (last_time + time) / 2
+            self._place(last_frame, last_time - (end - last_time) if start is None else start, end)
+            start = end
+        else:
+            start = None
+        self.pending = (time, frame, start)
+
+    def frames(self, count: int) -> list[np.ndarray]:
+        """The `count` target frames from `first_slot`; a slot no source frame covers repeats the one before it."""
+        if self.pending is not None:
+            time, frame, start = self.pending
+            half = 0.5 / self.fps if start is None else time - start  # a one-frame video covers its own slot
+            self._place(frame, time - half, time + half)
+            self.pending = None
+            if not self.open and not self.done:  # every source frame ended before the first slot
+                self.done[self.first_slot] = self.convert(frame)
+        for slot in list(self.open):
+            self._close(slot)
+        frames: list[np.ndarray] = []
+        for slot in range(self.first_slot, self.first_slot + count):
+            frames.append(self.done[slot] if slot in self.done else frames[-1] if frames else self.done[min(self.done)])
+        return frames
+
+    def _place(self, frame: av.VideoFrame, start: float, end: float) -> None:
+        image = None
+        for slot in range(math.floor(start * self.fps + 0.5), math.floor(end * self.fps + 0.5) + 1):
+            weight = (min(end, (slot + 0.5) / self.fps) - max(start, (slot - 0.5) / self.fps)) * self.fps
+            if slot < self.first_slot or weight < MIN_AVERAGE_WEIGHT:
+                continue
+            image = self.convert(frame).astype(np.float32) if image is None else image
+            total = self.open.setdefault(slot, [np.zeros_like(image), 0.0])
+            total[0] += weight * image
+            total[1] += weight
+        for slot in [slot for slot in self.open if (slot + 0.5) / self.fps <= end + 1e-9]:
+            self._close(slot)
+
+    def _close(self, slot: int) -> None:
+        total, weight = self.open.pop(slot)
+        self.done[slot] = np.clip(np.rint(total / weight), 0, 255).astype(np.uint8)
+
+
 def read_video(
     path: str | Path,
     fps: Optional[float] = None,
     size: Optional[int] = None,
     max_seconds: Optional[float] = None,
     start_s: float = 0.0,
+    sampling: str = "last",
 ) -> VideoClip:
     """Decode the first video stream of `path`.
 
     Args:
-        fps: resample to this rate by timestamps (frame j is the last source frame shown at j / fps),
-            whatever the source rate, constant or variable; None keeps every source frame.
+        fps: resample to this rate by timestamps, whatever the source rate, constant or variable
+            (see `sampling`); None keeps every source frame.
+        sampling: with `fps`, `last`: frame j is the last source frame shown at j / fps; `average`:
+            the time-average of the source over [(j - 1/2) / fps, (j + 1/2) / fps)
+            (`SequenceConfig.frame_sampling`).
         size: resize the shorter side to `size` and center-crop to `size x size`; None keeps the size.
         max_seconds: stop at this time (s from the stream start).
         start_s: begin at the first frame slot at or after this time (s from the stream start; one
@@ -194,10 +259,16 @@ def read_video(
         duration = _stream_duration(container, stream)
         if max_seconds is not None and duration > 0:
             duration = min(duration, max_seconds)
+        if sampling not in ("last", "average"):
+            raise ValueError(f"sampling must be 'last' or 'average', got {sampling!r}")
+        first_slot = math.ceil(start_s * fps - 1e-6) if fps is not None else 0
+        average = _IntervalAverage(fps, first_slot, lambda frame: resize_center_crop(_upright(frame, size), size)
+                                   if size else _upright(frame)) if fps is not None and sampling == "average" else None
         if start_s > 0:
             offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-            container.seek(math.floor((start_s + offset) / stream.time_base), stream=stream, backward=True, any_frame=False)
-        first_slot = math.ceil(start_s * fps - 1e-6) if fps is not None else 0
+            # An average also needs the source frames on screen during the first slot's interval, and the one before.
+            seek_s = start_s if average is None else (first_slot - 0.5) / fps - 2.0 / float(stream.average_rate or fps)
+            container.seek(math.floor((max(0.0, seek_s) + offset) / stream.time_base), stream=stream, backward=True, any_frame=False)
         frames: list[np.ndarray] = []
         times: list[float] = []
         rotation = 0
@@ -215,7 +286,9 @@ def read_video(
             if max_seconds is not None and time >= max_seconds:
                 break
             rotation = int(frame.rotation) % 360
-            if fps is not None:
+            if average is not None:
+                average.add(time, frame)
+            elif fps is not None:
                 # Source frames up to `time` are shown until this frame appears: fill the target slots before it.
                 while previous is not None and (first_slot + len(frames)) / fps < time - 1e-6:
                     frames.append(shown())
@@ -236,6 +309,8 @@ def read_video(
             target = math.floor(duration * fps + 1e-6) - first_slot
             if target < 1:
                 raise InputFileError(path, f"no video frames at or after {start_s:g} s (the video ends at {duration:.2f} s)")
+            if average is not None:
+                frames = average.frames(target)
             while len(frames) < target:
                 frames.append(shown())
             frames = frames[:target]

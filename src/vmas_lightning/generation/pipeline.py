@@ -106,7 +106,7 @@ class Generation:
         (`VideoClip`, at least one frame, or `InputFileError`)."""
         from vmas_lightning.data.video_io import read_video
 
-        return read_video(video_path, fps=self.sequence.fps, size=self.sequence.frame_size)
+        return read_video(video_path, fps=self.sequence.fps, size=self.sequence.frame_size, sampling=self.sequence.frame_sampling)
 
     def compose(self, frames, duration_s: float, config: Optional[GenerationConfig] = None,
                 seeds: Optional[list[int]] = None, on_step: Optional[Callable[[int, int], None]] = None,
