@@ -38,11 +38,10 @@ import cv2
 import numpy as np
 import torch
 
-from vmas_lightning.cli.generate import build_parser
 from vmas_lightning.data.demo import render_clip_frames, synthesize_clip
 from vmas_lightning.data.shards import pack_jpegs, unpack_jpegs
 from vmas_lightning.data.video_io import write_video
-from vmas_lightning.generation.pipeline import Generation
+from vmas_lightning.generation.pipeline import Generation, GenerationOptions
 from vmas_lightning.generation.sampling import clip_seed
 from vmas_lightning.metrics.kl import KLDivergence
 from vmas_lightning.metrics.synthetic import SyntheticTaskMetrics
@@ -166,7 +165,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         return finish(merge_reports([json.loads(Path(path).read_text()) for path in args.merge]), args.markdown)
 
     started = time.time()
-    generation = Generation(build_parser().parse_args(["--ckpt", args.ckpt, "--device", "cpu"]))
+    generation = Generation(GenerationOptions(ckpt=args.ckpt, device="cpu"))
     seq, model = generation.sequence, generation.model
     classifier = AUDIO_CLASSIFIERS.build({"name": "demo_style", "pretrained": args.classifier})
     rows = [SHARD, *FORMS] if args.forms is None else args.forms.split(",")

@@ -55,9 +55,8 @@ def wait(queue, job_id: str, timeout: float = 3600.0) -> dict:
 
 
 def main() -> None:
-    from vmas_lightning.cli.generate import build_parser as generate_parser
     from vmas_lightning.data.demo import render_clip_frames
-    from vmas_lightning.generation.pipeline import Generation
+    from vmas_lightning.generation.pipeline import Generation, GenerationOptions
     from vmas_lightning.serve.jobs import JobQueue
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -71,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    generation = Generation(generate_parser().parse_args(["--ckpt", args.ckpt, "--device", "auto"]))
+    generation = Generation(GenerationOptions(ckpt=args.ckpt))
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         frames = render_clip_frames(4, "test", 0, args.seconds, args.fps, 256)

@@ -4,12 +4,10 @@ import math
 import librosa
 import numpy as np
 import pytest
-import torch
 
 from vmas_lightning.beats import (
     BeatConfig,
     FlowSeries,
-    beat_weights,
     compute_beats,
     frames_flow,
     music_beats,
@@ -144,9 +142,6 @@ def test_overlap_and_weights_hand_computed():
     assert np.flatnonzero(o).tolist() == [2, 6, 17]
     assert np.flatnonzero(overlap(music, video, match_window=0)).tolist() == []
     assert np.flatnonzero(overlap(music, video, match_window=3)).tolist() == [2, 6, 10, 17]
-    w = beat_weights(o, 0.5)
-    assert w.dtype == np.float32 and w[[2, 6, 17]].tolist() == [1.5] * 3 and w.sum() == 3 * 1.5 + 17 * 0.5
-    assert torch.equal(beat_weights(torch.tensor([[0.0, 1.0]]), 0.5), torch.tensor([[0.5, 1.5]]))
 
 
 def test_shift_alignment_hand_computed():

@@ -194,7 +194,7 @@ def test_settings_recorded_before_specs_were_expanded_still_match():
 
 
 def test_shards_written_before_frame_sampling_existed_were_sampled_last():
-    """A setting added later (`ADDED_SETTINGS`) takes, in older shards that lack it, the value they
+    """A setting added later (`compat.ADDED_SETTINGS`) takes, in older shards that lack it, the value they
     were made with: such shards fit `frame_sampling: last` and are named as different for `average`."""
     from dataclasses import replace
 

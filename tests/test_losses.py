@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.losses import ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
+from vmas_lightning.losses import BeatWeightedCrossEntropy, ContrastiveLoss, soft_music_embedding, weighted_cross_entropy
 
 
 def random_batch(batch=3, codebooks=4, steps=7, vocab=11, seed=0):
@@ -48,6 +48,22 @@ def test_loss_scale_does_not_depend_on_the_number_of_beats():
     many[:, :4] = 2.0
     for weights in (few, many):
         torch.testing.assert_close(weighted_cross_entropy(logits, tokens, weights), torch.tensor(math.log(8)))
+
+
+def test_beat_weighted_loss_weights_overlap_steps_by_one_plus_lambda():
+    """w_t = o_t + lambda from the data's overlap (lambda 0.5: beat steps 1.5, the others 0.5); without
+    beat weighting, every step 1 (the AR baseline's plain mean)."""
+    logits, tokens = random_batch()
+    per_token = F.cross_entropy(logits.permute(0, 3, 1, 2), tokens, reduction="none")
+    overlap = torch.zeros(3, 7)
+    overlap[0, 2] = overlap[2, 5] = 1.0
+    loss = BeatWeightedCrossEntropy(beat_weighting=True, beat_lambda=0.5)
+    assert torch.equal(loss.weights(overlap)[0, :3], torch.tensor([0.5, 0.5, 1.5]))
+    weights = torch.full((3, 7), 0.5)
+    weights[0, 2] = weights[2, 5] = 1.5
+    torch.testing.assert_close(loss(logits, tokens, overlap), (per_token * weights[:, None]).sum() / (weights.sum() * 4))
+    plain = BeatWeightedCrossEntropy(beat_weighting=False, beat_lambda=0.5)
+    torch.testing.assert_close(plain(logits, tokens, overlap), per_token.mean())
 
 
 def test_soft_music_embedding_of_confident_logits_is_the_sum_of_chosen_codes():

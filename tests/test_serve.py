@@ -33,10 +33,9 @@ def receive(queue: JobQueue, name: str, data: bytes, declared=None):
 
 @pytest.fixture(scope="module")
 def generation(tiny_ckpt):
-    from vmas_lightning.cli.generate import build_parser
-    from vmas_lightning.generation.pipeline import Generation
+    from vmas_lightning.generation.pipeline import Generation, GenerationOptions
 
-    return Generation(build_parser().parse_args(["--ckpt", str(tiny_ckpt), "--device", "cpu"]))
+    return Generation(GenerationOptions(ckpt=str(tiny_ckpt), device="cpu"))
 
 
 def run_queue(queue: JobQueue, jobs: list[str], timeout: float = 300.0) -> None:

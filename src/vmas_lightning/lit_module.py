@@ -11,7 +11,6 @@ import lightning as L
 import numpy as np
 import torch
 
-from vmas_lightning.beats import beat_weights
 from vmas_lightning.callbacks import is_sharded
 from vmas_lightning.config import ContrastiveConfig  # noqa: F401  (checkpoints pickled before it moved name it here)
 from vmas_lightning.config import DEFAULT_PLUGINS, EvaluationConfig, LossConfig, OptimConfig
@@ -20,8 +19,8 @@ from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.generation.generator import MusicGenerator
 from vmas_lightning.generation.mux import write_wav
 from vmas_lightning.generation.sampling import clip_seed
-from vmas_lightning.losses import (ContrastiveLoss, soft_music_embedding, token_cross_entropy, token_music_embedding,
-                                   weighted_cross_entropy)
+from vmas_lightning.losses import (BeatWeightedCrossEntropy, ContrastiveLoss, soft_music_embedding, token_cross_entropy,
+                                   token_music_embedding)
 from vmas_lightning.metrics.mv_align import VideoPeaks, frames_peaks, source_peaks
 from vmas_lightning.metrics.suite import REFERENCE_ROWS, EvaluationSuite, paper_table, results_table
 from vmas_lightning.models.vmas import VMASModel
@@ -89,6 +88,7 @@ class VMASModule(L.LightningModule):
         self.save_hyperparameters()
         self.model = VMASModel(encoder, decoder, codec, sequence, cond_dropout, activation_checkpointing)
         self.loss_config = loss
+        self.token_loss = BeatWeightedCrossEntropy(loss.beat_weighting, loss.beat_lambda)
         self.optim_config = optim
         self.generation_config = generation
         self.evaluation_config = evaluation
@@ -148,9 +148,7 @@ class VMASModule(L.LightningModule):
         features = self.model.encode_video(batch["video"])
         logits = self.model(features, tokens)
         overlap = batch["overlap"]
-        config = self.loss_config
-        weights = beat_weights(overlap, config.beat_lambda) if config.beat_weighting else torch.ones_like(overlap)
-        out = {"loss_ar": weighted_cross_entropy(logits, tokens, weights), "beat_share": overlap.mean()}
+        out = {"loss_ar": self.token_loss(logits, tokens, overlap), "beat_share": overlap.mean()}
         out["loss"] = out["loss_ar"]
         if self.contrastive is not None:
             music = soft_music_embedding(logits, self.model.codec.codebook_embeddings())

@@ -38,6 +38,26 @@ def weighted_cross_entropy(logits: torch.Tensor, tokens: torch.Tensor, weights: 
     return (per_token * weights[:, None, :]).sum() / (weights.sum() * tokens.shape[1])
 
 
+class BeatWeightedCrossEntropy(nn.Module):
+    """The autoregressive loss of Eq. 3-4, fed by the data's `overlap` (o_t = 1 where a music beat
+    falls within the match window of a video beat, `beats.overlap`): each step weighted
+    w_t = o_t + lambda (`weighted_cross_entropy`), or the plain mean cross-entropy without beat
+    weighting (the AR baseline). `model.loss.beat_weighting` and `model.loss.beat_lambda`.
+    """
+
+    def __init__(self, beat_weighting: bool = True, beat_lambda: float = 1.0):
+        super().__init__()
+        self.beat_weighting, self.beat_lambda = beat_weighting, beat_lambda
+
+    def weights(self, overlap: torch.Tensor) -> torch.Tensor:
+        """`[B, T]` step weights w_t from `overlap [B, T]`."""
+        return overlap + self.beat_lambda if self.beat_weighting else torch.ones_like(overlap)
+
+    def forward(self, logits: torch.Tensor, tokens: torch.Tensor, overlap: torch.Tensor) -> torch.Tensor:
+        """`logits [B, K, T, V]`, int64 `tokens [B, K, T]`, `overlap [B, T]` -> the scalar loss."""
+        return weighted_cross_entropy(logits, tokens, self.weights(overlap))
+
+
 def soft_music_embedding(logits: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     """Music feature of Eq. 2: the expected codec latent under the predicted token distributions.
 

@@ -2,13 +2,12 @@
 video beats from optical flow (`optical_flow`, `OPTICAL_FLOWS`; `flow_series`: a clip's flow
 magnitude over time), their overlap at the token rate (`annotate`), the settings (`config`) and
 the shifted-music alignment scores (`alignment`). `data/` stores the beats in shards, the loss
-weights its tokens by them, `metrics/` and `vmas beats` score them.
+weights its tokens by them (`losses.BeatWeightedCrossEntropy`), `metrics/` and `vmas beats` score them.
 
 The plugin modules (`onsets`, `optical_flow`) are imported by the registry, not here.
 """
 from vmas_lightning.beats.alignment import onset_alignment, onset_strength_curve, shift_alignment
 from vmas_lightning.beats.annotate import (
-    beat_weights,
     beats_at_token_rate,
     beat_times,
     compute_beats,
@@ -24,7 +23,6 @@ from vmas_lightning.beats.flow_series import FlowSeries, frames_flow, source_flo
 __all__ = [
     "BeatConfig",
     "FlowSeries",
-    "beat_weights",
     "beats_at_token_rate",
     "build_plugin",
     "beat_times",

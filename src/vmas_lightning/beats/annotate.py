@@ -11,7 +11,6 @@ Video motion comes as a `FlowSeries` (`beats.flow_series`).
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -97,11 +96,6 @@ def overlap(music: np.ndarray, video: np.ndarray, match_window: int) -> np.ndarr
     """o_t = 1 iff m_t = 1 and some v_s = 1 with |s - t| <= match_window; float32 `[T]`."""
     video_near = maximum_filter1d(np.asarray(video, dtype=np.float32), size=2 * match_window + 1, mode="constant")
     return (np.asarray(music, dtype=np.float32) * video_near).astype(np.float32)
-
-
-def beat_weights(overlap: Any, lam: float) -> Any:
-    """w_t = o_t + lambda, for a numpy array or a tensor of any shape (`[T]` or `[B, T]`)."""
-    return overlap + lam
 
 
 def beats_at_token_rate(

@@ -8,6 +8,7 @@ Batch mode reports every file that fails (and why), goes on with the rest, write
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -19,10 +20,12 @@ from vmas_lightning.cli import writable_folder
 from vmas_lightning.data.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.files import atomic_write_text
-from vmas_lightning.generation.config import DecodeStep
-from vmas_lightning.generation.pipeline import Generation, muxed_suffix
+from vmas_lightning.generation.config import DecodeStep, GenerationConfig
+from vmas_lightning.generation.pipeline import Generation, GenerationOptions, muxed_suffix
 
 HELP = "Generate music for a video (or a folder of videos): a 32 kHz wav and the video with it muxed in."
+# `GenerationConfig` fields that `vmas generate` takes as flags of the same name (`use_cache` is `--no-cache`).
+GENERATION_FLAGS = tuple(f.name for f in dataclasses.fields(GenerationConfig) if f.name != "use_cache")
 
 
 def build_parser() -> ArgumentParser:
@@ -74,6 +77,15 @@ def check_outputs(video: Path, stem: Path, no_video: bool, flag: str) -> None:
         raise VMASError(f"{target}: the output would overwrite the input video; choose another {flag}")
 
 
+def generation_options(cfg) -> GenerationOptions:
+    """`vmas generate`'s parsed flags as `GenerationOptions`; a flag left unset keeps the checkpoint's setting."""
+    overrides = {name: getattr(cfg, name) for name in GENERATION_FLAGS if getattr(cfg, name) is not None}
+    if cfg.no_cache:  # no cache of either kind, unless asked for in the same breath (then rejected)
+        overrides = {"static_cache": False, "decode_step": "eager", **overrides, "use_cache": False}
+    return GenerationOptions(ckpt=cfg.ckpt, device=cfg.device, generation=overrides, keep_original_audio=cfg.keep_original_audio,
+                             write_video=not cfg.no_video, plot_spectrogram=cfg.plot_spectrogram, beats_config=cfg.beats_config)
+
+
 def run(cfg) -> int:
     single, batch = cfg.video is not None, cfg.input_dir is not None
     if single == batch:
@@ -95,7 +107,7 @@ def run(cfg) -> int:
         check_outputs(video, stem, cfg.no_video, "--out")
         if cfg.plot:
             writable_folder(Path(cfg.plot).parent, "--plot")
-        result = Generation(cfg)(video, stem, Path(cfg.plot) if cfg.plot else None)
+        result = Generation(generation_options(cfg))(video, stem, Path(cfg.plot) if cfg.plot else None)
         _print_result(result)
         return 2 if "problems" in result else 0
     return _run_batch(cfg)
@@ -114,7 +126,7 @@ def _run_batch(cfg) -> int:
         check_outputs(video, out_dir / video.stem, cfg.no_video, "--out-dir")
     if cfg.plot:
         writable_folder(cfg.plot, "--plot")
-    generate = Generation(cfg)
+    generate = Generation(generation_options(cfg))
     # Files without a video suffix are listed, not tried (give one with --video to try it).
     report = {"succeeded": [], "failed": [], "ignored": [str(p) for p in files if p not in videos]}
     jobs = ((video, out_dir / video.stem, Path(cfg.plot) / f"{video.stem}.png" if cfg.plot else None) for video in videos)

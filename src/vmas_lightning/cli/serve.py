@@ -55,8 +55,7 @@ def check_port_free(host: str, port: int) -> None:
 def run(cfg) -> int:
     import uvicorn
 
-    from vmas_lightning.cli.generate import build_parser as generate_parser
-    from vmas_lightning.generation.pipeline import Generation
+    from vmas_lightning.generation.pipeline import Generation, GenerationOptions
     from vmas_lightning.serve.app import create_app
     from vmas_lightning.serve.jobs import JobQueue
     from vmas_lightning.serve.settings import ServeSettings
@@ -69,7 +68,7 @@ def run(cfg) -> int:
                              score_max_side=cfg.score_max_side, admin_token=given_token, device=cfg.device)
     work = writable_folder(settings.work_dir, "--work-dir")
     check_port_free(settings.host, settings.port)
-    generation = Generation(generate_parser().parse_args(["--ckpt", settings.ckpt, "--device", settings.device]))
+    generation = Generation(GenerationOptions(ckpt=settings.ckpt, device=settings.device))
     jobs = JobQueue(generation, work / "jobs", settings.max_upload_bytes, settings.max_video_s, settings.keep_s,
                     settings.max_queued, settings.max_per_client, settings.job_budget_s, settings.score_max_side)
     store = StudyStore(work / "studies.sqlite", settings.media_root)

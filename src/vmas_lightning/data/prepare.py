@@ -49,8 +49,6 @@ SETTINGS_NAME = "settings.json"
 LOCK_NAME = ".lock"
 PARTS_DIR = "parts"
 NUM_SAMPLED_FRAMES = 16
-# Recorded in settings.json by older versions, no longer deciding the clips: a folder made then goes on.
-RETIRED_SETTINGS = frozenset({"model.sequence.frames_per_feature", "data.beats.match_window", "data.beats.lam"})
 
 
 @dataclass(frozen=True)
@@ -380,7 +378,7 @@ def output_lock(output: Path) -> Iterator[None]:
 
 def check_settings(output: Path, settings: dict[str, Any]) -> None:
     """Record `settings` (what decides the clips) in a new output folder; refuse one whose clips were
-    made with other settings, in one line naming each difference (`RETIRED_SETTINGS` not compared)."""
+    made with other settings, in one line naming each difference (older folders as `compat` reads them)."""
     path = output / SETTINGS_NAME
     if not path.exists():
         if read_report(output):
@@ -389,7 +387,7 @@ def check_settings(output: Path, settings: dict[str, Any]) -> None:
         atomic_write_text(path, json.dumps(settings, indent=1, sort_keys=True) + "\n")
         return
     changed = [f"{key} {old!r} there, {new!r} now"
-               for key, old, new in setting_differences(json.loads(path.read_text()), settings, RETIRED_SETTINGS)]
+               for key, old, new in setting_differences(json.loads(path.read_text()), settings)]
     if changed:
         raise VMASError(f"--output {output} holds clips made with other settings ({'; '.join(changed)}); "
                         "add inputs with the same settings, or prepare into a new --output")

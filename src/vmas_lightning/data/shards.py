@@ -29,6 +29,7 @@ import torch
 from litdata.streaming.serializers import StringSerializer
 
 from vmas_lightning.beats import BeatConfig, FlowSeries, compute_beats, frames_flow
+from vmas_lightning.compat import current_settings
 from vmas_lightning.config import DEFAULT_PLUGINS
 from vmas_lightning.config_file import config_section, dataclass_from, read_config
 from vmas_lightning.data.video_io import fit_length, limit_peak
@@ -99,21 +100,16 @@ def expand_plugin_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
             for key, value in settings.items()}
 
 
-# Settings added after shards were first written, with the value every older shard was made with.
-ADDED_SETTINGS = {"model.sequence.frame_sampling": "last"}
-
-
-def setting_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any],
-                        ignored: frozenset[str] = frozenset()) -> list[tuple[str, Any, Any]]:
+def setting_differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """`(key, recorded, wanted)` for each setting that differs, compared option by option
     (`model.codec.seed`); a plugin whose name differs is one difference (`model.codec.name`), not one
     per option. `wanted` comes expanded (`annotation_settings`, `shard_settings`); `recorded` is
-    expanded here (files written before vmas expanded specs hold `encodec`; a setting it lacks has
-    its `ADDED_SETTINGS` value). `ignored`: keys that `recorded` may hold but are no longer compared."""
+    expanded here (files written before vmas expanded specs hold `encodec`) and read as this version
+    compares it (`compat.current_settings`: retired settings dropped, added ones at their former value)."""
     new = _flat(wanted)
-    old = {**{k: v for k, v in ADDED_SETTINGS.items() if k in new}, **_flat(expand_plugin_settings(recorded))}
+    old = current_settings(_flat(expand_plugin_settings(recorded)), new)
     renamed = [key[: -len(".name")] for key in old if key.endswith(".name") and old[key] != new.get(key)]
-    return [(key, old.get(key), new.get(key)) for key in sorted((set(old) - ignored) | set(new))
+    return [(key, old.get(key), new.get(key)) for key in sorted(set(old) | set(new))
             if old.get(key) != new.get(key) and not any(key.startswith(f"{p}.") and key != f"{p}.name" for p in renamed)]
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from vmas_lightning.compat import current_hparams, former_class_names
 from vmas_lightning.config import ContrastiveConfig, EvaluationConfig, LossConfig, OptimConfig
 from vmas_lightning.config_file import dataclass_from
 from vmas_lightning.errors import VMASError
@@ -27,10 +28,6 @@ from vmas_lightning.sequence import SequenceConfig
 
 # The dataclasses a checkpoint's hyper-parameters may hold (a Trainer pickles them; LightningCLI saves dicts).
 HPARAM_CLASSES = (SequenceConfig, GenerationConfig, LossConfig, ContrastiveConfig, OptimConfig, EvaluationConfig)
-# Migration: where these classes were pickled from before they moved to `vmas_lightning.config`.
-FORMER_NAMES = {cls: f"{module}.{cls.__name__}" for module, classes in (
-    ("vmas_lightning.lit_module", (LossConfig, ContrastiveConfig, EvaluationConfig)), ("vmas_lightning.optim", (OptimConfig,)))
-    for cls in classes}
 # `VMASModel`'s arguments among a `VMASModule` checkpoint's hyper-parameters; its weights are under `model.`.
 MODEL_ARGUMENTS = ("encoder", "decoder", "codec", "cond_dropout")
 
@@ -42,7 +39,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
     if not path.is_file():
         raise VMASError(f"{path}: checkpoint not found")
     try:
-        with torch.serialization.safe_globals([*HPARAM_CLASSES, *FORMER_NAMES.items()]):
+        with torch.serialization.safe_globals([*HPARAM_CLASSES, *former_class_names(HPARAM_CLASSES)]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch errors, and objects that are not weights, all mean "not a checkpoint"
         raise VMASError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
@@ -57,12 +54,8 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path)
     # Plain values (LightningCLI saves dicts, a Trainer the dataclasses) without LightningCLI's _instantiator / _class_path.
-    hparams = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
-               for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-    # Checkpoints written before the encoder alone stated it (the committed demo model among them)
-    # record `model.sequence.frames_per_feature`, a value the encoder's always replaced: drop it.
-    if isinstance(hparams.get("sequence"), Mapping):
-        hparams["sequence"] = {k: v for k, v in hparams["sequence"].items() if k != "frames_per_feature"}
+    hparams = current_hparams({k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+                               for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")})
     for key, options in checkpoint.get("rebuild_options", {}).items():  # every weight is in the checkpoint
         hparams[key] = {**(hparams[key] if isinstance(hparams[key], Mapping) else {"name": hparams[key]}), **options}
     if missing := [key for key in ("encoder", "decoder", "codec") if key not in hparams]:

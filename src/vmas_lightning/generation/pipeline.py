@@ -6,7 +6,8 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,10 +19,6 @@ log = logging.getLogger(__name__)
 
 # Containers the muxed copy keeps; other sources are written as .mp4 (mux falls back to .mkv).
 KEPT_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm"}
-# `GenerationConfig` fields that `vmas generate` / `vmas serve` take as flags (`use_cache` is `--no-cache`;
-# `static_cache` and `decode_step` are `--static-cache` and `--decode-step`: how fast, not what is sampled).
-DECODE_FLAGS = ("static_cache", "decode_step")
-SAMPLING_FLAGS = tuple(f.name for f in dataclasses.fields(GenerationConfig) if f.name not in ("use_cache", *DECODE_FLAGS))
 # What `Generation` does for a file, in order, as the user is told.
 STAGES = {"read": "reading the video", "music": "making the music", "wav": "writing the music",
           "video": "writing the video with the music", "plot": "plotting the beats", "mv_align": "scoring MV-Align"}
@@ -79,27 +76,50 @@ def muxed_suffix(video: Path) -> str:
     return video.suffix.lower() if video.suffix.lower() in KEPT_SUFFIXES else ".mp4"
 
 
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What `Generation` does beyond the checkpoint's own settings (`vmas generate`'s flags, `vmas serve`'s).
+
+    Args:
+        ckpt: VMASModule checkpoint (its EMA weights when present) or an exported model.
+        device: `auto` (cuda when available), `cpu` or `cuda`.
+        generation: `GenerationConfig` fields that replace the checkpoint's (sampling, window, seed,
+            caches, decode step).
+        keep_original_audio: keep the source's audio as a second stream of the muxed copy.
+        write_video: write the video with the music (false: only the wav).
+        plot_spectrogram: the beat plot shows a spectrogram instead of the waveform.
+        beats_config: a vmas YAML config whose `data.beats` the plot's beats use (`vmas beats
+            --config`); None: the defaults.
+    """
+
+    ckpt: str
+    device: str = "auto"
+    generation: Mapping[str, Any] = field(default_factory=dict)
+    keep_original_audio: bool = False
+    write_video: bool = True
+    plot_spectrogram: bool = False
+    beats_config: Optional[str] = None
+
+
 class Generation:
-    """A loaded checkpoint that turns video files into music files (`vmas generate`, `vmas serve`).
+    """A loaded checkpoint that turns video files into music files (`vmas generate`, `vmas serve`),
+    as `options` (`GenerationOptions`) say."""
 
-    `cfg` holds `vmas generate`'s options (`cli.generate.build_parser`): `ckpt`, `device`, the sampling
-    overrides (`SAMPLING_FLAGS`, None: the checkpoint's), `static_cache`, `decode_step`, `no_cache`, `keep_original_audio`,
-    `no_video`, `plot_spectrogram` and `beats_config`."""
-
-    def __init__(self, cfg):
+    def __init__(self, options: GenerationOptions):
         from vmas_lightning.beats import BeatConfig
         from vmas_lightning.data.shards import DataConfig
         from vmas_lightning.generation.checkpoint import load_for_inference
 
-        self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        self.model, self.sequence, config = load_for_inference(cfg.ckpt, self.device)
-        overrides = {name: getattr(cfg, name) for name in SAMPLING_FLAGS + DECODE_FLAGS if getattr(cfg, name) is not None}
-        if cfg.no_cache:  # no cache of either kind, unless asked for in the same breath (then rejected)
-            overrides = {"static_cache": False, "decode_step": "eager", **overrides, "use_cache": False}
-        self.config = dataclasses.replace(config, **overrides)
+        known = {f.name for f in dataclasses.fields(GenerationConfig)}
+        unknown = sorted(set(options.generation) - known)
+        if unknown:
+            raise VMASError(f"generation has no setting {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        self.options = options
+        self.device = resolve_device(options.device)
+        self.model, self.sequence, config = load_for_inference(options.ckpt, self.device)
+        self.config = dataclasses.replace(config, **options.generation)
         # the settings of the plot's beats: data.beats of `beats_config` (`vmas beats --config`), else the defaults
-        self.beats = BeatConfig() if cfg.beats_config is None else DataConfig.from_yaml(cfg.beats_config).beats
+        self.beats = BeatConfig() if options.beats_config is None else DataConfig.from_yaml(options.beats_config).beats
 
     def read(self, video_path: Path):
         """The file's frames as the model sees them: `read_video` at the model's rate and size
@@ -219,11 +239,11 @@ class Generation:
         from vmas_lightning.generation.mux import add_extension, mux_audio, write_wav
 
         seq = self.sequence
-        keep_original_audio = self.cfg.keep_original_audio if keep_original_audio is None else keep_original_audio
+        keep_original_audio = self.options.keep_original_audio if keep_original_audio is None else keep_original_audio
         music = audio[: seq.samples_for(duration_s)]  # the video's length, as the wav holds it
         result = {"video": str(video_path), "seconds": round(duration_s, 3), "generation_s": stage.timings["music"]}
         stage("wav", lambda: result.update(wav=str(write_wav(add_extension(stem, ".wav"), music, seq.sample_rate))))
-        if not self.cfg.no_video:
+        if self.options.write_video:
             target = add_extension(stem, muxed_suffix(video_path))
             stage("video", lambda: result.update(
                 video_out=str(mux_audio(video_path, audio, seq.sample_rate, target, keep_original_audio))))
@@ -265,4 +285,4 @@ class Generation:
         beats = compute_beats(music, seq.sample_rate, flow, grid, self.beats)
         times = beat_times(beats, grid.token_rate)
         return {"video_beats": times["video_beats"],
-                "plot": str(plot_beats(plot, times, flow, grid, title=title, audio=music, spectrogram=self.cfg.plot_spectrogram))}
+                "plot": str(plot_beats(plot, times, flow, grid, title=title, audio=music, spectrogram=self.options.plot_spectrogram))}
