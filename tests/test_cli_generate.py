@@ -21,6 +21,7 @@ from vmas_lightning.cli.main import main
 from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.data.shards import DataConfig
 from vmas_lightning.generation.checkpoint import load_for_inference
+from vmas_lightning.errors import VMASError
 from vmas_lightning.generation.config import GenerationConfig
 from vmas_lightning.config import LossConfig
 from vmas_lightning.lit_module import VMASModule
@@ -319,12 +320,17 @@ def test_checkpoint_with_code_in_it_is_refused_without_running_it(ckpt, tmp_path
     assert not (tmp_path / "ran").exists()  # was: torch.load(weights_only=False) ran it
 
 
-def test_committed_demo_checkpoint_loads_with_its_recorded_frames_per_feature():
-    """checkpoints/demo/model.ckpt was saved when `model.sequence` still carried `frames_per_feature`
-    (now the encoder's alone): it loads, with the encoder's value."""
-    from helpers import ROOT
+def test_committed_demo_checkpoint_loads_and_an_older_format_is_one_line(tmp_path):
+    """checkpoints/demo/model.ckpt is in the current format (its frame sampling recorded); a checkpoint
+    that records a setting that is gone (`model.sequence.frames_per_feature`, now the encoder's alone)
+    is refused in one line naming it."""
+    from helpers import DEMO_CKPT
 
-    path = ROOT / "checkpoints" / "demo" / "model.ckpt"
-    assert torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]["sequence"]["frames_per_feature"] == 2
-    model, sequence, _ = load_for_inference(path)
+    model, sequence, _ = load_for_inference(DEMO_CKPT)
     assert model.frames_per_feature == 2 and model.num_features == 48 and sequence.frame_size == 64
+    assert sequence.frame_sampling == "average"
+    checkpoint = torch.load(DEMO_CKPT, map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["sequence"]["frames_per_feature"] = 2
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.raises(VMASError, match=r"old.ckpt: sequence has no key 'frames_per_feature'"):
+        load_for_inference(tmp_path / "old.ckpt")

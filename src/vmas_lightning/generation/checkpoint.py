@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from vmas_lightning.compat import current_hparams, former_class_names
 from vmas_lightning.config import ContrastiveConfig, EvaluationConfig, LossConfig, OptimConfig
 from vmas_lightning.config_file import dataclass_from
 from vmas_lightning.errors import VMASError
@@ -39,7 +38,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
     if not path.is_file():
         raise VMASError(f"{path}: checkpoint not found")
     try:
-        with torch.serialization.safe_globals([*HPARAM_CLASSES, *former_class_names(HPARAM_CLASSES)]):
+        with torch.serialization.safe_globals(list(HPARAM_CLASSES)):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch errors, and objects that are not weights, all mean "not a checkpoint"
         raise VMASError(f"{path}: not a readable checkpoint ({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
@@ -54,8 +53,8 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path)
     # Plain values (LightningCLI saves dicts, a Trainer the dataclasses) without LightningCLI's _instantiator / _class_path.
-    hparams = current_hparams({k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
-                               for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")})
+    hparams = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+               for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
     for key, options in checkpoint.get("rebuild_options", {}).items():  # every weight is in the checkpoint
         hparams[key] = {**(hparams[key] if isinstance(hparams[key], Mapping) else {"name": hparams[key]}), **options}
     if missing := [key for key in ("encoder", "decoder", "codec") if key not in hparams]:
