@@ -345,3 +345,11 @@ def test_mv_align_is_not_scored_above_the_largest_side_and_every_stage_is_timed(
                                   "(the score's optical flow reads every frame at its native size)"]
     assert list(result["timings"]) == ["read", "music", "wav", "video", "plot", "mv_align"]
     assert 0.0 <= generation(video, tmp_path / "out", tmp_path / "plot.png", score_max_side=64)["mv_align"] <= 1.0
+
+
+def test_an_unknown_generation_setting_is_one_line():
+    from vmas_lightning.errors import VMASError
+    from vmas_lightning.generation.pipeline import Generation, GenerationOptions
+
+    with pytest.raises(VMASError, match="generation has no setting topk; known: .*top_k"):
+        Generation(GenerationOptions(ckpt="unused.ckpt", generation={"topk": 5}))

@@ -262,8 +262,12 @@ def read_video(
         if sampling not in ("last", "average"):
             raise ValueError(f"sampling must be 'last' or 'average', got {sampling!r}")
         first_slot = math.ceil(start_s * fps - 1e-6) if fps is not None else 0
-        average = _IntervalAverage(fps, first_slot, lambda frame: resize_center_crop(_upright(frame, size), size)
-                                   if size else _upright(frame)) if fps is not None and sampling == "average" else None
+
+        def convert(frame: av.VideoFrame) -> np.ndarray:  # upright, resized and cropped to `size` when given
+            image = _upright(frame, size)
+            return resize_center_crop(image, size) if size else image
+
+        average = _IntervalAverage(fps, first_slot, convert) if fps is not None and sampling == "average" else None
         if start_s > 0:
             offset = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
             # An average also needs the source frames on screen during the first slot's interval, and the one before.
@@ -278,8 +282,7 @@ def read_video(
         def shown() -> np.ndarray:
             nonlocal image
             if image is None:
-                image = _upright(previous, size)
-                image = resize_center_crop(image, size) if size else image
+                image = convert(previous)
             return image
 
         for time, frame in _decoded_frames(path, container, stream):
