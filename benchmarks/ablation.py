@@ -4,6 +4,8 @@
     python benchmarks/ablation.py --records benchmarks/results/ablation --jobs 2  # RESULTS.md's runs: trains only what is missing
     python benchmarks/ablation.py --tables 5 --seeds 0 1 2 3 4
     python benchmarks/ablation.py --quick --out /tmp/x  # a few steps on a few clips: checks the pipeline only
+    python benchmarks/ablation.py --device cuda --jobs 8 --data-workers 16 --pack OUT/records.json  # on one GPU machine
+    python benchmarks/ablation.py --records benchmarks/results/ablation --unpack records.json       # its records, here
 
 One demo dataset (`vmas demo-data --seed 0`, 6,000 training clips as the demo model's) is written
 once. Each row trains `configs/demo.yaml` with its overlay for `--steps` steps (default: the
@@ -30,7 +32,9 @@ steps). So a benchmark killed at any point goes on where it stopped: run the sam
 The records are small: keep them (`--records benchmarks/results/ablation`, committed) and the
 tables grow across machines and sessions while the checkpoints and data stay behind. A record made
 by another recipe (config, weights, overlay, steps, seed, data) is refused, never mixed in.
-`--report-only` prints the tables of the runs recorded so far.
+`--report-only` prints the tables of the runs recorded so far. On a GPU machine (`--device cuda`) the
+`--jobs` runs share the one GPU, `--data-workers` processes write the demo data there, and `--pack`
+gathers every record into one file to carry back; `--unpack` writes them into `--records` here.
 Prints one JSON object; writes it and the Markdown tables to `<out>/ablation.{json,md}`.
 """
 from __future__ import annotations
@@ -55,7 +59,7 @@ from scipy import stats
 
 from vmas_lightning.cli.main import main as vmas
 from vmas_lightning.cli.profile import profile
-from vmas_lightning.config_file import read_config, stack_configs
+from vmas_lightning.config_file import RunConfig, load_config
 from vmas_lightning.data.shards import setting_differences
 from vmas_lightning.files import LockHeld, file_lock
 from vmas_lightning.metrics.suite import CLIPS_FILE, METRICS_FILE, format_cell
@@ -100,23 +104,21 @@ PAPER_TABLE5 = {"AR baseline": (2.75, 1.40, 0.243), "+ contrastive": (2.40, 1.34
 PAPER_TABLE6_GFLOPS = {"efficient_hiera (VMAs)": 130.7, "hiera": 281.6, "clip": 140.2}
 
 
-def paper_decoder(base: dict) -> dict:
+def paper_decoder(base: RunConfig) -> dict:
     """The config's decoder spec without the demo's timing paths (`TIMING_OPTIONS`): cross-attention only."""
-    decoder = base["model"]["decoder"]
-    decoder = {"name": decoder} if isinstance(decoder, str) else decoder
-    return {key: value for key, value in decoder.items() if key not in TIMING_OPTIONS}
+    return {key: value for key, value in base.model.decoder.items() if key not in TIMING_OPTIONS}
 
 
-def table_rows(number: str, base: dict) -> dict[str, dict]:
+def table_rows(number: str, base: RunConfig) -> dict[str, dict]:
     """Row name -> overlay of table `number` (the architecture table's paper rows derive from `base`)."""
     if number != "arch":
         return TABLES[number]
-    paper = {"model": {"decoder": paper_decoder(base)}}
+    paper = {"decoder": paper_decoder(base)}
     return {
         "demo decoder, no beat weighting": TABLE5["+ contrastive"],
         "demo decoder, beat weighting (VMAs)": {},
-        f"{PAPER_DECODER}, no beat weighting": stack_configs(paper, TABLE5["+ contrastive"]),
-        f"{PAPER_DECODER}, beat weighting": paper,
+        f"{PAPER_DECODER}, no beat weighting": {"model": {**paper, **TABLE5["+ contrastive"]["model"]}},
+        f"{PAPER_DECODER}, beat weighting": {"model": paper},
     }
 
 
@@ -137,6 +139,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="runs trained at once, each in its own process with cores/jobs threads (2 on 2 cores: "
                              "about 1.4x the runs per hour of 1; RESULTS.md)")
     parser.add_argument("--job", action="store_true", help=argparse.SUPPRESS)  # one of --jobs's: runs, no report
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where each run trains and is tested (cuda: one GPU, shared by the --jobs runs)")
+    parser.add_argument("--data-workers", type=int, default=1, help="processes writing the demo data (vmas demo-data --workers)")
+    parser.add_argument("--pack", default=None,
+                        help="also write every finished record (with its clips.csv) into this one JSON file, to carry "
+                             "back from a machine that returns few files")
+    parser.add_argument("--unpack", default=None,
+                        help="train nothing: write the records of a --pack file into --records (refusing a record "
+                             "of another recipe already there), then report")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: the tables from the runs recorded so far (others: '-')")
     parser.add_argument("--quick", action="store_true",
@@ -147,15 +158,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("--quick sets the steps and clips: drop --steps, --num-train and --num-test")
         args.seeds, args.steps, args.num_train, args.num_test = args.seeds[:2], 2, 8, 4
     if args.steps is None:
-        args.steps = int(read_config(Path(args.config))["trainer"]["max_steps"])
+        args.steps = int(load_config(args.config).trainer["max_steps"])
     args.num_train = 6000 if args.num_train is None else args.num_train
     args.num_test = 32 if args.num_test is None else args.num_test
     if args.num_train < 1 or args.num_test < 2:
         parser.error("--num-train must be at least 1 and --num-test at least 2 (retrieval ranks the test clips)")
     if len(args.seeds) < 2:
         parser.error("at least 2 seeds are needed for an interval")
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
+    if args.jobs < 1 or args.data_workers < 1:
+        parser.error("--jobs and --data-workers must be at least 1")
     args.records = Path(args.records) if args.records else Path(args.out) / "records"
     return args
 
@@ -185,14 +196,14 @@ def data_recipe(args) -> dict[str, Any]:
     return {"demo_seed": 0, "num_train": args.num_train, "num_val": 4, "num_test": args.num_test}
 
 
-def run_recipe(args, base: dict, overlay: dict, seed: int) -> dict[str, Any]:
-    """Everything that decides a run's result: the config with the row's overlay (as a digest of its
-    canonical JSON), the bytes of every weight file it names (`pretrained`), the overlay itself, seed,
-    steps and data. A record is reused only for an identical recipe."""
-    config = stack_configs(base, overlay)
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return {"config_sha256": hashlib.sha256(canonical.encode()).hexdigest()[:16],
-            "weights_sha256": {path: file_digest(path) for path in sorted(pretrained_files(config))},
+def run_recipe(args, config: Path, overlay: dict, seed: int) -> dict[str, Any]:
+    """Everything that decides a run's result: the config with the row's overlay as `vmas fit` reads it
+    (a digest of the parsed config's text, every setting with its value), the bytes of every weight
+    file it names (`pretrained`), the overlay itself, seed, steps and data. A record is reused only
+    for an identical recipe."""
+    parsed = load_config([config, overlay])
+    return {"config_sha256": hashlib.sha256(parsed.text.encode()).hexdigest()[:16],
+            "weights_sha256": {path: file_digest(path) for path in sorted(pretrained_files(yaml.safe_load(parsed.text)))},
             "overlay": overlay, "seed": seed, "steps": args.steps, "data": data_recipe(args)}
 
 
@@ -245,7 +256,7 @@ def check_run_dir(run_dir: Path, recipe: dict) -> None:
         path.write_text(json.dumps(recipe, indent=2) + "\n")
 
 
-def provenance(data_sha256: str) -> dict[str, Any]:
+def provenance(data_sha256: str, device: str) -> dict[str, Any]:
     """Where, when and on what bytes of data a record was made (not compared: the recipe is)."""
     import torch
 
@@ -256,7 +267,7 @@ def provenance(data_sha256: str) -> dict[str, Any]:
         commit = None
     return {"commit": commit, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "machine": platform.machine(),
-            "data_sha256": data_sha256}
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "data_sha256": data_sha256}
 
 
 def train_and_test(args, config: Path, name: str, overlay: dict, recipe: dict, data: Path) -> dict[str, Any] | None:
@@ -282,7 +293,8 @@ def make_run(args, config: Path, run_dir: Path, path: Path, overlay: dict, recip
     overlay_file = run_dir / "overlay.yaml"
     overlay_file.write_text(yaml.safe_dump(overlay or {}))
     common = ["--config", str(config), "--config", str(overlay_file), "--data.root", str(data),
-              "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false"]
+              "--trainer.default_root_dir", str(run_dir), "--trainer.enable_progress_bar", "false",
+              "--trainer.accelerator", "gpu" if args.device == "cuda" else "cpu", "--trainer.devices", "1"]
     started = time.perf_counter()
     ckpt = newest_checkpoint(run_dir)
     if ckpt is None or trained_steps(ckpt) < args.steps:
@@ -299,7 +311,7 @@ def make_run(args, config: Path, run_dir: Path, path: Path, overlay: dict, recip
     record = json.loads((run_dir / "test" / METRICS_FILE).read_text())
     record["steps"] = trained_steps(ckpt)
     record["seconds_per_step"] = seconds_per_step(run_dir) or fit_seconds / max(1, record["steps"])
-    record["recipe"], record["provenance"] = recipe, provenance(data_sha256)
+    record["recipe"], record["provenance"] = recipe, provenance(data_sha256, args.device)
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run_dir / "test" / CLIPS_FILE, path.with_suffix(".clips.csv"))
     path.write_text(json.dumps(record, indent=2) + "\n")  # last: a record is whole or absent
@@ -318,7 +330,7 @@ def prepare_data(args, config: Path, data: Path) -> str:
     recipe = data_recipe(args)
     run_vmas("demo-data", "--config", str(config), "--seed", str(recipe["demo_seed"]), "--out", str(data),
              "--num-train", str(recipe["num_train"]), "--num-val", str(recipe["num_val"]),
-             "--num-test", str(recipe["num_test"]))
+             "--num-test", str(recipe["num_test"]), "--workers", str(args.data_workers))
     digest = data_digest(data)
     marker.write_text(json.dumps({"recipe": recipe, "sha256": digest}, indent=2) + "\n")
     return digest
@@ -422,6 +434,29 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3g}" if value is not None and abs(value) >= 100 else format_cell(value, 3)
 
 
+def pack_records(records: Path, pack: Path) -> int:
+    """Every record under `records` with its clips.csv, in one JSON file (`{row/seedK: {record, clips_csv}}`)."""
+    packed = {path.relative_to(records).with_suffix("").as_posix(): {
+        "record": json.loads(path.read_text()), "clips_csv": path.with_suffix(".clips.csv").read_text()}
+        for path in sorted(records.glob("*/seed*.json"))}
+    pack.parent.mkdir(parents=True, exist_ok=True)
+    pack.write_text(json.dumps(packed) + "\n")
+    return len(packed)
+
+
+def unpack_records(pack: Path, records: Path) -> int:
+    """The records of a `pack_records` file written under `records`, each checked against a record
+    already there (another recipe: refused, as `read_record` refuses it)."""
+    for run, entry in json.loads(pack.read_text()).items():
+        path = records / f"{run}.json"
+        if path.is_file():
+            read_record(path, entry["record"]["recipe"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".clips.csv").write_text(entry["clips_csv"])
+        path.write_text(json.dumps(entry["record"], indent=2) + "\n")  # last: a record is whole or absent
+    return len(json.loads(pack.read_text()))
+
+
 def run_jobs(args, argv: list[str]) -> None:
     """`--jobs N`: N copies of this benchmark, each with cores / N threads; they share the runs (a run
     folder's lock), the data (written once) and the records. Returns when all have ended."""
@@ -436,12 +471,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.unpack:
+        print(f"{unpack_records(Path(args.unpack), args.records)} records from {args.unpack} in {args.records}", file=sys.stderr)
+        args.report_only = True
     if args.jobs > 1 and not args.report_only:
         run_jobs(args, argv)
         args.report_only = True  # the jobs made every run: report them
     out = Path(args.out)
     config = Path(args.config)
-    base = read_config(config)
+    base = load_config(config)
     data = out / "data"
     results: dict[str, dict[int, dict]] = {}
     for seed in args.seeds:  # seed-major: an interrupted benchmark has every row of every table at a seed
@@ -450,7 +488,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run = SAME_RUN.get(name, name)
                 runs = results.setdefault(run, {})
                 if seed not in runs:
-                    recipe = run_recipe(args, base, overlay, seed)
+                    recipe = run_recipe(args, config, overlay, seed)
                     runs[seed] = (read_record(record_path(args, run, seed), recipe) if args.report_only
                                   else train_and_test(args, config, run, overlay, recipe, data))
     if args.job:
@@ -474,8 +512,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             summaries[name]["seeds_finished"] = sum(bool(r) for r in runs)
             if number == "6":
                 summaries[name]["seconds_per_step"] = summarise([r.get("seconds_per_step") for r in runs])
-                model_block = stack_configs(base["model"], overlay.get("model", {}))
-                summaries[name]["encoder_gflops"] = {"mean": profile(model_block)["encoder"]["gflops"], "ci95": None}
+                row_model = load_config([config, overlay]).model
+                summaries[name]["encoder_gflops"] = {"mean": profile(row_model)["encoder"]["gflops"], "ci95": None}
         columns = METRICS + (("seconds_per_step", "encoder_gflops") if number == "6" else ())
         report["tables"][f"table{number}"] = {"rows": summaries, "reference": reference}
         title = {"lambda": "Beat weighting's lambda (not in the paper)",
@@ -496,6 +534,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (out / "ablation.json").write_text(json.dumps(report, indent=2))
     (out / "ablation.md").write_text("\n\n".join(markdown) + "\n")
     print("\n\n".join(markdown), file=sys.stderr)
+    if args.pack:
+        report["packed"] = {"file": args.pack, "records": pack_records(args.records, Path(args.pack))}
     print(json.dumps(report))
     return report
 

@@ -26,10 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vmas_lightning.config_file import config_section, dataclass_from, read_config
-from vmas_lightning.data.augment import VideoAugmentConfig
+from vmas_lightning.config_file import load_config
+from vmas_lightning.config import VideoAugmentConfig
 from vmas_lightning.data.datamodule import VMASDataModule
-from vmas_lightning.data.shards import ClipRecord, DataConfig, ShardWriter, pack_jpegs
+from vmas_lightning.data.shards import ClipRecord, ShardConfig, ShardWriter, pack_jpegs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def textured_frames(rng: np.random.Generator, num_frames: int, size: int) -> np.
     return np.stack([canvas[s : s + size, s : s + size] for s in shifts])
 
 
-def write_dataset(root: Path, config: DataConfig, clips: int, seed: int = 0) -> float:
+def write_dataset(root: Path, config: ShardConfig, clips: int, seed: int = 0) -> float:
     """Write `clips` random clips into `root/train`; returns the mean JPEG bytes per frame."""
     seq = config.sequence
     rng = np.random.default_rng(seed)
@@ -79,14 +79,13 @@ def main() -> None:
     args = parser.parse_args()
     augment = VideoAugmentConfig()
     if args.augment:
-        block = config_section(read_config(args.augment), "data", args.augment).get("augment")
-        augment = replace(dataclass_from(VideoAugmentConfig, block, f"{args.augment}: data.augment"), enabled=True)
+        augment = replace(load_config(args.augment, trainer=False).data.augment, enabled=True)
 
-    config = DataConfig.from_yaml(ROOT / "configs" / "tiny.yaml")
+    config = ShardConfig.from_configs(ROOT / "configs" / "tiny.yaml")
     config = replace(config, sequence=replace(config.sequence, frame_size=args.frame_size))
     with tempfile.TemporaryDirectory() as tmp:
         jpeg_bytes = write_dataset(Path(tmp), config, args.clips)
-        dm = VMASDataModule(tmp, config.sequence, config.beats, batch_size=args.batch_size, num_workers=args.workers,
+        dm = VMASDataModule(root=tmp, sequence=config.sequence, beats=config.beats, batch_size=args.batch_size, num_workers=args.workers,
                             augment=augment)
         cpu_before = _children_cpu_s()
         iterator = iter(dm.train_dataloader())

@@ -36,5 +36,9 @@ run generate_graph benchmarks/generate.py --decoder medium --modes cuda_graph --
 run generate_compiled benchmarks/generate.py --decoder medium --modes torch_compile --batches 1,16,32  # compiles per batch
 run train_step_no_checkpointing benchmarks/train_step.py --config configs/vmas.yaml --config "$no_checkpointing"
 run optical_flow benchmarks/optical_flow.py                                               # RAFT on CUDA and CPU
+# issue 32's sizing: Table 5 at two seeds, 200 steps on 1,000 clips, its 6 runs sharing the GPU; its wall
+# time and seconds per step size the whole ablation (data, runs, tests) for one 8-minute command
+run ablation_slice benchmarks/ablation.py --device cuda --jobs 6 --data-workers 12 --tables 5 --seeds 0 1 \
+    --steps 200 --num-train 1000 --out "$out/ablation_slice" --pack "$out/ablation_slice_records.json"
 rm -f "$no_checkpointing" "$per_tensor_optimizer"
 exit $failed

@@ -23,8 +23,8 @@ import torch
 from vmas_lightning.beats import compute_beats
 from vmas_lightning.data.frame_embedders import frame_similarity
 from vmas_lightning.data.prepare import NUM_SAMPLED_FRAMES, PrepareOptions, clip_starts
-from vmas_lightning.data.shards import ClipAnnotator, ClipRecord, DataConfig, ShardWriter
-from vmas_lightning.data.video_io import read_audio, read_video, write_video
+from vmas_lightning.data.shards import ClipAnnotator, ClipRecord, ShardConfig, ShardWriter
+from vmas_lightning.video_io import read_audio, read_video, write_video
 from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def synthetic_video(path: Path, seconds: float, fps: float, width: int, height: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"))
+    parser.add_argument("--config", action="append", help="a vmas config, repeatable (stacked; default: configs/tiny.yaml)")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--separator", default="none")
     parser.add_argument("--embedder", default="pixel_stats")
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--source-fps", type=float, default=30.0)
     args = parser.parse_args()
 
-    config = DataConfig.from_yaml(args.config)
+    config = ShardConfig.from_configs(args.config or [ROOT / "configs" / "tiny.yaml"])
     seq = config.sequence
     options = PrepareOptions(clip_s=seq.duration_s, separator=args.separator, embedder=args.embedder)
     annotator = ClipAnnotator(config)

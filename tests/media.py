@@ -8,7 +8,7 @@ import av
 import cv2
 import numpy as np
 
-from vmas_lightning.data.video_io import write_video  # noqa: F401  (re-exported for tests)
+from vmas_lightning.video_io import write_video  # noqa: F401  (re-exported for tests)
 
 
 def write_audio_only(path: str | Path, audio: np.ndarray, sample_rate: int = 32000) -> Path:

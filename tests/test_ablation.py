@@ -20,14 +20,16 @@ def load_ablation():
 def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # configs/demo.yaml names the committed demo assets relative to the checkout
     ablation = load_ablation()
-    report = ablation.main(["--quick", "--out", str(tmp_path), "--jobs", "2"])  # two processes share the runs
+    pack = tmp_path / "pack.json"
+    report = ablation.main(["--quick", "--out", str(tmp_path), "--jobs", "2", "--data-workers", "2",
+                            "--pack", str(pack)])  # two processes share the runs
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
     # ... each run trained by one of them, once
     run_dirs = [run for run in (tmp_path / "runs").glob("*/seed*") if run.is_dir()]
     assert len(run_dirs) == 18 and all(len(list(run.glob("lightning_logs/version_*/checkpoints"))) == 1 for run in run_dirs)
     assert report["quick"] and report["seeds"] == [0, 1] and report["steps"] == [2]  # every run trained 2 steps
     assert set(report["tables"]) == {"table5", "tablelambda", "table6", "tablearch"}
-    base = ablation.read_config(ROOT / "configs" / "demo.yaml")
+    base = ablation.load_config(ROOT / "configs" / "demo.yaml")
     for number, names in (("table5", ablation.TABLE5), ("tablelambda", ablation.TABLE_LAMBDA), ("table6", ablation.TABLE6),
                           ("tablearch", ablation.table_rows("arch", base))):
         table = report["tables"][number]
@@ -59,7 +61,7 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
                                                 "paper decoder, beat weighting vs paper decoder, no beat weighting"]
     paper_run = json.loads((tmp_path / "records" / "paper_decoder_beat_weighting" / "seed0.json").read_text())
     decoder = paper_run["recipe"]["overlay"]["model"]["decoder"]  # the demo decoder's sizes, none of its timing paths
-    assert decoder["width"] == base["model"]["decoder"]["width"] and not set(decoder) & set(ablation.TIMING_OPTIONS)
+    assert decoder["width"] == base.model.decoder["width"] and not set(decoder) & set(ablation.TIMING_OPTIONS)
     records = tmp_path / "records"
     runs = sorted(path.relative_to(records).as_posix() for path in records.glob("*/seed*.json"))
     assert runs == [f"{row}/seed{seed}.json" for row in ("AR_baseline", "clip", "hiera", "lambda_0.01", "lambda_0.1",
@@ -80,6 +82,12 @@ def test_quick_ablation_tables(tmp_path, monkeypatch, capsys):
     # same records, a second call trains nothing (writes no data) and reports the same numbers
     again = ablation.main(["--quick", "--out", str(tmp_path / "elsewhere"), "--records", str(records)])
     assert again["tables"] == report["tables"] and not (tmp_path / "elsewhere" / "data").exists()
+    # ... and so do the records carried back in one file (--pack), unpacked into another records folder
+    assert report["packed"] == {"file": str(pack), "records": 18}
+    home = ablation.main(["--quick", "--out", str(tmp_path / "home"), "--records", str(tmp_path / "home" / "records"),
+                          "--unpack", str(pack)])
+    assert home["tables"] == report["tables"]
+    assert (tmp_path / "home" / "records" / "hiera" / "seed1.clips.csv").read_text() == (records / "hiera" / "seed1.clips.csv").read_text()
     # a record made by another recipe is refused, naming the file and what differs
     record["recipe"]["steps"] = 3
     (records / "hiera" / "seed1.json").write_text(json.dumps(record))

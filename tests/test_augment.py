@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from helpers import TINY_CONFIG, one_line_error
-from vmas_lightning.data.augment import VideoAugment, VideoAugmentConfig, jpeg_round_trip, source_frame_indices
+from vmas_lightning.config import VideoAugmentConfig
+from vmas_lightning.data.augment import VideoAugment, jpeg_round_trip, source_frame_indices
 from vmas_lightning.errors import VMASError
 
 FPS = 9.6
@@ -128,12 +129,12 @@ def test_training_clips_are_augmented_deterministically_and_their_labels_are_not
     """Two loaders of the same seed (a run and its resumed copy) give the same augmented frames; the
     tokens, beats and overlap labels equal those of the unaugmented stream; validation is never augmented."""
     from vmas_lightning.data.datamodule import VMASDataModule
-    from vmas_lightning.data.shards import DataConfig
+    from vmas_lightning.data.shards import ShardConfig
 
-    config = DataConfig.from_yaml(TINY_CONFIG)
+    config = ShardConfig.from_configs(TINY_CONFIG)
 
     def first_batch(split, train, augment):
-        module = VMASDataModule(str(demo_data), config.sequence, config.beats, batch_size=4, num_workers=0,
+        module = VMASDataModule(root=str(demo_data), sequence=config.sequence, beats=config.beats, batch_size=4, num_workers=0,
                                 shuffle=False, augment=augment)
         return next(iter(module.loader(split, train)))
 

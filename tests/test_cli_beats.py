@@ -74,7 +74,7 @@ def test_bad_inputs_are_one_line_errors(media, tmp_path, capsys):
     bad_config.write_text("data:\n  beats:\n    peak_windw: 9\n")
     assert main(["beats", "--video", str(media["silent"]), "--config", str(bad_config)]) == 2
     err = one_line_error(capsys)
-    assert "data.beats" in err and "'peak_windw'" in err
+    assert "bad.yaml" in err and "'beats.peak_windw'" in err
     assert main(["beats", "--video", str(tmp_path / "missing.mp4")]) == 2
     assert "missing.mp4" in one_line_error(capsys)
 

@@ -19,10 +19,10 @@ from helpers import TINY_CONFIG, one_line_error
 from media import cut_frames, decoded_seconds, gradient_frames, make_video, sine, video_packets, write_gif, write_video
 from vmas_lightning.cli.main import main
 from vmas_lightning.data.datamodule import VMASDataModule
-from vmas_lightning.data.shards import DataConfig
+from vmas_lightning.data.shards import ShardConfig
 from vmas_lightning.generation.checkpoint import load_for_inference
 from vmas_lightning.errors import VMASError
-from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.config import GenerationConfig
 from vmas_lightning.config import LossConfig
 from vmas_lightning.lit_module import VMASModule
 from vmas_lightning.sequence import SequenceConfig
@@ -209,8 +209,8 @@ def test_prepare_beats_generate_plot_and_test_agree_on_the_video_beats(ckpt, tmp
     manifest.write_text(f"path,split\n{video},test\n")
     assert main(["prepare", "--config", str(TINY_CONFIG), "--separator", "none", "--embedder", "pixel_stats",
                  "--input", str(manifest), "--output", str(tmp_path / "data")]) == 0
-    config = DataConfig.from_yaml(TINY_CONFIG)
-    batch = next(iter(VMASDataModule(str(tmp_path / "data"), config.sequence, config.beats, batch_size=1,
+    config = ShardConfig.from_configs(TINY_CONFIG)
+    batch = next(iter(VMASDataModule(root=str(tmp_path / "data"), sequence=config.sequence, beats=config.beats, batch_size=1,
                                      num_workers=0).loader("test", train=False)))
     stored = (np.flatnonzero(batch["video_beats"][0].numpy()) / config.sequence.token_rate).round(3).tolist()
     capsys.readouterr()

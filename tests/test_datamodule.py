@@ -18,7 +18,7 @@ TINY = SequenceConfig(frame_size=64)
 
 
 def test_batch_tensors(demo_data):
-    dm = VMASDataModule(str(demo_data), TINY, BeatConfig(match_window=0), batch_size=2, num_workers=0)
+    dm = VMASDataModule(root=str(demo_data), sequence=TINY, beats=BeatConfig(match_window=0), batch_size=2, num_workers=0)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape == (2, 3, 96, 64, 64) and batch["video"].dtype == torch.uint8  # float on the device
@@ -34,7 +34,7 @@ def test_batch_tensors(demo_data):
 
 def test_window_crops_inside_longer_clips(demo_data):
     short = SequenceConfig(frame_size=64, duration_s=5.0)
-    dm = VMASDataModule(str(demo_data), short, batch_size=4, num_workers=0)
+    dm = VMASDataModule(root=str(demo_data), sequence=short, batch_size=4, num_workers=0)
     batch = next(iter(dm.train_dataloader()))
     assert batch["video"].shape[2] == 48 and batch["tokens"].shape[-1] == 250
     stored = {clip["id"]: clip for clip in map(decode_sample, StreamingDataset(str(demo_data / "train")))}
@@ -61,7 +61,7 @@ def test_each_rank_streams_its_own_part_deterministically(demo_data, monkeypatch
     def ids(rank, seed):
         monkeypatch.setenv("WORLD_SIZE", "2")
         monkeypatch.setenv("GLOBAL_RANK", str(rank))
-        dm = VMASDataModule(str(demo_data), TINY, batch_size=2, num_workers=0, seed=seed)
+        dm = VMASDataModule(root=str(demo_data), sequence=TINY, batch_size=2, num_workers=0, seed=seed)
         return [i for batch in dm.train_dataloader() for i in batch["id"]]
 
     rank0, rank1 = ids(0, seed=3), ids(1, seed=3)
@@ -73,13 +73,13 @@ def test_each_rank_streams_its_own_part_deterministically(demo_data, monkeypatch
 
 def test_missing_folder_and_split_are_one_line_errors(tmp_path, demo_data):
     with pytest.raises(VMASError, match="does not exist"):
-        VMASDataModule(str(tmp_path / "nowhere")).setup("fit")
+        VMASDataModule(root=str(tmp_path / "nowhere")).setup("fit")
     with pytest.raises(VMASError, match=r"has no 'holdout' split \(found: test, train, val\)"):
-        VMASDataModule(str(demo_data), test_split="holdout").setup("test")
+        VMASDataModule(root=str(demo_data), test_split="holdout").setup("test")
     # 8 training clips never fill a batch of 16: say so instead of training zero steps
     with pytest.raises(VMASError, match=r"train: too few clips for one full training batch of data.batch_size=16"):
-        VMASDataModule(str(demo_data), TINY, batch_size=16, num_workers=0).train_dataloader()
-    assert len(VMASDataModule(str(demo_data), TINY, batch_size=8, num_workers=0).train_dataloader()) == 1
+        VMASDataModule(root=str(demo_data), sequence=TINY, batch_size=16, num_workers=0).train_dataloader()
+    assert len(VMASDataModule(root=str(demo_data), sequence=TINY, batch_size=8, num_workers=0).train_dataloader()) == 1
 
 
 @pytest.mark.parametrize("sequence, problem", [
@@ -89,7 +89,7 @@ def test_missing_folder_and_split_are_one_line_errors(tmp_path, demo_data):
 ])
 def test_data_made_for_another_geometry_is_a_one_line_error(demo_data, sequence, problem):
     with pytest.raises(VMASError, match=problem) as err:
-        VMASDataModule(str(demo_data), sequence).setup("fit")
+        VMASDataModule(root=str(demo_data), sequence=sequence).setup("fit")
     assert "\n" not in str(err.value)
 
 
@@ -122,14 +122,14 @@ def test_shards_record_their_annotation_settings(demo_data):
 ])
 def test_data_annotated_with_other_settings_is_refused_in_one_line(demo_data, beats, codec, problem):
     with pytest.raises(VMASError) as err:
-        VMASDataModule(str(demo_data), TINY, beats, codec).setup("fit")
+        VMASDataModule(root=str(demo_data), sequence=TINY, beats=beats, codec=codec).setup("fit")
     assert str(err.value) == (f"{demo_data}/train: made with other settings than the config's ({problem}); "
                               "prepare the data again with this config (vmas prepare/demo-data --config ...)")
 
 
 def test_settings_read_when_loading_are_not_compared(demo_data):
     """match_window acts when the data is read: any value fits the shards."""
-    VMASDataModule(str(demo_data), TINY, BeatConfig(match_window=12), TINY_CODEC).setup("fit")
+    VMASDataModule(root=str(demo_data), sequence=TINY, beats=BeatConfig(match_window=12), codec=TINY_CODEC).setup("fit")
 
 
 def test_shards_without_recorded_settings_warn_that_they_cannot_be_checked(demo_data, tmp_path):
@@ -140,7 +140,7 @@ def test_shards_without_recorded_settings_warn_that_they_cannot_be_checked(demo_
     (old / "val" / "annotation.json").unlink()
     with pytest.warns(UserWarning, match=rf"{old}/val: no annotation.json \(shards made before vmas recorded their "
                                          "settings\): the geometry, codec and beat settings"):
-        VMASDataModule(str(old), TINY, BeatConfig(peak_window=31), TINY_CODEC).setup("validate")
+        VMASDataModule(root=str(old), sequence=TINY, beats=BeatConfig(peak_window=31), codec=TINY_CODEC).setup("validate")
 
 
 class RecordIds(L.LightningModule):
@@ -161,7 +161,7 @@ class RecordIds(L.LightningModule):
 
 def _fit(demo_data, root, max_steps, ckpt_path=None):
     module = RecordIds()
-    dm = VMASDataModule(str(demo_data), TINY, batch_size=2, num_workers=1, seed=7)
+    dm = VMASDataModule(root=str(demo_data), sequence=TINY, batch_size=2, num_workers=1, seed=7)
     trainer = L.Trainer(
         default_root_dir=root, max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0,
@@ -183,9 +183,9 @@ def test_resume_mid_epoch_continues_the_same_sample_order(demo_data, tmp_path):
 def test_settings_recorded_before_specs_were_expanded_still_match():
     """An annotation.json written with short specs (`onset_peaks`, the codec as typed) fits the same
     config, and a real difference inside a short spec is still named by its option."""
-    from vmas_lightning.data.shards import DataConfig, annotation_differences, annotation_settings
+    from vmas_lightning.data.shards import ShardConfig, annotation_differences, annotation_settings
 
-    config = DataConfig(TINY, TINY_CODEC, BeatConfig())
+    config = ShardConfig(TINY, TINY_CODEC, BeatConfig())
     recorded = {**annotation_settings(config), "model.codec": TINY_CODEC,
                 "data.beats.onset_detector": "onset_peaks", "data.beats.optical_flow": "farneback"}
     assert annotation_differences(recorded, config) == []
@@ -198,13 +198,13 @@ def test_shards_written_before_frame_sampling_existed_were_sampled_last():
     were made with: such shards fit `frame_sampling: last` and are named as different for `average`."""
     from dataclasses import replace
 
-    from vmas_lightning.data.shards import DataConfig, annotation_differences, annotation_settings
+    from vmas_lightning.data.shards import ShardConfig, annotation_differences, annotation_settings
 
-    config = DataConfig(TINY, TINY_CODEC, BeatConfig())
+    config = ShardConfig(TINY, TINY_CODEC, BeatConfig())
     recorded = annotation_settings(config)
     del recorded["model.sequence.frame_sampling"]
     assert annotation_differences(recorded, config) == []
-    averaged = DataConfig(replace(TINY, frame_sampling="average"), TINY_CODEC, BeatConfig())
+    averaged = ShardConfig(replace(TINY, frame_sampling="average"), TINY_CODEC, BeatConfig())
     assert annotation_differences(recorded, averaged) == ["model.sequence.frame_sampling 'last' in the shards, 'average' in the config"]
 
 
@@ -212,11 +212,11 @@ def test_test_clips_read_from_their_video_files_are_what_vmas_generate_reads(dem
     """`data.test_input: video_file`: each test clip's frames are its source video read by the same
     code as `vmas generate` (`Generation.read`: `read_video` at the model's rate and size); the music,
     tokens and labels stay the shard's; `source` comes resolved against the dataset folder."""
-    from vmas_lightning.data.video_io import read_video
+    from vmas_lightning.video_io import read_video
 
     batches = {}
     for test_input in ("shard_frames", "video_file"):
-        dm = VMASDataModule(str(demo_data), TINY, batch_size=4, num_workers=0, test_input=test_input)
+        dm = VMASDataModule(root=str(demo_data), sequence=TINY, batch_size=4, num_workers=0, test_input=test_input)
         dm.setup("test")
         batches[test_input] = next(iter(dm.test_dataloader()))
     shard, files = batches["shard_frames"], batches["video_file"]
@@ -240,10 +240,10 @@ def test_a_missing_or_broken_source_video_stops_the_file_path_in_one_line(demo_d
     (copy / "videos" / "test" / "demo-test-0001.mp4").unlink()
     (copy / "videos" / "test" / "demo-test-0002.mp4").write_bytes(b"not a video")
     with pytest.raises(VMASError) as error:
-        VMASDataModule(str(copy), TINY, num_workers=0, test_input="video_file").setup("test")
+        VMASDataModule(root=str(copy), sequence=TINY, num_workers=0, test_input="video_file").setup("test")
     message = str(error.value)
     assert "\n" not in message and "2 of the 4 source videos" in message
     assert "videos/test/demo-test-0001.mp4: not a file here" in message and "demo-test-0002.mp4: not a readable media file" in message
-    VMASDataModule(str(copy), TINY, num_workers=0).setup("test")  # the shard path needs no file
+    VMASDataModule(root=str(copy), sequence=TINY, num_workers=0).setup("test")  # the shard path needs no file
     with pytest.raises(VMASError, match="test_input"):
-        VMASDataModule(str(copy), TINY, num_workers=0, test_input="frames").setup("test")
+        VMASDataModule(root=str(copy), sequence=TINY, num_workers=0, test_input="frames").setup("test")

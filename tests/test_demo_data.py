@@ -8,12 +8,12 @@ from litdata import StreamingDataset
 from helpers import TINY_CONFIG, one_line_error
 from vmas_lightning.beats import BeatConfig, overlap
 from vmas_lightning.data.demo import STYLES, synthesize_clip
-from vmas_lightning.data.shards import DataConfig, decode_sample
-from vmas_lightning.data.video_io import read_audio, read_video
+from vmas_lightning.data.shards import ShardConfig, decode_sample
+from vmas_lightning.video_io import read_audio, read_video
 
 
 def test_same_seed_same_clip_other_seed_other_clip():
-    config = DataConfig.from_yaml(TINY_CONFIG)
+    config = ShardConfig.from_configs(TINY_CONFIG)
     a, b, c = (synthesize_clip(seed, "train", 3, config.sequence) for seed in (0, 0, 1))
     np.testing.assert_array_equal(a["frames"], b["frames"])
     np.testing.assert_array_equal(a["audio"], b["audio"])
@@ -27,7 +27,7 @@ def test_averaged_frames_blend_the_shots_by_their_time_on_screen():
     the music, are the point-sampled clip's."""
     from dataclasses import replace
 
-    seq = replace(DataConfig.from_yaml(TINY_CONFIG).sequence, frame_size=32)
+    seq = replace(ShardConfig.from_configs(TINY_CONFIG).sequence, frame_size=32)
     point = synthesize_clip(0, "train", 5, seq)
     averaged = synthesize_clip(0, "train", 5, replace(seq, frame_sampling="average"))
     np.testing.assert_array_equal(point["audio"], averaged["audio"])
@@ -122,3 +122,20 @@ def test_cli_writes_the_splits_and_reports_bad_config_in_one_line(tmp_path, caps
     bad.write_text("model:\n  sequence:\n    fsp: 10\n")
     assert main(["demo-data", "--config", str(bad), "--out", str(tmp_path / "x")]) == 2
     assert "fsp" in one_line_error(capsys)
+
+
+def test_workers_write_the_files_one_process_writes(tmp_path):
+    """`--workers 2`: clips made in two processes, written in order: every file byte for byte the same."""
+    from vmas_lightning.cli.main import main
+
+    common = ["demo-data", "--config", str(TINY_CONFIG), "--num-train", "3", "--num-val", "1", "--num-test", "2"]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    assert main([*common, "--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    files = sorted(path.relative_to(tmp_path / "one") for path in (tmp_path / "one").rglob("*") if path.is_file())
+    assert len([f for f in files if f.suffix == ".mp4"]) == 2 and any(f.name.startswith("chunk-") for f in files)
+    assert files == sorted(path.relative_to(tmp_path / "two") for path in (tmp_path / "two").rglob("*") if path.is_file())
+    for name in files:
+        one, two = ((tmp_path / folder / name).read_bytes() for folder in ("one", "two"))
+        if name.name == "index.json":  # litdata's index says when it was written
+            one, two = ({k: v for k, v in json.loads(text).items() if k != "updated_at"} for text in (one, two))
+        assert one == two, name

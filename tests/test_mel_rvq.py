@@ -4,13 +4,12 @@ import pytest
 import torch
 
 from helpers import DEMO_CODEC, DEMO_CONFIG
-from vmas_lightning.config_file import dataclass_from, read_config
+from vmas_lightning.config_file import load_config
 from vmas_lightning.data.demo import synthesize_clip
 from vmas_lightning.errors import MissingWeightsError, VMASError
 from vmas_lightning.metrics.synthetic import round_trip_quality
 from vmas_lightning.models.codecs.mel_rvq import MelRVQConfig, fit_mel_rvq, load_mel_rvq, mel_rvq
 from vmas_lightning.registry import AUDIO_CODECS
-from vmas_lightning.sequence import SequenceConfig
 
 SMALL = MelRVQConfig(n_mels=64, codebook_size=16)
 
@@ -83,7 +82,7 @@ def test_rebuilds_from_its_rebuild_options_and_state_dict_alone(small_codec):
 def test_committed_demo_codec_keeps_pitch_and_onsets_of_held_out_clips():
     """Known answer: every note's pitch class and onset time (the synthesiser's) on clips of a seed
     the codec was not fitted on."""
-    sequence = dataclass_from(SequenceConfig, read_config(DEMO_CONFIG)["model"]["sequence"], "sequence")
+    sequence = load_config(DEMO_CONFIG, trainer=False).model.sequence
     codec = load_mel_rvq(DEMO_CODEC)
     clips = [synthesize_clip(7, "test", i, sequence) for i in range(6)]
     original = [clip["audio"] for clip in clips]

@@ -18,8 +18,8 @@ from vmas_lightning.beats import BeatConfig
 from vmas_lightning.cli.main import main
 from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.data.prepare import collect_inputs, merge_parts, shard_of
-from vmas_lightning.data.shards import DataConfig, annotation_settings, decode_sample
-from vmas_lightning.data.video_io import read_audio
+from vmas_lightning.data.shards import ShardConfig, annotation_settings, decode_sample
+from vmas_lightning.video_io import read_audio
 from vmas_lightning.errors import VMASError
 
 FPS, SECONDS = 9.6, 10.6  # one 10-s clip per video and a dropped tail
@@ -91,15 +91,15 @@ def test_bad_inputs_are_reported_and_good_ones_kept(prepared):
 
 
 def test_prepared_data_loads_in_the_datamodule(prepared):
-    config = DataConfig.from_yaml(TINY_CONFIG)
-    module = VMASDataModule(str(prepared), config.sequence, config.beats, batch_size=2, num_workers=0)
+    config = ShardConfig.from_configs(TINY_CONFIG)
+    module = VMASDataModule(root=str(prepared), sequence=config.sequence, beats=config.beats, batch_size=2, num_workers=0)
     batch = next(iter(module.loader("train", train=True)))
     assert batch["video"].shape == (2, 3, 96, 64, 64)
     assert batch["tokens"].shape == (2, 4, 500)
     assert batch["overlap"].shape == (2, 500) and set(batch["overlap"].unique().tolist()) <= {0.0, 1.0}
     assert json.loads((prepared / "train" / "annotation.json").read_text()) == annotation_settings(config)
-    VMASDataModule(str(prepared), config.sequence, config.beats, config.codec).check_annotation("train")
-    other = VMASDataModule(str(prepared), config.sequence, BeatConfig(min_prominence=0.25), config.codec)
+    VMASDataModule(root=str(prepared), sequence=config.sequence, beats=config.beats, codec=config.codec).check_annotation("train")
+    other = VMASDataModule(root=str(prepared), sequence=config.sequence, beats=BeatConfig(min_prominence=0.25), codec=config.codec)
     with pytest.raises(VMASError, match=r"train: made with other settings than the config's "
                                         r"\(data.beats.min_prominence 0.5 in the shards, 0.25 in the config\)"):
         other.check_annotation("train")

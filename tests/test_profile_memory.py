@@ -6,11 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from jsonargparse import ArgumentParser
 
 from helpers import ROOT, TINY_CONFIG, one_line_error
 from vmas_lightning.cli.main import main
-from vmas_lightning.cli.profile import read_model_block
+from vmas_lightning.config_file import load_config
 from vmas_lightning.cli.profile_memory import fake_batch, memory_report, parse_gpu_memory
 from vmas_lightning.lit_module import VMASModule
 from vmas_lightning.memory import GiB, optimizer_state_ratio
@@ -32,9 +31,7 @@ def _real_step_bytes(config_path: str) -> dict[str, int]:
     """Bytes of one real bf16-mixed CPU step of the config's model: parameters, saved-for-backward
     tensors (once per storage, parameters left out), gradients and AdamW states after the step."""
     torch.manual_seed(0)
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(VMASModule, "model", fail_untyped=False)
-    module = parser.instantiate(parser.parse_object({"model": read_model_block(config_path)})).model.train()
+    module = VMASModule(**vars(load_config(config_path).model)).train()
     batch = fake_batch(module.model.sequence, BATCH)
     batch["video"].random_(0, 256)
     batch["tokens"].random_(0, module.model.codec.codebook_size)

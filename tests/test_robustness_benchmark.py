@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import ROOT
-from vmas_lightning.data.video_io import probe, read_video
+from vmas_lightning.video_io import probe, read_video
 
 
 def load_robustness():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.config import GenerationConfig
 from vmas_lightning.generation.sampling import filter_top_k, filter_top_p, make_generator, sample_next_token
 
 

@@ -36,7 +36,7 @@ def ffprobe(path, *entries) -> dict:
 
 
 def test_generate_page_returns_the_demo_video_with_music(server, browser, demo_data, tmp_path):
-    from vmas_lightning.data.video_io import read_audio, read_video, write_video
+    from vmas_lightning.video_io import read_audio, read_video, write_video
 
     demo = next((demo_data / "videos" / "test").glob("*.mp4"))  # a 10-s held-out demo clip: its first 2.4 s (60 frames at 25 fps)
     clip = read_video(demo)
@@ -47,7 +47,8 @@ def test_generate_page_returns_the_demo_video_with_music(server, browser, demo_d
     assert shown.get_attribute("id") == "result", visible(browser, "error") and visible(browser, "error").text
     assert browser.find_element("id", "seconds").text == "2.4"
     assert 0.0 <= float(browser.find_element("id", "mv-align").text) <= 1.0
-    assert browser.execute_script("return document.getElementById('plot').naturalWidth") > 0
+    # the plot loads (the page sets its source when the result shows; the image arrives after)
+    wait_for(browser, lambda d: d.execute_script("const p = document.getElementById('plot'); return p.complete && p.naturalWidth > 0"), 30)
     # the muxed video plays in the browser: its duration is known and playback advances
     wait_for(browser, lambda d: d.execute_script("return document.getElementById('result-video').readyState >= 2"), 60)
     assert browser.execute_script("return document.getElementById('result-video').duration") == pytest.approx(2.4, abs=0.1)

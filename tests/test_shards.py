@@ -6,7 +6,7 @@ from media import gradient_frames, sine
 from dataclasses import replace
 
 from helpers import TINY_CONFIG
-from vmas_lightning.data.shards import (ClipAnnotator, DataConfig, decode_flac, decode_sample, encode_flac, encode_sample,
+from vmas_lightning.data.shards import (ClipAnnotator, ShardConfig, decode_flac, decode_sample, encode_flac, encode_sample,
                                         pack_jpegs, packed_frame_count, unpack_jpegs)
 from vmas_lightning.errors import VMASError
 
@@ -34,7 +34,7 @@ def test_flac_round_trip_is_16_bit_exact():
 
 
 def test_audio_beyond_full_scale_is_scaled_not_clipped_and_the_gain_recorded():
-    config = DataConfig.from_yaml(TINY_CONFIG)
+    config = ShardConfig.from_configs(TINY_CONFIG)
     config = replace(config, sequence=config.sequence.with_duration(1.0))
     annotate = ClipAnnotator(config)
     frames = gradient_frames(config.sequence.num_frames, 64, 64)
@@ -48,11 +48,11 @@ def test_audio_beyond_full_scale_is_scaled_not_clipped_and_the_gain_recorded():
         encode_flac(loud, 32000)
 
 
-def test_data_config_reads_the_training_config(tmp_path):
-    config = DataConfig.from_yaml(TINY_CONFIG)
+def test_shard_config_reads_the_training_config(tmp_path):
+    config = ShardConfig.from_configs(TINY_CONFIG)
     assert config.sequence.num_frames == 96 and config.sequence.frame_size == 64
     assert config.beats.match_window == 5
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  sequence:\n    fsp: 10\n")
-    with pytest.raises(VMASError, match=r"model.sequence has no key 'fsp'"):
-        DataConfig.from_yaml(bad)
+    with pytest.raises(VMASError, match=r"bad.yaml: .*'sequence.fsp'"):
+        ShardConfig.from_configs(bad)

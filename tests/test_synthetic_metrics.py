@@ -6,7 +6,7 @@ import torch
 
 from helpers import DEMO_CONFIG, DEMO_STYLE_NET
 from vmas_lightning.beats import BeatConfig, frames_flow, video_beats
-from vmas_lightning.config_file import dataclass_from, read_config
+from vmas_lightning.config_file import load_config
 from vmas_lightning.data.demo import STYLES, synthesize_clip
 from vmas_lightning.errors import MissingWeightsError, VMASError
 from vmas_lightning.metrics import BeatAlignment, EvaluationSuite
@@ -14,7 +14,6 @@ from vmas_lightning.metrics.demo_style import demo_style_classifier
 from vmas_lightning.metrics.mv_align import frames_peaks
 from vmas_lightning.metrics.suite import results_table
 from vmas_lightning.metrics.synthetic import count_matches, note_pitch_classes, pitch_class
-from vmas_lightning.sequence import SequenceConfig
 
 STYLE = {"name": "demo_style", "pretrained": str(DEMO_STYLE_NET)}
 
@@ -38,7 +37,7 @@ def test_pitch_classes_of_known_notes():
 def held_out():
     """Six test clips of a seed the style network never heard (it is fitted on seed 0's training split),
     with the MV-Align peaks and the video beats (`BeatConfig()`) of their frames."""
-    sequence = dataclass_from(SequenceConfig, read_config(DEMO_CONFIG)["model"]["sequence"], "sequence")
+    sequence = load_config(DEMO_CONFIG, trainer=False).model.sequence
     clips = [synthesize_clip(7, "test", i, sequence) for i in range(6)]
     audio = torch.from_numpy(np.stack([c["audio"] for c in clips]))[:, None]
     beats = BeatConfig()

@@ -8,14 +8,12 @@ import pytest
 
 from helpers import TINY_CONFIG
 from media import blob_video, write_video
-from vmas_lightning.config_file import read_config
 from vmas_lightning.cli.main import main
 from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.data.demo import synthesize_clip
-from vmas_lightning.data.shards import ClipAnnotator, DataConfig, ShardWriter
-from vmas_lightning.data.video_io import read_video
-from vmas_lightning.config import EvaluationConfig
-from vmas_lightning.lit_module import VMASModule
+from vmas_lightning.data.shards import ClipAnnotator, ShardConfig, ShardWriter
+from vmas_lightning.video_io import read_video
+from vmas_lightning.evaluation import mv_align_peaks
 from vmas_lightning.metrics.mv_align import MODEL_RATE_FRAMES, SOURCE_NATIVE_RATE
 
 NATIVE_FPS, LEAD_S = 25.0, 2.0
@@ -28,7 +26,7 @@ def sourced_data(tmp_path_factory):
     music, after a 2-s lead-in, so the clip starts at 2 s. Clip 0 names that file as its source;
     clip 1 names a file that does not exist."""
     root = tmp_path_factory.mktemp("sourced")
-    config = DataConfig.from_yaml(TINY_CONFIG)
+    config = ShardConfig.from_configs(TINY_CONFIG)
     seq = config.sequence
     annotate = ClipAnnotator(config)
     clips = []
@@ -49,21 +47,18 @@ def sourced_data(tmp_path_factory):
 
 def test_the_source_at_its_native_rate_where_it_exists_else_the_model_rate_frames(sourced_data):
     data, clips = sourced_data
-    seq = DataConfig.from_yaml(TINY_CONFIG).sequence
-    dm = VMASDataModule(str(data), seq, batch_size=2, num_workers=0)
+    seq = ShardConfig.from_configs(TINY_CONFIG).sequence
+    dm = VMASDataModule(root=str(data), sequence=seq, batch_size=2, num_workers=0)
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
     assert batch["source"][0].endswith("source0.mp4") and batch["start_s"].tolist() == [LEAD_S, LEAD_S]
-    model = read_config(TINY_CONFIG)["model"]
-    module = VMASModule(sequence=seq, **{part: model[part] for part in ("encoder", "decoder", "codec")})
-    native, model_rate = module.mv_align_peaks(batch)
+    native, model_rate = mv_align_peaks(batch, seq, from_source=True)
     assert (native.protocol, native.fps) == (SOURCE_NATIVE_RATE, NATIVE_FPS)
     assert (model_rate.protocol, model_rate.fps) == (MODEL_RATE_FRAMES, seq.fps)
     # one peak per cut, on the 25-fps frame showing it, counted from the clip's start (not the file's)
     events = np.array(clips[0]["meta"]["events_s"])
     np.testing.assert_allclose(native.times, np.round((events + LEAD_S) * NATIVE_FPS) / NATIVE_FPS - LEAD_S, atol=1e-6)
-    module.evaluation_config = EvaluationConfig(mv_align_source=False)
-    assert [peaks.protocol for peaks in module.mv_align_peaks(batch)] == [MODEL_RATE_FRAMES] * 2
+    assert [peaks.protocol for peaks in mv_align_peaks(batch, seq, from_source=False)] == [MODEL_RATE_FRAMES] * 2
 
 
 def test_metrics_json_says_which_clips_followed_the_protocol(sourced_data, tiny_ckpt, tmp_path):
@@ -94,11 +89,11 @@ def test_a_clip_inside_a_long_source_is_read_from_its_start(sourced_data):
     from vmas_lightning.errors import VMASError
 
     data, clips = sourced_data
-    seq = DataConfig.from_yaml(TINY_CONFIG).sequence
+    seq = ShardConfig.from_configs(TINY_CONFIG).sequence
     with pytest.raises(VMASError, match=r"1 of the 2 source videos .*gone.mp4: not a file here"):
-        VMASDataModule(str(data), seq, num_workers=0, test_input="video_file").setup("test")
+        VMASDataModule(root=str(data), sequence=seq, num_workers=0, test_input="video_file").setup("test")
     shutil.copy(data.parent / "source1.mp4", data.parent / "gone.mp4")  # the second clip's source back in place
-    dm = VMASDataModule(str(data), seq, batch_size=2, num_workers=0, test_input="video_file")
+    dm = VMASDataModule(root=str(data), sequence=seq, batch_size=2, num_workers=0, test_input="video_file")
     dm.setup("test")
     batch = next(iter(dm.test_dataloader()))
     first = seq.frames_for(LEAD_S)

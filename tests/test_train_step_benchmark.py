@@ -9,6 +9,7 @@ import pytest
 
 from helpers import ROOT
 from vmas_lightning.cli.lightning import VMASCLI
+from vmas_lightning.config_file import load_config
 from vmas_lightning.cli.profile_memory import memory_report
 from vmas_lightning.errors import VMASError
 from vmas_lightning.memory import GiB
@@ -59,7 +60,7 @@ def test_model_flops_per_step_count_what_trains():
     from vmas_lightning.cli.profile import profile
 
     train_step = load_train_step()
-    block = VMASCLI(["--config", str(ROOT / "configs" / "tiny.yaml"), "--trainer.logger", "false"], run=False).config["model"].as_dict()
+    block = load_config(ROOT / "configs" / "tiny.yaml").model
     counted = profile(block)
     encoder, decoder = counted["encoder"]["gflops"], counted["decoder"]["gflops_per_step"] * counted["decoder"]["steps"]
     assert train_step.model_tflop_per_step(block, 4, True) == pytest.approx(4 * 3 * (encoder + decoder) / 1e3)

@@ -6,7 +6,7 @@ from media import cut_frames, texture, write_video
 
 from vmas_lightning.beats import flow_series as flow_series_module
 from vmas_lightning.beats import BeatConfig, FlowSeries, video_beats, video_flow
-from vmas_lightning.data.video_io import iter_frames, source_stride
+from vmas_lightning.video_io import iter_frames, source_stride
 from vmas_lightning.errors import InputFileError
 
 SIZE = 64

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from media import cut_frames, gradient_frames, sine, truncated_copy, write_audio_only, write_surround_video, write_video
-from vmas_lightning.data.video_io import frames_at, probe, read_audio, read_video
+from vmas_lightning.video_io import frames_at, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError
 
 
@@ -221,7 +221,7 @@ def test_a_large_frame_is_scaled_by_ffmpeg_first_with_nearly_the_same_pixels(tmp
     import cv2
 
     from media import texture
-    from vmas_lightning.data import video_io
+    from vmas_lightning import video_io
 
     large = [cv2.resize(texture(seed, 256), (1024, 576), interpolation=cv2.INTER_CUBIC) for seed in range(4)]
     small = [texture(seed, 256) for seed in range(4)]

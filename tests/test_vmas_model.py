@@ -151,7 +151,7 @@ def test_ar_loss_weights_each_step_by_overlap_plus_beat_lambda(beat_weighting, b
     from vmas_lightning.losses import weighted_cross_entropy
 
     torch.manual_seed(0)
-    module = VMASModule(SEQUENCE, ENCODER, DECODER, CODEC,
+    module = VMASModule(sequence=SEQUENCE, encoder=ENCODER, decoder=DECODER, codec=CODEC,
                         loss=LossConfig(alpha=0.0, beat_weighting=beat_weighting, beat_lambda=beat_lambda)).eval()
     overlap = torch.zeros(2, SEQUENCE.num_tokens)
     overlap[:, ::3] = 1.0
@@ -175,7 +175,7 @@ def test_cross_entropy_splits_at_the_beat_weighted_steps():
     from vmas_lightning.metrics.suite import EvaluationSuite
 
     torch.manual_seed(0)
-    module = VMASModule(SEQUENCE, ENCODER, DECODER, CODEC).eval()
+    module = VMASModule(sequence=SEQUENCE, encoder=ENCODER, decoder=DECODER, codec=CODEC).eval()
     overlap = torch.zeros(2, SEQUENCE.num_tokens)
     overlap[0, 5:10] = 1.0  # clip 1 has no beat
     batch = {"video": torch.rand(2, 3, SEQUENCE.num_frames, 64, 64), "overlap": overlap,

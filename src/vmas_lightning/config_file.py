@@ -1,14 +1,19 @@
-"""Reading the sections of a `vmas fit` YAML config outside LightningCLI (curation, beats, profile),
-with one-line errors for an unreadable file, a wrong section or an unknown key."""
+"""Reading `vmas fit` config files outside LightningCLI (profile, beats, prepare, demo data, generation's
+beat settings, the benchmarks): `load_config` parses a stack of them with the parser LightningCLI
+builds from the same dataclasses (`config.ModelConfig`, `config.DataConfig`), so every command reads
+them alike; one-line errors for an unreadable file, a wrong section or an unknown key."""
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import yaml
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
 
+from vmas_lightning.config import DataConfig, ModelConfig
 from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.sequence import SequenceConfig
 
 
 def read_config(path: str | Path, what: str = "config") -> dict[str, Any]:
@@ -28,49 +33,122 @@ def read_config(path: str | Path, what: str = "config") -> dict[str, Any]:
     return config
 
 
-# Fields typed as a plugin spec (`registry.spec_type`): a later config's spec replaces the earlier one
-# whole, as the LightningCLI parser does (options of one plugin mean nothing to another); tests check
-# this rule against the parser on the stacks of configs/.
-PLUGIN_SPEC_FIELDS = frozenset({"encoder", "decoder", "codec", "embedder", "classifier", "onset_detector", "optical_flow",
-                                "separator"})
+@dataclass
+class RunConfig:
+    """A stack of `vmas fit` config files as the config parser reads them (`load_config`).
+
+    Args:
+        model: the `model:` section, typed (plugin specs expanded to every option).
+        data: the `data:` section, typed (its `sequence` and `codec` linked from `model`).
+        trainer: the `trainer:` section as plain values (Lightning's `Trainer` arguments, checked
+            against them when read with ``trainer=True``).
+        seed_everything: the run's seed setting.
+        text: the whole parsed config as YAML, as `--print_config` writes it (a canonical form:
+            equal configs give equal text).
+    """
+
+    model: ModelConfig
+    data: DataConfig
+    trainer: dict[str, Any]
+    seed_everything: Union[bool, int]
+    text: str
 
 
-def stack_configs(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """`update` over `base` as `vmas fit --config BASE --config UPDATE` stacks them: mappings merge key
-    by key, except plugin specs (`PLUGIN_SPEC_FIELDS`), lists and values, which replace."""
-    merged = dict(base)
-    for key, value in update.items():
-        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and key not in PLUGIN_SPEC_FIELDS
-        merged[key] = stack_configs(merged[key], value) if both else value
-    return merged
+def link_model_to_data(parser: ArgumentParser) -> None:
+    """`model.sequence` is the one clip geometry and `model.codec` the one codec: `data` receives both."""
+    for spec in fields(SequenceConfig):
+        parser.link_arguments(f"model.sequence.{spec.name}", f"data.sequence.{spec.name}")
+    parser.link_arguments("model.codec", "data.codec")  # the data module checks the shards' codec against it
 
 
-def read_configs(paths: str | Path | Sequence[str | Path]) -> dict[str, Any]:
-    """Config files stacked in order (`stack_configs`), as `vmas fit --config A --config B` reads them."""
-    config: dict[str, Any] = {}
-    for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        config = stack_configs(config, read_config(path))
-    return config
+def config_parser(trainer: bool = True) -> ArgumentParser:
+    """The parser of `vmas fit`'s config files without LightningCLI: `model` and `data` from the same
+    dataclasses that `VMASModule` and `VMASDataModule` are built from, linked as `VMASCLI` links them.
+    ``trainer=True`` types the `trainer:` section by Lightning's `Trainer` (imports Lightning); False
+    takes it as a plain mapping, unchecked (for inference, which imports no training code and reads
+    no trainer setting)."""
+    parser = ArgumentParser(prog="vmas", exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_argument("--seed_everything", type=Union[bool, int], default=True)
+    parser.add_argument("--ckpt_path", type=Optional[str], default=None)
+    if trainer:
+        from lightning.pytorch import Trainer
+
+        parser.add_class_arguments(Trainer, "trainer", instantiate=False, fail_untyped=False)
+    else:
+        parser.add_argument("--trainer", type=dict, default={})
+    parser.add_class_arguments(ModelConfig, "model")
+    parser.add_class_arguments(DataConfig, "data")
+    link_model_to_data(parser)
+    return parser
 
 
-def config_section(config: Mapping[str, Any], key: str, path: str | Path) -> Mapping[str, Any]:
-    """`config[key]` as a mapping ({} when absent or null); one-line `VMASError` otherwise."""
-    section = config.get(key)
-    if section is None:
-        return {}
-    if not isinstance(section, Mapping):
-        raise VMASError(f"{path}: '{key}' must be a mapping, got {type(section).__name__} {section!r}")
-    return section
+def add_config_argument(parser: ArgumentParser, used: str, default: Optional[str] = None, flag: str = "--config") -> None:
+    """`flag PATH`, repeatable: a stack of `vmas fit` config files read by `load_config` (`used`: what of
+    them the command uses); `stacked_paths` gives the paths, or `[default]` when none was given."""
+    parser.add_argument(flag, action="append", default=None,
+                        help=f"A vmas fit config file: {used}. Repeat it to stack configs, later ones over earlier ones, "
+                             f"as vmas fit --config stacks them" + (f" (default: {default})." if default else "."))
 
 
-def dataclass_from(kind: type, values: Mapping[str, Any] | None, where: str) -> Any:
-    """`kind(**values)` (None: the defaults); one-line `VMASError` on a non-mapping or an unknown key."""
+def stacked_paths(given: Optional[Sequence[str]], default: Optional[str] = None) -> list[str]:
+    """The paths of an `add_config_argument` flag: those given, else `[default]` (else none)."""
+    return list(given) if given else ([default] if default else [])
+
+
+Layer = Union[str, Path, Mapping[str, Any]]  # a config file, or a config's contents (an overlay made in code)
+
+
+def config_name(layers: Layer | Sequence[Layer]) -> str:
+    """How errors and reports name one config file or a stack of them (an overlay made in code: its YAML)."""
+    layers = [layers] if isinstance(layers, (str, Path, Mapping)) else layers
+    return " + ".join(str(layer) if isinstance(layer, (str, Path)) else _flow_yaml(layer) for layer in layers)
+
+
+def _flow_yaml(layer: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(layer), default_flow_style=True, width=10**6).strip()
+
+
+def load_config(layers: Layer | Sequence[Layer], overrides: Sequence[str] = (), trainer: bool = True) -> RunConfig:
+    """Config files stacked in order, with command-line `overrides` (`["--model.loss.alpha", "0"]`) on
+    top, read as `vmas fit --config A --config B ...` reads them (`config_parser`): mappings merge key
+    by key, a plugin spec, a list or a value replaces. A layer may also be a mapping (an overlay that
+    code makes, such as an ablation row). One-line errors: an unreadable file names it
+    (`InputFileError`), a wrong key or value names the stack (`VMASError`)."""
+    layers = [layers] if isinstance(layers, (str, Path, Mapping)) else list(layers)
+    arguments = []
+    for layer in layers:
+        if isinstance(layer, Mapping):
+            arguments += ["--config", _flow_yaml(layer)]
+        else:
+            read_config(layer)  # an unreadable or non-mapping file: one line naming it
+            arguments += ["--config", str(layer)]
+    parser = config_parser(trainer)
+    try:
+        namespace = parser.parse_args(arguments + list(overrides))
+        built = parser.instantiate_classes(namespace)
+    except (ArgumentError, VMASError) as err:
+        raise VMASError(f"{config_name(layers)}: {' '.join(str(err).split())}") from None
+    # the trainer's settings as written (class_path/init_args), not the objects instantiation made of them
+    trainer_section = namespace.trainer.as_dict() if hasattr(namespace.trainer, "as_dict") else dict(namespace.trainer)
+    return RunConfig(model=built.model, data=built.data, trainer=trainer_section,
+                     seed_everything=built.seed_everything, text=parser.dump(namespace, skip_link_targets=False))
+
+
+def check_known(kind: type, values: Mapping[str, Any] | None, where: str) -> None:
+    """One-line `VMASError` when `values` is not a mapping or has a key that is not a field of the
+    dataclass `kind` (None: no values)."""
     known = sorted(f.name for f in fields(kind))
     if values is None:
-        values = {}
+        return
     if not isinstance(values, Mapping):
         raise VMASError(f"{where} must be a mapping of {', '.join(known)}, got {type(values).__name__} {values!r}")
     unknown = sorted(set(values) - set(known), key=str)
     if unknown:
         raise VMASError(f"{where} has no key {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
-    return kind(**values)
+
+
+def dataclass_from(kind: type, values: Mapping[str, Any] | None, where: str) -> Any:
+    """`kind(**values)` (None: the defaults); one-line `VMASError` on a non-mapping or an unknown key."""
+    check_known(kind, values, where)
+    return kind(**(values or {}))

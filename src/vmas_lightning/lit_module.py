@@ -1,34 +1,26 @@
 """`VMASModule`: the LightningModule that trains, validates, tests and predicts with a `VMASModel`."""
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict
-from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 
 from vmas_lightning.callbacks import is_sharded
-from vmas_lightning.config import ContrastiveConfig  # noqa: F401  (checkpoints pickled before it moved name it here)
-from vmas_lightning.config import DEFAULT_PLUGINS, EvaluationConfig, LossConfig, OptimConfig
+from vmas_lightning.config import ModelConfig
+from vmas_lightning.config_file import check_known
 from vmas_lightning.errors import VMASError
-from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.evaluation import TestEvaluation, TestOutputs
 from vmas_lightning.generation.generator import MusicGenerator
-from vmas_lightning.generation.mux import write_wav
 from vmas_lightning.generation.sampling import clip_seed
 from vmas_lightning.losses import (BeatWeightedCrossEntropy, ContrastiveLoss, soft_music_embedding, token_cross_entropy,
                                    token_music_embedding)
-from vmas_lightning.metrics.mv_align import VideoPeaks, frames_peaks, source_peaks
-from vmas_lightning.metrics.suite import REFERENCE_ROWS, EvaluationSuite, paper_table, results_table
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.optim import build_optimizer, build_scheduler, check_shardable
-from vmas_lightning.registry import (
-    AUDIO_CLASSIFIERS, AUDIO_EMBEDDERS, AudioCodecSpec, MusicDecoderSpec, VideoEncoderSpec,
-)
-from vmas_lightning.sequence import SequenceConfig
+from vmas_lightning.registry import AUDIO_CLASSIFIERS, AUDIO_EMBEDDERS
 
 
 def collect_rng_states() -> dict[str, Any]:
@@ -51,51 +43,27 @@ class VMASModule(L.LightningModule):
     """Video encoder + video-conditioned MusicGen decoder + frozen EnCodec, trained with the
     beat-weighted AR loss and the video-music contrastive loss.
 
-    Args:
-        sequence: clip geometry (duration, fps, frame size, codec rates).
-        encoder: video encoder plugin, `name` or `{name: ..., options}` (`vmas plugins --options`
-            lists the plugins and their options; `--print_config` shows every option).
-        decoder: music decoder plugin, likewise.
-        codec: audio codec plugin, likewise.
-        cond_dropout: fraction of training samples whose video is replaced by the learned null
-            condition, for classifier-free guidance.
-        activation_checkpointing: recompute each decoder layer and encoder block in backward
-            (less activation memory, about one more forward of compute; see `VMASModel`).
-        loss, optim, generation, evaluation: see the dataclasses.
-        num_audio_samples: validation clips generated and logged to TensorBoard each validation.
-        init_from: a checkpoint or `vmas export` file whose weights (EMA weights when it has them)
-            start training (fine-tuning); every weight of this config's model must be in it, in
-            the same shape. Optimizer, schedule and step count start afresh; `--ckpt_path`
-            (resuming) overrides it.
+    Its arguments are the fields of `config.ModelConfig` (the `model:` section), by keyword; LightningCLI
+    reads them from `ModelConfig(**settings)` below (jsonargparse resolves `**settings` through that call).
     """
 
-    def __init__(
-        self,
-        sequence: SequenceConfig = SequenceConfig(),
-        encoder: VideoEncoderSpec = DEFAULT_PLUGINS["encoder"],
-        decoder: MusicDecoderSpec = DEFAULT_PLUGINS["decoder"],
-        codec: AudioCodecSpec = DEFAULT_PLUGINS["codec"],
-        cond_dropout: float = 0.1,
-        activation_checkpointing: bool = False,
-        loss: LossConfig = LossConfig(),
-        optim: OptimConfig = OptimConfig(),
-        generation: GenerationConfig = GenerationConfig(),
-        evaluation: EvaluationConfig = EvaluationConfig(),
-        num_audio_samples: int = 2,
-        init_from: Optional[str] = None,
-    ):
+    def __init__(self, **settings: Any):
         super().__init__()
         self.save_hyperparameters()
-        self.model = VMASModel(encoder, decoder, codec, sequence, cond_dropout, activation_checkpointing)
+        check_known(ModelConfig, settings, "model")
+        config = ModelConfig(**settings)
+        loss, evaluation = config.loss, config.evaluation
+        self.model = VMASModel(config.encoder, config.decoder, config.codec, config.sequence, config.cond_dropout,
+                               config.activation_checkpointing)
         self.loss_config = loss
         self.token_loss = BeatWeightedCrossEntropy(loss.beat_weighting, loss.beat_lambda)
-        self.optim_config = optim
-        self.generation_config = generation
+        self.optim_config = config.optim
+        self.generation_config = config.generation
         self.evaluation_config = evaluation
         AUDIO_EMBEDDERS.expand(evaluation.embedder)  # a wrong option stops `vmas fit` too, not only `vmas test`
         AUDIO_CLASSIFIERS.expand(evaluation.classifier)
-        self.num_audio_samples = num_audio_samples
-        self.init_from = init_from
+        self.num_audio_samples = config.num_audio_samples
+        self.init_from = config.init_from
         self.contrastive = (
             ContrastiveLoss(
                 music_dim=self.model.codec.codebook_embeddings().shape[-1],
@@ -105,8 +73,6 @@ class VMASModule(L.LightningModule):
             if loss.alpha > 0
             else None
         )
-        self.evaluation: EvaluationSuite | None = None  # built by `vmas test` only
-        self.reference_evaluations: torch.nn.ModuleDict | None = None  # the reference rows, likewise
         self._audio_batch: dict[str, Any] | None = None
         self._resumed_rng_states: dict[str, Any] | None = None
 
@@ -241,16 +207,10 @@ class VMASModule(L.LightningModule):
                             "set by model.optim.grad_clip (0 turns it off)")
         if stage == "fit" and self.init_from is not None and self.trainer.ckpt_path is None:  # resuming: the checkpoint's
             self.load_initial_weights(self.init_from)
-        if stage == "test" and self.evaluation is None:
-            cfg = self.evaluation_config
-            # music beats of the beat alignment as the data's (`data.beats`), on the model's token grid
-            beats = dict(beats=getattr(self.trainer.datamodule, "beats", None), token_rate=self.model.sequence.token_rate)
-            self.evaluation = EvaluationSuite(cfg.embedder, cfg.classifier, cfg.reference_stats_cache, cfg.reference_set, **beats)
-            if cfg.reference_rows:  # the same metrics, sharing the embedder and classifier networks
-                self.reference_evaluations = torch.nn.ModuleDict({
-                    row: EvaluationSuite(self.evaluation.fad.embedder, self.evaluation.kl.classifier, **beats)
-                    for row in REFERENCE_ROWS
-                })
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """`vmas test`'s scoring (`evaluation.TestEvaluation`, as `model.evaluation` says); it acts in test only."""
+        return [TestEvaluation(self.evaluation_config)]
 
     def load_initial_weights(self, path: str) -> None:
         """Copy the weights of checkpoint `path` into this module (`init_from`); one line when they do not fit."""
@@ -278,77 +238,11 @@ class VMASModule(L.LightningModule):
         music, video = self.contrastive.embed(music, features.mean(dim=1))
         return video, music
 
-    def mv_align_peaks(self, batch: dict[str, Any]) -> list[VideoPeaks]:
-        """MV-Align's video side of each clip of a test batch: by the AV-Align protocol on the clip's
-        span of its source video (`source`, `start_s` of the batch) at the native rate and size when
-        `evaluation.mv_align_source` and that file exists here, else on the model-rate frames."""
-        sequence = self.model.sequence
-        peaks = []
-        for index, source in enumerate(batch.get("source", [None] * len(batch["id"]))):
-            if self.evaluation_config.mv_align_source and source and Path(source).is_file():
-                peaks.append(source_peaks(source, float(batch["start_s"][index]), sequence.duration_s))
-            else:
-                frames = batch["video"][index].permute(1, 2, 3, 0)  # uint8 [F, H, W, 3]
-                peaks.append(frames_peaks(frames.cpu().numpy(), sequence.fps))
-        return peaks
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Generate music for the batch and update FAD, KL, MV-Align, the beat alignment, retrieval,
-        the synthetic-task metrics (demo data) and the cross-entropies; then the same metrics for the
-        reference rows."""
-        sequence = self.model.sequence
-        generated = self.generate(batch["video"], batch["id"]).float()
-        reference = batch["audio"].float()
-        generated = generated[..., : reference.shape[-1]]
-        pooled = self.retrieval_features(batch["video"], batch["tokens"])
-        metas = [json.loads(meta) for meta in batch["meta"]] if "meta" in batch else None
-        common = dict(sample_rate=sequence.sample_rate, video_peaks=self.mv_align_peaks(batch), ids=batch["id"],
-                      metas=metas, video_beats=batch["video_beats"])
-        self.evaluation.update(
-            generated, reference, video_features=pooled[0] if pooled else None,
-            music_features=pooled[1] if pooled else None, cross_entropy=self.video_reliance(batch), **common,
-        )
-        if self.reference_evaluations is not None:
-            rows = {"ground_truth": reference,
-                    "codec_round_trip": self.model.codec.decode(self.model.codec.encode(reference))[..., : reference.shape[-1]]}
-            if reference.shape[0] > 1:  # another clip's music / what the model made for another video: rolled by one
-                rows["another_clip"] = reference.roll(1, dims=0)
-                rows["generated_for_another_video"] = generated.roll(1, dims=0)
-            for row, audio in rows.items():
-                self.reference_evaluations[row].update(audio.float(), reference, video_features=None, music_features=None, **common)
-        if self.evaluation_config.save_audio:
-            audio_dir = self.test_output_dir() / "audio"
-            audio_dir.mkdir(parents=True, exist_ok=True)
-            for clip_id, wav in zip(batch["id"], generated.cpu().numpy()):
-                write_wav(audio_dir / f"{clip_id}.wav", wav[0], sequence.sample_rate)
-
-    def on_test_epoch_end(self) -> None:
-        metrics = self.evaluation.compute()
-        # which frames the model saw: the shards' or the clips' source videos read as `vmas generate` reads files
-        metrics["input_path"] = getattr(self.trainer.datamodule, "test_input", "shard_frames")
-        if self.reference_evaluations is not None:
-            metrics["reference_rows"] = {
-                row: suite.compute() for row, suite in self.reference_evaluations.items() if suite.clip_rows()
-            }
-        out = self.evaluation.save(self.test_output_dir(), metrics)
-        for name in ("fad", "kl", "mv_align", "alignment_z", "onset_alignment_z", "recall@1", "recall@10",
-                     "style_accuracy", "onset_f1", "ce"):
-            if metrics.get(name) is not None:
-                self.log(f"test/{name}", float(metrics[name]), rank_zero_only=True)
-        if self.trainer.is_global_zero:
-            print(f"\n{results_table(metrics)}\n")
-            if metrics["paper_protocol"]:
-                print(f"{paper_table(metrics)}\n")
-            print(f"metrics: {out / 'metrics.json'}  ({metrics['num_clips']} clips)")
-            if "note" in metrics:
-                print(f"note: {metrics['note']}")
-        self.evaluation.reset()
-        for suite in (self.reference_evaluations or {}).values():
-            suite.reset()
-
-    def test_output_dir(self) -> Path:
-        configured = self.evaluation_config.output_dir
-        return Path(configured) if configured else Path(self.trainer.log_dir or self.trainer.default_root_dir) / "test"
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> TestOutputs:
+        """The batch's music, its retrieval features and cross-entropies; `TestEvaluation` scores them."""
+        generated = self.generate(batch["video"], batch["id"]).float()[..., : batch["audio"].shape[-1]]
+        return {"generated": generated, "retrieval": self.retrieval_features(batch["video"], batch["tokens"]),
+                "cross_entropy": self.video_reliance(batch)}
 
     # ------------------------------------------------------------------ sharding
     def configure_model(self) -> None:

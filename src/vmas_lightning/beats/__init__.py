@@ -17,7 +17,8 @@ from vmas_lightning.beats.annotate import (
     step_times,
     video_beats,
 )
-from vmas_lightning.beats.config import BeatConfig, build_plugin
+from vmas_lightning.beats.plugins import build_plugin
+from vmas_lightning.config import BeatConfig
 from vmas_lightning.beats.flow_series import FlowSeries, frames_flow, source_flow, video_flow
 
 __all__ = [

@@ -16,7 +16,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import maximum_filter1d
 
-from vmas_lightning.beats.config import BeatConfig, build_plugin
+from vmas_lightning.beats.plugins import build_plugin
+from vmas_lightning.config import BeatConfig
 from vmas_lightning.beats.flow_series import FlowSeries
 from vmas_lightning.registry import ONSET_DETECTORS
 from vmas_lightning.sequence import SequenceConfig

@@ -16,7 +16,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from vmas_lightning.beats.config import BeatConfig, build_plugin
+from vmas_lightning.beats.plugins import build_plugin
+from vmas_lightning.config import BeatConfig
 from vmas_lightning.errors import InputFileError
 from vmas_lightning.registry import OPTICAL_FLOWS
 
@@ -69,7 +70,7 @@ def source_flow(
     callable `flow` run on chunks of at most `FLOW_CHUNK` frames and `FLOW_CHUNK_BYTES`. Times are
     from `start_s`; magnitudes keep the flow's dtype. The one flow path of video beats (`video_flow`)
     and MV-Align (`metrics.mv_align.source_peaks`). Raises `InputFileError` for fewer than 2 frames."""
-    from vmas_lightning.data.video_io import iter_frames
+    from vmas_lightning.video_io import iter_frames
 
     end_s = None if duration_s is None else start_s + duration_s
     fps, frames = iter_frames(path, size=size, max_fps=max_fps, start_s=start_s, end_s=end_s)

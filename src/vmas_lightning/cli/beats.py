@@ -19,7 +19,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from jsonargparse import ArgumentParser
@@ -37,6 +37,7 @@ from vmas_lightning.beats import (
 )
 from vmas_lightning.beats.plot import plot_beats
 from vmas_lightning.cli import writable_folder
+from vmas_lightning.config_file import add_config_argument, load_config
 from vmas_lightning.errors import InputFileError
 from vmas_lightning.registry import ONSET_DETECTORS
 from vmas_lightning.sequence import SequenceConfig
@@ -50,23 +51,21 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--audio", help="Music file to use instead of the video's own soundtrack.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of text.")
     parser.add_argument("--plot", help="Write a PNG of flow magnitude, video beats and music onsets on one time axis.")
-    parser.add_argument("--config", help="A vmas YAML config: model.sequence and data.beats are used.")
+    add_config_argument(parser, "its model.sequence and data.beats (without one: the defaults)")
     return parser
 
 
-def load_config(path: Optional[str]) -> tuple[SequenceConfig, BeatConfig]:
-    """`model.sequence` and `data.beats` of a vmas YAML config (the defaults without one)."""
-    if path is None:
+def beat_settings(paths: Optional[Sequence[str]]) -> tuple[SequenceConfig, BeatConfig]:
+    """`model.sequence` and `data.beats` of a stack of vmas config files (the defaults without one)."""
+    if not paths:
         return SequenceConfig(), BeatConfig()
-    from vmas_lightning.data.shards import DataConfig
-
-    config = DataConfig.from_yaml(path)
-    return config.sequence, config.beats
+    run = load_config(paths, trainer=False)
+    return run.model.sequence, run.data.beats
 
 
 def read_music(video: str, audio: Optional[str], sample_rate: int) -> Optional[np.ndarray]:
     """The `--audio` file, else the video's soundtrack; None when the video has no audio track."""
-    from vmas_lightning.data.video_io import NO_AUDIO_TRACK, read_audio
+    from vmas_lightning.video_io import NO_AUDIO_TRACK, read_audio
 
     if audio is not None:
         return read_audio(audio, sample_rate)
@@ -161,7 +160,7 @@ def onset_alignment_line(alignment: dict[str, Optional[float]], window_s: float)
 def run(cfg) -> int:
     if cfg.plot:
         writable_folder(Path(cfg.plot).parent, "--plot")
-    sequence, config = load_config(cfg.config)
+    sequence, config = beat_settings(cfg.config)
     report, flow, clip = analyse(cfg.video, cfg.audio, sequence, config)
     if cfg.plot:
         report["plot"] = str(plot_beats(cfg.plot, report, flow, clip, plot_title(report)))

@@ -16,21 +16,21 @@ import torch
 from jsonargparse import ArgumentParser
 from tqdm.auto import tqdm
 
-from vmas_lightning.config_file import config_section, dataclass_from, read_config
+from vmas_lightning.config_file import add_config_argument, load_config, stacked_paths
 from vmas_lightning.data.demo import STYLES, synthesize_clip
 from vmas_lightning.errors import VMASError
 from vmas_lightning.metrics.demo_style import fit_style_net
 from vmas_lightning.metrics.synthetic import round_trip_quality
 from vmas_lightning.models.codecs.mel_rvq import MelRVQConfig, fit_mel_rvq
-from vmas_lightning.sequence import SequenceConfig
 
 HELP = "Fit the demo's mel_rvq codec and demo_style evaluator on the demo's training music."
 CODEC_FILE, STYLE_FILE = "mel_rvq.pt", "style_net.pt"
+DEFAULT_CONFIG = "configs/demo.yaml"
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vmas demo-assets", description=HELP)
-    parser.add_argument("--config", default="configs/demo.yaml", help="Training config: its model.sequence sets the codec geometry.")
+    add_config_argument(parser, "its model.sequence sets the codec geometry", default=DEFAULT_CONFIG)
     parser.add_argument("--out", default="checkpoints/demo", help=f"Folder for {CODEC_FILE} and {STYLE_FILE}.")
     parser.add_argument("--seed", type=int, default=0, help="Demo-data seed whose training split is fitted on.")
     parser.add_argument("--num-clips", type=int, default=160, help="Training clips to fit on.")
@@ -42,9 +42,7 @@ def build_parser() -> ArgumentParser:
 def run(cfg) -> int:
     if cfg.num_clips < 1:
         raise VMASError(f"--num-clips must be >= 1, got {cfg.num_clips}")
-    config = read_config(cfg.config)
-    model = config_section(config, "model", cfg.config)
-    sequence = dataclass_from(SequenceConfig, model.get("sequence"), f"{cfg.config}: model.sequence")
+    sequence = load_config(stacked_paths(cfg.config, DEFAULT_CONFIG), trainer=False).model.sequence
     out = Path(cfg.out)
     started = time.perf_counter()
     clips = [synthesize_clip(cfg.seed, "train", i, sequence) for i in tqdm(range(cfg.num_clips), desc="synthesise", unit="clip")]

@@ -17,10 +17,11 @@ from typing import Optional
 from jsonargparse import ArgumentParser
 
 from vmas_lightning.cli import writable_folder
-from vmas_lightning.data.video_io import VIDEO_SUFFIXES
+from vmas_lightning.config_file import add_config_argument, stacked_paths
+from vmas_lightning.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.files import atomic_write_text
-from vmas_lightning.generation.config import DecodeStep, GenerationConfig
+from vmas_lightning.config import DecodeStep, GenerationConfig
 from vmas_lightning.generation.pipeline import Generation, GenerationOptions, muxed_suffix
 
 HELP = "Generate music for a video (or a folder of videos): a 32 kHz wav and the video with it muxed in."
@@ -55,8 +56,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--no-video", action="store_true", help="Write only the wav, no muxed video.")
     parser.add_argument("--plot", help="PNG of waveform, flow, music beats and video beats (batch mode: a folder); prints the video beats and MV-Align.")
     parser.add_argument("--plot-spectrogram", action="store_true", help="Plot a spectrogram instead of the waveform.")
-    parser.add_argument("--beats-config", help="A vmas YAML config whose data.beats the --plot beats use (as vmas beats "
-                        "--config; default: the data.beats defaults).")
+    add_config_argument(parser, "its data.beats set the --plot beats (as vmas beats --config; without one: the defaults)",
+                        flag="--beats-config")
     return parser
 
 
@@ -83,7 +84,7 @@ def generation_options(cfg) -> GenerationOptions:
     if cfg.no_cache:  # no cache of either kind, unless asked for in the same breath (then rejected)
         overrides = {"static_cache": False, "decode_step": "eager", **overrides, "use_cache": False}
     return GenerationOptions(ckpt=cfg.ckpt, device=cfg.device, generation=overrides, keep_original_audio=cfg.keep_original_audio,
-                             write_video=not cfg.no_video, plot_spectrogram=cfg.plot_spectrogram, beats_config=cfg.beats_config)
+                             write_video=not cfg.no_video, plot_spectrogram=cfg.plot_spectrogram, beats_config=stacked_paths(cfg.beats_config))
 
 
 def run(cfg) -> int:

@@ -1,15 +1,14 @@
 """LightningCLI over `VMASModule` and `VMASDataModule` (`vmas fit/validate/test/predict`)."""
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Optional, Sequence
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from vmas_lightning.config_file import link_model_to_data
 from vmas_lightning.data.datamodule import VMASDataModule
 from vmas_lightning.errors import VMASError
 from vmas_lightning.lit_module import VMASModule
-from vmas_lightning.sequence import SequenceConfig
 
 
 class VMASCLI(LightningCLI):
@@ -53,6 +52,4 @@ class VMASCLI(LightningCLI):
                             "(without it the model has untrained weights)")
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for field in fields(SequenceConfig):
-            parser.link_arguments(f"model.sequence.{field.name}", f"data.sequence.{field.name}")
-        parser.link_arguments("model.codec", "data.codec")  # the data module checks the shards' codec against it
+        link_model_to_data(parser)

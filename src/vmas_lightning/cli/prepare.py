@@ -17,12 +17,14 @@ from vmas_lightning.data.prepare import (
     merge_output, merge_shards, output_lock, read_report, shard_dir, shard_of, write_report,
 )
 from vmas_lightning.data.object_store import upload_dataset
-from vmas_lightning.data.shards import SPLITS, DataConfig, annotation_settings, expand_plugin_settings
+from vmas_lightning.config_file import add_config_argument, stacked_paths
+from vmas_lightning.data.shards import SPLITS, ShardConfig, annotation_settings, expand_plugin_settings
 from vmas_lightning.errors import Interrupted, VMASError
 from vmas_lightning.registry import FrameEmbedderSpec, SourceSeparatorSpec
 
 DEFAULTS = PrepareOptions()  # the curation defaults live in PrepareOptions
 HELP = "Curate raw videos (files, folders, globs, manifests) into training shards with a per-file report."
+DEFAULT_CONFIG = "configs/tiny.yaml"
 
 
 def build_parser() -> ArgumentParser:
@@ -30,7 +32,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("action", nargs="?", default="curate", choices=["curate", "merge", "upload"],
                         help="'merge' joins OUTPUT/shard-*-of-*/ into OUTPUT/ (after an array job); "
                              "'upload' copies OUTPUT's splits to --to.")
-    parser.add_argument("--config", default="configs/tiny.yaml", help="Training config: clip geometry, codec, beats.")
+    add_config_argument(parser, "its clip geometry, codec and beats", default=DEFAULT_CONFIG)
     parser.add_argument("--input", nargs="+", default=[], help="Video files, folders, globs or .csv/.jsonl manifests.")
     parser.add_argument("--output", required=True, help="Dataset folder: <split>/, parts/, report.jsonl.")
     parser.add_argument("--to", default=None,
@@ -55,7 +57,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def shard_settings(config: DataConfig, options: PrepareOptions) -> dict:
+def shard_settings(config: ShardConfig, options: PrepareOptions) -> dict:
     """What decides the clips, by config key (`annotation_settings`) and flag (not --split, --workers
     or --timeout-s)."""
     return json.loads(json.dumps({
@@ -80,7 +82,7 @@ def run(cfg) -> int:
         return 0
     if not cfg.input:
         raise VMASError("--input is required (files, folders, globs or manifests)")
-    config = DataConfig.from_yaml(cfg.config)
+    config = ShardConfig.from_configs(stacked_paths(cfg.config, DEFAULT_CONFIG))
     clip_s = cfg.clip_seconds or config.sequence.duration_s
     if clip_s <= 0 or (cfg.hop_seconds is not None and cfg.hop_seconds <= 0) or cfg.workers < 1 or cfg.timeout_s <= 0:
         raise VMASError("--clip-seconds, --hop-seconds, --workers and --timeout-s must be positive")
@@ -105,7 +107,7 @@ def run(cfg) -> int:
     return 0
 
 
-def curate_into(output: Path, items: list[InputItem], config: DataConfig, options: PrepareOptions, workers: int,
+def curate_into(output: Path, items: list[InputItem], config: ShardConfig, options: PrepareOptions, workers: int,
                 timeout_s: float, retry_failed: bool) -> dict:
     """Curate the inputs not yet in the report (and the failed ones with `retry_failed`), join the
     parts, rewrite the report with one line per input; returns the run's summary."""

@@ -1,7 +1,7 @@
 """`vmas profile --config CFG [--json]`: parameters, encoder output shape and FLOPs of the configured model;
 `vmas profile --memory --config CFG [--config CFG2 ...] [--devices N --strategy ddp|fsdp --batch-size B --gpu-memory 78]`:
 per-GPU memory of one training step (`vmas_lightning.memory`), with a verdict against the GPU. Several
-`--config` files are merged in order, as `vmas fit` stacks them.
+`--config` files are stacked in order, read as `vmas fit` reads them (`config_file.load_config`).
 
 The model is built on the meta device without pretrained weights (the `pretrained` options are
 dropped, except where a plugin cannot exist without its file, such as the demo's fitted codec; so the decoder's `size` must match the checkpoint it would load; `medium` by default), and
@@ -12,18 +12,16 @@ delayed steps at batch 1, divided by the number of steps.
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from jsonargparse import ArgumentParser
 from torch.utils.flop_counter import FlopCounterMode
 
-from vmas_lightning.config import DEFAULT_PLUGINS
-from vmas_lightning.config_file import dataclass_from, read_configs
-from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.config import ModelConfig
+from vmas_lightning.config_file import load_config
+from vmas_lightning.errors import VMASError
 from vmas_lightning.models.vmas import VMASModel
-from vmas_lightning.sequence import SequenceConfig
 
 MEMORY_OPTIONS = ("devices", "strategy", "batch_size", "gpu_memory")  # read only by --memory
 HELP = "Parameters, encoder output shape, GFLOPs and per-GPU training memory of the model in a config (no weights needed)."
@@ -32,8 +30,9 @@ HELP = "Parameters, encoder output shape, GFLOPs and per-GPU training memory of 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vmas profile", description=HELP)
     parser.add_argument("--config", action="append", required=True,
-                        help="LightningCLI YAML config; its model: block is profiled. Repeat it to stack configs, "
-                             "later ones over earlier ones (e.g. configs/vmas.yaml, then configs/cluster/fsdp.yaml).")
+                        help="A vmas fit config file; its model: section is profiled. Repeat it to stack configs, later ones "
+                             "over earlier ones, as vmas fit --config stacks them (e.g. configs/vmas.yaml, then "
+                             "configs/cluster/fsdp.yaml).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     parser.add_argument("--memory", action="store_true", help="Per-GPU memory of one training step instead.")
     parser.add_argument("--devices", type=Optional[int], default=None,
@@ -47,29 +46,6 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _without_weights(spec: Any) -> Any:
-    """The spec with `pretrained` dropped, unless it is one small local file that defines the
-    geometry (the demo's fitted `mel_rvq` codec); hub ids and weight folders are never read."""
-    if not isinstance(spec, Mapping) or not spec.get("pretrained"):
-        return spec
-    if isinstance(spec["pretrained"], str) and Path(spec["pretrained"]).is_file():
-        return dict(spec)
-    return {**spec, "pretrained": None}
-
-
-def read_model_block(paths: str | Path | list[str]) -> dict[str, Any]:
-    """The `model:` block of a LightningCLI config file (or of several, merged in order)."""
-    model = read_configs(paths).get("model")
-    if not isinstance(model, dict):
-        raise InputFileError(config_name(paths), "has no 'model:' block")
-    return model
-
-
-def config_name(paths: str | Path | list[str]) -> str:
-    """How errors and reports name one config file or a stack of them."""
-    return str(paths) if isinstance(paths, (str, Path)) else " + ".join(map(str, paths))
-
-
 def _params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -81,10 +57,10 @@ def _count_flops(fn, *args) -> tuple[float, dict[str, float], Any]:
     return counter.get_total_flops() / 1e9, by_op, out
 
 
-def profile(model_block: Mapping[str, Any], where: str = "model") -> dict[str, Any]:
-    """Build `VMASModel` from a `model:` block (named `where` in errors) on the meta device and measure it."""
-    sequence = dataclass_from(SequenceConfig, model_block.get("sequence"), f"{where}.sequence")
-    specs = {part: _without_weights(model_block.get(part, DEFAULT_PLUGINS[part])) for part in ("encoder", "decoder", "codec")}
+def profile(model_config: ModelConfig) -> dict[str, Any]:
+    """Build `VMASModel` from a `model:` section on the meta device and measure it."""
+    sequence = model_config.sequence
+    specs = vars(model_config.without_weights())
     with torch.device("meta"):
         model = VMASModel(specs["encoder"], specs["decoder"], specs["codec"], sequence).eval()
         video = torch.empty(1, 3, sequence.num_frames, sequence.frame_size, sequence.frame_size)
@@ -136,7 +112,7 @@ def run(cfg) -> int:
     memory_only = [f"--{name.replace('_', '-')}" for name in MEMORY_OPTIONS if getattr(cfg, name) is not None]
     if memory_only:
         raise VMASError(f"{', '.join(memory_only)}: only with --memory")
-    report = profile(read_model_block(cfg.config), where=f"{config_name(cfg.config)}: model")
+    report = profile(load_config(cfg.config).model)
     if cfg.json:
         print(json.dumps(report, indent=2))
         return 0

@@ -10,20 +10,19 @@ with `model.activation_checkpointing`, two: see `memory.checkpointed_saved`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any, Mapping
 
 import torch
-from jsonargparse import ArgumentParser
 
-from vmas_lightning.cli.profile import _without_weights, config_name, read_model_block
-from vmas_lightning.config_file import config_section, dataclass_from, read_configs
+from vmas_lightning.config import ModelConfig
+from vmas_lightning.config_file import RunConfig, config_name, load_config
 from vmas_lightning.errors import VMASError
 from vmas_lightning.memory import (
     GiB, PRECISIONS, TrainingSetup, checkpointed_saved, fake_copy, largest_batch, memory_rows, saved_for_backward, tensor_bytes,
 )
-from vmas_lightning.config import OptimConfig
 from vmas_lightning.optim import check_shardable
 
 DEFAULT_GPU_MEMORY = "78GiB"  # an H100 80GB less its CUDA context
@@ -64,24 +63,23 @@ def _has_ema(trainer: Mapping[str, Any], strategy: str, where: str) -> bool:
     return any(name.endswith("WeightAveraging") or name == "vmas_lightning.callbacks.EMA" for name in names)
 
 
-def training_setup(config: Mapping[str, Any], cfg, where: str) -> TrainingSetup:
+def training_setup(config: RunConfig, cfg, where: str) -> TrainingSetup:
     """The `TrainingSetup` of a config, with the command line's overrides."""
-    trainer, data = config_section(config, "trainer", where), config_section(config, "data", where)
-    model = config_section(config, "model", where)
-    precision = str(trainer.get("precision", "32-true"))
+    trainer = config.trainer
+    precision = str(trainer.get("precision") or "32-true")
     if precision not in PRECISIONS:
         raise VMASError(f"{where}: trainer.precision {precision!r} is not profiled; known: {', '.join(PRECISIONS)}")
     strategy, args = _strategy(trainer, cfg.strategy, where)
-    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes")
     configured = devices * nodes if isinstance(devices, int) and isinstance(nodes, int) else 1
     setup = TrainingSetup(
-        batch_size=cfg.batch_size or int(data.get("batch_size", 8)),
+        batch_size=cfg.batch_size or config.data.batch_size,
         precision=precision,
         strategy=strategy,
         devices=cfg.devices or configured,
         gradient_as_bucket_view=bool(args.get("gradient_as_bucket_view", False)),
         ema=_has_ema(trainer, strategy, where),
-        optim=dataclass_from(OptimConfig, model.get("optim"), f"{where}: model.optim"),
+        optim=config.model.optim,
     )
     if setup.strategy == "fsdp":
         check_shardable(setup.optim)
@@ -90,17 +88,12 @@ def training_setup(config: Mapping[str, Any], cfg, where: str) -> TrainingSetup:
     return setup
 
 
-def build_module(model_block: Mapping[str, Any]):
-    """`VMASModule` of a `model:` block (pretrained sources dropped) on the meta device, as LightningCLI
-    would build it."""
+def build_module(model_config: ModelConfig):
+    """`VMASModule` of a `model:` section (pretrained sources dropped) on the meta device."""
     from vmas_lightning.lit_module import VMASModule
 
-    block = {**model_block, **{k: _without_weights(model_block[k]) for k in ("encoder", "decoder", "codec")
-                               if k in model_block}}
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(VMASModule, "model", fail_untyped=False)
     with torch.device("meta"):
-        return parser.instantiate(parser.parse_object({"model": block})).model
+        return VMASModule(**vars(model_config.without_weights()))
 
 
 def fake_batch(sequence, batch_size: int) -> dict[str, torch.Tensor]:
@@ -116,10 +109,10 @@ def fake_batch(sequence, batch_size: int) -> dict[str, torch.Tensor]:
 def memory_report(config_paths: str | list[str], cfg) -> dict[str, Any]:
     """Rows, total, budget and largest batch of a config (or a stack of them, merged in order) trained
     as it says (and `cfg` overrides)."""
-    setup = training_setup(read_configs(config_paths), cfg, config_name(config_paths))
-    model_block = read_model_block(config_paths)
-    checkpointing = bool(model_block.get("activation_checkpointing"))
-    module, mode = fake_copy(build_module({**model_block, "activation_checkpointing": False}))
+    config = load_config(config_paths)
+    setup = training_setup(config, cfg, config_name(config_paths))
+    checkpointing = config.model.activation_checkpointing
+    module, mode = fake_copy(build_module(dataclasses.replace(config.model, activation_checkpointing=False)))
     with mode:
         batch = fake_batch(module.model.sequence, setup.batch_size)
         module.train()

@@ -15,6 +15,7 @@ from typing import Optional
 from jsonargparse import ArgumentParser
 
 from vmas_lightning.cli import writable_folder
+from vmas_lightning.config_file import add_config_argument, stacked_paths
 from vmas_lightning.errors import VMASError
 
 HELP = "Web app: drop a video, get it back with music; run A/B listening studies (admin pages need a token)."
@@ -39,6 +40,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--admin-token", type=Optional[str], default=None,
                         help="Token of the admin pages (default: $VMAS_ADMIN_TOKEN, else a new random one each start).")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda when available.")
+    add_config_argument(parser, "its data.beats set the beats of each job's plot (as vmas beats --config; without one: "
+                        "the defaults)", flag="--beats-config")
     return parser
 
 
@@ -65,10 +68,11 @@ def run(cfg) -> int:
     settings = ServeSettings(ckpt=cfg.ckpt, host=cfg.host, port=cfg.port, work_dir=cfg.work_dir, media_root=cfg.media_root,
                              max_upload_mb=cfg.max_upload_mb, max_video_s=cfg.max_video_s, keep_minutes=cfg.keep_minutes,
                              max_queued=cfg.max_queued, max_per_client=cfg.max_per_client, job_budget_s=cfg.job_budget_s,
-                             score_max_side=cfg.score_max_side, admin_token=given_token, device=cfg.device)
+                             score_max_side=cfg.score_max_side, admin_token=given_token, device=cfg.device,
+                             beats_config=stacked_paths(cfg.beats_config))
     work = writable_folder(settings.work_dir, "--work-dir")
     check_port_free(settings.host, settings.port)
-    generation = Generation(GenerationOptions(ckpt=settings.ckpt, device=settings.device))
+    generation = Generation(GenerationOptions(ckpt=settings.ckpt, device=settings.device, beats_config=settings.beats_config))
     jobs = JobQueue(generation, work / "jobs", settings.max_upload_bytes, settings.max_video_s, settings.keep_s,
                     settings.max_queued, settings.max_per_client, settings.job_budget_s, settings.score_max_side)
     store = StudyStore(work / "studies.sqlite", settings.media_root)

@@ -14,80 +14,11 @@ uninterrupted one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Optional
 
 import cv2
 import numpy as np
 
-from vmas_lightning.errors import VMASError
-
-Range = tuple[float, float]
-
-
-@dataclass(frozen=True)
-class VideoAugmentConfig:
-    """Per-clip augmentations of the training frames (`data.augment`); validation and test frames
-    are never augmented. Each clip draws every parameter uniformly from its range (frame rate:
-    log-uniformly); a range's identity value (1.0, 0.0) leaves that part out.
-
-    Args:
-        enabled: augment the training clips (false: the shard's frames as stored).
-        probability: fraction of training clips augmented; the others are left as stored.
-        source_fps: frame rates of the virtual source `[low, high]`: slot j shows what `read_video`
-            would take from a source at that rate (the last source frame at or before j / fps,
-            placed on the stored frames by stochastic rounding of its time, never later than slot
-            j's own frame), so a cut can show up to a frame late while its labels stay on the cut;
-            null (the default): off. On the demo, [8, 60] lowered onset F1 against the cuts on
-            shards and files alike (benchmarks/RESULTS.md, "Through files").
-        upscale: source size as a multiple of the model's `[low, high]`: frames are resized up
-            (linear) and back down with an area filter, as `read_video` scales a larger file.
-        crop: side of a random crop as a fraction of that frame `[low, high]`, resized to the
-            model's size (area filter down, linear up, as `read_video`).
-        pad: largest total bar width, as a fraction of the side, of a letter- or pillar-box (black
-            bars on one axis, split at random between its two sides); 0: off.
-        brightness: largest relative change of the level (0.1: x0.9-x1.1).
-        contrast: largest relative change of the contrast about the clip's mean.
-        saturation: largest relative change of the saturation.
-        range_mixup: probability of a colour-range mix-up: full-range pixels read as limited
-            (washed out, 16-235) or limited read as full (crushed).
-        jpeg_quality: JPEG quality range `[low, high]` each frame is re-encoded at (a stand-in for
-            a codec's artefacts); null: off.
-        chroma_444: probability of 4:4:4 instead of 4:2:0 chroma in that JPEG.
-    """
-
-    enabled: bool = False
-    probability: float = 0.8
-    source_fps: Optional[Range] = None
-    upscale: Range = (1.0, 4.0)
-    crop: Range = (0.8, 1.0)
-    pad: float = 0.25
-    brightness: float = 0.1
-    contrast: float = 0.1
-    saturation: float = 0.1
-    range_mixup: float = 0.2
-    jpeg_quality: Optional[tuple[int, int]] = (30, 95)
-    chroma_444: float = 0.5
-
-    def __post_init__(self) -> None:
-        problems = []
-
-        def check_range(name: str, value: Optional[Range], low: float, high: float) -> None:
-            if value is not None and not (len(value) == 2 and low <= value[0] <= value[1] <= high):
-                problems.append(f"{name} must be [low, high] with {low:g} <= low <= high <= {high:g}, got {list(value)}")
-
-        check_range("source_fps", self.source_fps, 1e-3, 1e4)
-        check_range("upscale", self.upscale, 1.0, 16.0)
-        check_range("crop", self.crop, 0.1, 1.0)
-        check_range("jpeg_quality", self.jpeg_quality, 1, 100)
-        for name in ("probability", "range_mixup", "chroma_444"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                problems.append(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name, high in (("pad", 0.9), ("brightness", 1.0), ("contrast", 1.0), ("saturation", 1.0)):
-            if not 0.0 <= getattr(self, name) <= high:
-                problems.append(f"{name} must be in [0, {high:g}], got {getattr(self, name)}")
-        if problems:
-            raise VMASError("data.augment: " + "; ".join(problems))
+from vmas_lightning.config import VideoAugmentConfig
 
 
 def source_frame_indices(rng: np.random.Generator, num_frames: int, fps: float, source_fps: float) -> np.ndarray:

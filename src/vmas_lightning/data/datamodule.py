@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Optional
 
 import lightning as L
 import numpy as np
@@ -12,19 +12,17 @@ from lightning.pytorch.utilities import rank_zero_warn
 from litdata import StreamingDataLoader, StreamingDataset
 
 from vmas_lightning.beats import BeatConfig, overlap
-from vmas_lightning.data.augment import VideoAugment, VideoAugmentConfig
+from vmas_lightning.config import DataConfig, VideoAugmentConfig
+from vmas_lightning.config_file import check_known
+from vmas_lightning.data.augment import VideoAugment
 from vmas_lightning.data.object_store import check_dataset, read_text
 from vmas_lightning.data.shards import (
-    ANNOTATION_NAME, DataConfig, annotation_differences, decode_sample, packed_frame_count, unpack_jpegs,
+    ANNOTATION_NAME, ShardConfig, annotation_differences, decode_sample, packed_frame_count, unpack_jpegs,
 )
-from vmas_lightning.data.video_io import probe, read_video
+from vmas_lightning.video_io import probe, read_video
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.files import is_remote
-from vmas_lightning.registry import AudioCodecSpec
 from vmas_lightning.sequence import SequenceConfig
-
-
-TestInput = Literal["shard_frames", "video_file"]
 
 
 def resolve_source(root: str, source: str) -> Optional[Path]:
@@ -139,67 +137,24 @@ class ClipDataset(StreamingDataset):
 class VMASDataModule(L.LightningDataModule):
     """Train / val / test streams of a dataset folder written by `vmas prepare` or `vmas demo-data`.
 
-    Args:
-        root: folder (or litdata-supported URL such as `s3://bucket/disco-mv`) holding `train/`,
-            `val/` and `test/`.
-        sequence: clip geometry; linked from `model.sequence` by the CLI. It is also the training
-            window: stored clips that are longer are cropped at random (only the window's frames
-            are decoded).
-        beats: `overlap` is computed from the stored beats with `beats.match_window`, so it can change
-            without preparing the data again (the loss weights it: `model.loss.beat_lambda`); the
-            other beat settings must be those the shards were made with (checked in `setup`).
-        codec: the codec the stored tokens must come from; linked from `model.codec` by the CLI
-            (None: not compared, for use without a model).
-        batch_size: clips per device and step.
-        num_workers: loader worker processes per device (decoding happens there).
-        seed: shuffling and cropping seed (the same on every rank; litdata splits per rank).
-        load_audio: decode the reference waveform; None: for validation and test only.
-        test_split: split used by `vmas test` and `vmas predict`.
-        augment: training-time augmentations that stand for real uploads (`VideoAugmentConfig`);
-            `augment.enabled: false` turns them off.
-        test_input: what `vmas test` and `vmas predict` feed the model: `shard_frames` (the frames
-            stored in the shards) or `video_file` (each clip's span of its source video, read by
-            `vmas generate`'s code: the path users take; every source must be readable here).
-            `metrics.json` records it as `input_path`.
+    Its arguments are the fields of `config.DataConfig` (the `data:` section), by keyword; LightningCLI
+    reads them from `DataConfig(**settings)` below (jsonargparse resolves `**settings` through that call).
     """
 
-    def __init__(
-        self,
-        root: str,
-        sequence: SequenceConfig = SequenceConfig(),
-        beats: BeatConfig = BeatConfig(),
-        codec: Optional[AudioCodecSpec] = None,
-        batch_size: int = 8,
-        num_workers: int = 2,
-        seed: int = 0,
-        shuffle: bool = True,
-        load_audio: Optional[bool] = None,
-        test_split: str = "test",
-        augment: VideoAugmentConfig = VideoAugmentConfig(),
-        test_input: TestInput = "shard_frames",
-    ):
+    def __init__(self, **settings: Any):
         super().__init__()
-        self.root = root
-        self.sequence = sequence
-        self.beats = beats
-        self.codec = codec
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.shuffle = shuffle
-        self.load_audio = load_audio
-        self.test_split = test_split
-        self.augment = augment
-        if test_input not in get_args(TestInput):
-            raise VMASError(f"data.test_input must be one of {', '.join(get_args(TestInput))}, got '{test_input}'")
-        self.test_input = test_input
+        check_known(DataConfig, settings, "data")
+        config = DataConfig(**settings)
+        if config.root is None:
+            raise VMASError("data.root is not set: give the dataset folder (--data.root, or data.root in the config)")
+        self.config = config
         self._train_loader: Optional[StreamingDataLoader] = None
         self._resumed_train_state: Optional[dict[str, Any]] = None
 
     def split_dir(self, split: str) -> str:
-        if is_remote(self.root):
-            return f"{self.root.rstrip('/')}/{split}"
-        path = Path(self.root)
+        if is_remote(self.config.root):
+            return f"{self.config.root.rstrip('/')}/{split}"
+        path = Path(self.config.root)
         if not path.is_dir():
             raise VMASError(f"data folder {path} does not exist (make one with `vmas demo-data` or `vmas prepare`)")
         if not (path / split / "index.json").exists():
@@ -208,22 +163,22 @@ class VMASDataModule(L.LightningDataModule):
         return str(path / split)
 
     def dataset(self, split: str, train: bool, frames_from_source: bool = False) -> ClipDataset:
-        load_audio = (not train) if self.load_audio is None else self.load_audio
-        return ClipDataset(self.split_dir(split), self.sequence, self.beats, load_audio,
-                           shuffle=train and self.shuffle, seed=self.seed, random_crop=train,
-                           augment=self.augment if train else None, root=self.root,
+        load_audio = (not train) if self.config.load_audio is None else self.config.load_audio
+        return ClipDataset(self.split_dir(split), self.config.sequence, self.config.beats, load_audio,
+                           shuffle=train and self.config.shuffle, seed=self.config.seed, random_crop=train,
+                           augment=self.config.augment if train else None, root=self.config.root,
                            frames_from_source=frames_from_source)
 
     def loader(self, split: str, train: bool, frames_from_source: bool = False) -> StreamingDataLoader:
         return StreamingDataLoader(
             self.dataset(split, train, frames_from_source),
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
+            batch_size=self.config.batch_size,
+            num_workers=self.config.num_workers,
             drop_last=train,
             persistent_workers=False,
             # Worker seeds come from this generator, not the global RNG: a resumed run's dropout draws
             # stay those of the uninterrupted run.
-            generator=torch.Generator().manual_seed(self.seed),
+            generator=torch.Generator().manual_seed(self.config.seed),
         )
 
     def check_annotation(self, split: str) -> None:
@@ -241,16 +196,16 @@ class VMASDataModule(L.LightningDataModule):
                            "config; prepare the data again to have them checked")
             return
         recorded = json.loads(text)
-        if self.codec is None:  # not compared: None on both sides
+        if self.config.codec is None:  # not compared: None on both sides
             recorded.pop("model.codec", None)
-        differences = annotation_differences(recorded, DataConfig(self.sequence, self.codec, self.beats))
+        differences = annotation_differences(recorded, ShardConfig(self.config.sequence, self.config.codec, self.config.beats))
         if differences:
             raise VMASError(f"{where}: made with other settings than the config's ({'; '.join(differences)}); "
                             "prepare the data again with this config (vmas prepare/demo-data --config ...)")
 
     def check_geometry(self, split: str) -> None:
         """Fail in one line when the split's first clip does not fit `sequence` (data prepared with another config)."""
-        seq = self.sequence
+        seq = self.config.sequence
         stored = StreamingDataset(self.split_dir(split))[0]
         num_frames = packed_frame_count(stored["frames"])
         height, width = unpack_jpegs(stored["frames"], slice(0, 1)).shape[1:3]
@@ -264,21 +219,21 @@ class VMASDataModule(L.LightningDataModule):
         if num_codebooks != seq.num_codebooks:
             problems.append(f"{num_codebooks} codebooks, not {seq.num_codebooks}")
         if problems:
-            raise VMASError(f"{self.root}/{split}: clip {stored['id']} has {'; '.join(problems)}: "
+            raise VMASError(f"{self.config.root}/{split}: clip {stored['id']} has {'; '.join(problems)}: "
                             "prepare the data with the training config (vmas prepare/demo-data --config ...)")
 
     def setup(self, stage: str) -> None:
         """Fail at once, in one line, on a missing folder or split, or data made with other annotation
         settings or for another clip geometry; in object storage also on a wrong bucket, missing
         credentials or an unreachable endpoint."""
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": (self.test_split,), "predict": (self.test_split,)}
-        if is_remote(self.root):
-            check_dataset(self.root, splits.get(stage, ()))
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": (self.config.test_split,), "predict": (self.config.test_split,)}
+        if is_remote(self.config.root):
+            check_dataset(self.config.root, splits.get(stage, ()))
         for split in splits.get(stage, ()):
             self.check_annotation(split)  # also checks that a local folder and split exist
             self.check_geometry(split)
-        if stage in ("test", "predict") and self.test_input == "video_file":
-            self.check_sources(self.test_split)
+        if stage in ("test", "predict") and self.config.test_input == "video_file":
+            self.check_sources(self.config.test_split)
 
     def check_sources(self, split: str) -> None:
         """Fail in one line, before any generation, unless every clip of `split` names a source video
@@ -287,7 +242,7 @@ class VMASDataModule(L.LightningDataModule):
         sources = sorted({dataset[index]["source"] for index in range(len(dataset))})
         problems = []
         for source in sources:
-            path = resolve_source(self.root, source)
+            path = resolve_source(self.config.root, source)
             try:
                 if path is None:
                     raise InputFileError(source, "not a file here")
@@ -306,7 +261,7 @@ class VMASDataModule(L.LightningDataModule):
         if len(loader) == 0:
             devices = self.trainer.world_size if self.trainer is not None else 1
             raise VMASError(f"{self.split_dir('train')}: too few clips for one full training batch of "
-                            f"data.batch_size={self.batch_size} on each of {devices} device(s); "
+                            f"data.batch_size={self.config.batch_size} on each of {devices} device(s); "
                             "lower data.batch_size or add clips")
         if self._resumed_train_state is not None:
             loader.load_state_dict(self._resumed_train_state)
@@ -334,7 +289,7 @@ class VMASDataModule(L.LightningDataModule):
         return self.loader("val", train=False)
 
     def test_dataloader(self) -> StreamingDataLoader:
-        return self.loader(self.test_split, train=False, frames_from_source=self.test_input == "video_file")
+        return self.loader(self.config.test_split, train=False, frames_from_source=self.config.test_input == "video_file")
 
     def predict_dataloader(self) -> StreamingDataLoader:
-        return self.loader(self.test_split, train=False, frames_from_source=self.test_input == "video_file")
+        return self.loader(self.config.test_split, train=False, frames_from_source=self.config.test_input == "video_file")

@@ -9,15 +9,18 @@ and the note decays. Everything is a function of (seed, split, index).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import torch
 
-from vmas_lightning.data.shards import SPLITS, ClipAnnotator, DataConfig, ShardWriter
-from vmas_lightning.data.video_io import write_video
+from vmas_lightning.data.shards import SPLITS, ClipAnnotator, ClipRecord, ShardConfig, ShardWriter
+from vmas_lightning.video_io import write_video
 from vmas_lightning.sequence import SequenceConfig
 
 MIN_EVENT_GAP_S = 0.55
@@ -170,32 +173,62 @@ def synthesize_clip(seed: int, split: str, index: int, seq: SequenceConfig) -> d
 
 def write_demo_dataset(
     out: str | Path,
-    config: DataConfig,
+    config: ShardConfig,
     counts: dict[str, int],
     seed: int = 0,
     test_videos: Optional[VideoForm] = VideoForm(),
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> dict[str, int]:
     """Write the demo splits through the shard writer and, with `test_videos`, every test clip as a
     video file of that form with its music, `<out>/videos/test/<id>.mp4`, which the clip's shard
     names as its `source` (relative to `out`): `vmas test --data.test_input video_file` reads it as
     `vmas generate` reads a user's file, and MV-Align follows the source protocol on it. Returns the
-    clip count per split."""
+    clip count per split.
+
+    With `workers` > 1 the clips are synthesised, tokenised and annotated in that many processes and
+    written here in order: the same files as one process writes (each clip depends only on seed,
+    split and index; the codec runs on one thread in every case, so its tokens do not depend on the
+    machine's cores)."""
     out = Path(out)
-    annotate = ClipAnnotator(config)
-    seq = config.sequence
-    for split, count in counts.items():
-        with ShardWriter(out / split, config) as writer:
-            for index in range(count):
-                clip = synthesize_clip(seed, split, index, seq)
-                source = "synthetic"
-                if test_videos is not None and split == "test":
-                    source = f"{TEST_VIDEOS_DIR}/{clip['id']}.mp4"
-                    (out / TEST_VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
-                    frames = render_clip_frames(seed, split, index, seq.duration_s, test_videos.fps, test_videos.size)
-                    write_video(out / source, frames, test_videos.fps, clip["audio"], seq.sample_rate,
-                                codec=test_videos.codec, options={"crf": str(test_videos.crf)})
-                writer.write(annotate(clip["id"], source, 0.0, clip["frames"], clip["audio"], clip["meta"]))
-                if progress is not None:
-                    progress(1)
+    tasks = [(split, index) for split, count in counts.items() for index in range(count)]
+    with contextlib.ExitStack() as stack:
+        if workers > 1:  # fresh interpreters (as `vmas prepare`): a fork of a process whose torch threads hold locks can deadlock
+            pool = stack.enter_context(multiprocessing.get_context("spawn").Pool(
+                workers, initializer=_start_demo_worker, initargs=(out, config, seed, test_videos)))
+            records = pool.imap(_demo_record, tasks, chunksize=4)
+        else:
+            stack.callback(torch.set_num_threads, torch.get_num_threads())  # this process's threads, restored after
+            _start_demo_worker(out, config, seed, test_videos)
+            records = map(_demo_record, tasks)
+        writers = {split: stack.enter_context(ShardWriter(out / split, config)) for split in counts}
+        for (split, _), record in zip(tasks, records):
+            writers[split].write(record)
+            if progress is not None:
+                progress(1)
     return dict(counts)
+
+
+_worker: dict = {}  # what `_demo_record` needs in this process (`_start_demo_worker`)
+
+
+def _start_demo_worker(out: Path, config: ShardConfig, seed: int, test_videos: Optional[VideoForm]) -> None:
+    # One torch thread: a codec's tokens can depend on the thread count (the tiny config's random EnCodec:
+    # 15% of them between 1 and 2 threads), so the data is the same on every machine and worker count.
+    torch.set_num_threads(1)
+    _worker.update(out=out, seq=config.sequence, seed=seed, test_videos=test_videos, annotate=ClipAnnotator(config))
+
+
+def _demo_record(task: tuple[str, int]) -> ClipRecord:
+    """Clip `index` of `split`, synthesised and annotated (and its test video written)."""
+    split, index = task
+    out, seq, seed, test_videos = _worker["out"], _worker["seq"], _worker["seed"], _worker["test_videos"]
+    clip = synthesize_clip(seed, split, index, seq)
+    source = "synthetic"
+    if test_videos is not None and split == "test":
+        source = f"{TEST_VIDEOS_DIR}/{clip['id']}.mp4"
+        (out / TEST_VIDEOS_DIR).mkdir(parents=True, exist_ok=True)
+        frames = render_clip_frames(seed, split, index, seq.duration_s, test_videos.fps, test_videos.size)
+        write_video(out / source, frames, test_videos.fps, clip["audio"], seq.sample_rate,
+                    codec=test_videos.codec, options={"crf": str(test_videos.crf)})
+    return _worker["annotate"](clip["id"], source, 0.0, clip["frames"], clip["audio"], clip["meta"])

@@ -39,7 +39,7 @@ def clip_frames(model: str = "vit_base_patch32_clip_224.openai", pretrained: Uni
 
     @torch.no_grad()
     def embed(frames: np.ndarray) -> np.ndarray:
-        from vmas_lightning.data.video_io import resize_center_crop
+        from vmas_lightning.video_io import resize_center_crop
 
         out = []
         for i in range(0, len(frames), batch_size):

@@ -36,9 +36,9 @@ import numpy as np
 from vmas_lightning.beats import video_flow
 from vmas_lightning.data.frame_embedders import frame_similarity
 from vmas_lightning.data.shards import (
-    ANNOTATION_NAME, SPLITS, ClipAnnotator, ClipRecord, DataConfig, ShardWriter, setting_differences,
+    ANNOTATION_NAME, SPLITS, ClipAnnotator, ClipRecord, ShardConfig, ShardWriter, setting_differences,
 )
-from vmas_lightning.data.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, frames_at, probe, read_audio, read_video
+from vmas_lightning.video_io import NO_AUDIO_TRACK, VIDEO_SUFFIXES, frames_at, probe, read_audio, read_video
 from vmas_lightning.errors import InputFileError, VMASError
 from vmas_lightning.files import LockHeld, atomic_write_text, file_lock
 from vmas_lightning.registry import FRAME_EMBEDDERS, SOURCE_SEPARATORS, FrameEmbedderSpec, SourceSeparatorSpec
@@ -183,7 +183,7 @@ def shard_dir(output: str | Path, num_shards: int, shard_index: int) -> Path:
 class Curator:
     """Curates one input at a time; built once per worker process (codec, embedder, separator)."""
 
-    def __init__(self, config: DataConfig, options: PrepareOptions):
+    def __init__(self, config: ShardConfig, options: PrepareOptions):
         self.options = options
         self.sequence = config.sequence.with_duration(options.clip_s)
         self.annotate = ClipAnnotator(replace(config, sequence=self.sequence))
@@ -288,7 +288,7 @@ _INIT_ERROR: Optional[VMASError] = None
 _STARTED: Any = None  # shared float array: wall time at which each input's curation began
 
 
-def _init_worker(config: DataConfig, options: PrepareOptions, started: Any) -> None:
+def _init_worker(config: ShardConfig, options: PrepareOptions, started: Any) -> None:
     """Build the worker's `Curator`; a user error (missing weights, bad option) is raised by its first task.
 
     One torch, one OpenCV and one BLAS (numpy: librosa's onsets and mels) thread per worker, whatever
@@ -317,7 +317,7 @@ def _curate_in_worker(number: int, item: InputItem) -> Outcome:
     return _CURATOR(item)
 
 
-def curate_all(items: list[InputItem], config: DataConfig, options: PrepareOptions, workers: int,
+def curate_all(items: list[InputItem], config: ShardConfig, options: PrepareOptions, workers: int,
                timeout_s: float, on_outcome: Callable[[Outcome], None]) -> None:
     """Curate `items` in `workers` processes, calling `on_outcome` in this process as each finishes.
 
@@ -414,7 +414,7 @@ def write_report(output: Path, lines: Iterable[dict[str, Any]]) -> None:
                                                     for line in lines))
 
 
-def commit_outcome(output: Path, outcome: Outcome, config: DataConfig) -> None:
+def commit_outcome(output: Path, outcome: Outcome, config: ShardConfig) -> None:
     """Write an input's clips as its part (from scratch, annotated with `config`), then append its
     report line (durably)."""
     part = output / PARTS_DIR / outcome.split / path_key(outcome.path)

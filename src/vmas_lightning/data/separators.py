@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import yaml
 
-from vmas_lightning.data.video_io import fit_length
+from vmas_lightning.video_io import fit_length
 from vmas_lightning.errors import MissingWeightsError
 from vmas_lightning.models.pretrained import hub_reachable
 from vmas_lightning.registry import SOURCE_SEPARATORS

@@ -20,7 +20,7 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -30,9 +30,8 @@ from litdata.streaming.serializers import StringSerializer
 
 from vmas_lightning.beats import BeatConfig, FlowSeries, compute_beats, frames_flow
 from vmas_lightning.compat import current_settings
-from vmas_lightning.config import DEFAULT_PLUGINS
-from vmas_lightning.config_file import config_section, dataclass_from, read_config
-from vmas_lightning.data.video_io import fit_length, limit_peak
+from vmas_lightning.config_file import load_config
+from vmas_lightning.video_io import fit_length, limit_peak
 from vmas_lightning.registry import AUDIO_CODECS, FRAME_EMBEDDERS, ONSET_DETECTORS, OPTICAL_FLOWS, SOURCE_SEPARATORS
 from vmas_lightning.sequence import SequenceConfig
 
@@ -58,7 +57,7 @@ class ClipRecord:
 
 
 @dataclass
-class DataConfig:
+class ShardConfig:
     """The parts of a training config that decide what goes into a shard."""
 
     sequence: SequenceConfig
@@ -66,15 +65,11 @@ class DataConfig:
     beats: BeatConfig
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "DataConfig":
-        """Read `model.sequence`, `model.codec` and `data.beats` of a `vmas fit` config file."""
-        config = read_config(path)
-        model, data = config_section(config, "model", path), config_section(config, "data", path)
-        return cls(
-            sequence=dataclass_from(SequenceConfig, model.get("sequence"), f"{path}: model.sequence"),
-            codec=model.get("codec", DEFAULT_PLUGINS["codec"]),
-            beats=dataclass_from(BeatConfig, data.get("beats"), f"{path}: data.beats"),
-        )
+    def from_configs(cls, paths: str | Path | Sequence[str | Path]) -> "ShardConfig":
+        """`model.sequence`, `model.codec` and `data.beats` of a stack of `vmas fit` config files
+        (`config_file.load_config`)."""
+        run = load_config(paths, trainer=False)
+        return cls(sequence=run.model.sequence, codec=run.model.codec, beats=run.data.beats)
 
 
 # Settings that name a plugin, by config key or `vmas prepare` flag.
@@ -83,7 +78,7 @@ PLUGIN_SETTINGS = {"model.codec": AUDIO_CODECS, "data.beats.onset_detector": ONS
                    "--separator": SOURCE_SEPARATORS}
 
 
-def annotation_settings(config: DataConfig) -> dict[str, Any]:
+def annotation_settings(config: ShardConfig) -> dict[str, Any]:
     """What decides a shard's stored frames, tokens and beats, by config key (`model.sequence.fps`,
     `model.codec`, `data.beats.peak_window`, ...): JSON values. Not the clip length (a stored clip may
     be longer than the training window; the data module checks the frame count) nor the beat settings
@@ -124,7 +119,7 @@ def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def annotation_differences(recorded: Mapping[str, Any], config: DataConfig) -> list[str]:
+def annotation_differences(recorded: Mapping[str, Any], config: ShardConfig) -> list[str]:
     """`"<key> <recorded> in the shards, <configured> in the config"` for each annotation setting that differs."""
     return [f"{key} {old!r} in the shards, {new!r} in the config"
             for key, old, new in setting_differences(recorded, annotation_settings(config))]
@@ -214,7 +209,7 @@ def decode_sample(sample: Mapping[str, Any], load_audio: bool = True, load_frame
 class ClipAnnotator:
     """Adds what a shard stores beyond pixels and samples: codec tokens and beats (built once)."""
 
-    def __init__(self, config: DataConfig):
+    def __init__(self, config: ShardConfig):
         self.config = config
         self.codec = AUDIO_CODECS.build(config.codec)
         config.sequence.check_codec(self.codec)
@@ -259,7 +254,7 @@ class ShardWriter:
     receives no clip.
     """
 
-    def __init__(self, output_dir: str | Path, config: DataConfig):
+    def __init__(self, output_dir: str | Path, config: ShardConfig):
         self.output_dir = Path(output_dir)
         self.config = config
         self._writer = None

@@ -21,7 +21,7 @@ import torch
 from vmas_lightning.config import ContrastiveConfig, EvaluationConfig, LossConfig, OptimConfig
 from vmas_lightning.config_file import dataclass_from
 from vmas_lightning.errors import VMASError
-from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.config import GenerationConfig
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.sequence import SequenceConfig
 

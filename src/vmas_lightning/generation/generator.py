@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vmas_lightning.errors import VMASError
-from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.config import GenerationConfig
 from vmas_lightning.generation.sampling import Generators, make_generator, sample_next_token
 from vmas_lightning.models.codecs.delay import apply_delay, revert_delay
 

@@ -14,7 +14,7 @@ import av
 import numpy as np
 import soundfile
 
-from vmas_lightning.data.video_io import fit_length, open_media
+from vmas_lightning.video_io import fit_length, open_media
 from vmas_lightning.errors import InputFileError
 
 # Audio encoder (PyAV codec name) for each output container suffix; anything else gets AAC. Not the

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from vmas_lightning.errors import InputFileError, VMASError
-from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.config import GenerationConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ class GenerationOptions:
         keep_original_audio: keep the source's audio as a second stream of the muxed copy.
         write_video: write the video with the music (false: only the wav).
         plot_spectrogram: the beat plot shows a spectrogram instead of the waveform.
-        beats_config: a vmas YAML config whose `data.beats` the plot's beats use (`vmas beats
-            --config`); None: the defaults.
+        beats_config: vmas config files, stacked (`config_file.load_config`), whose `data.beats` the
+            plot's beats use (`vmas beats --config`); none: the defaults.
     """
 
     ckpt: str
@@ -98,7 +98,7 @@ class GenerationOptions:
     keep_original_audio: bool = False
     write_video: bool = True
     plot_spectrogram: bool = False
-    beats_config: Optional[str] = None
+    beats_config: Sequence[str] = ()
 
 
 class Generation:
@@ -107,7 +107,7 @@ class Generation:
 
     def __init__(self, options: GenerationOptions):
         from vmas_lightning.beats import BeatConfig
-        from vmas_lightning.data.shards import DataConfig
+        from vmas_lightning.config_file import load_config
         from vmas_lightning.generation.checkpoint import load_for_inference
 
         known = {f.name for f in dataclasses.fields(GenerationConfig)}
@@ -119,12 +119,12 @@ class Generation:
         self.model, self.sequence, config = load_for_inference(options.ckpt, self.device)
         self.config = dataclasses.replace(config, **options.generation)
         # the settings of the plot's beats: data.beats of `beats_config` (`vmas beats --config`), else the defaults
-        self.beats = BeatConfig() if options.beats_config is None else DataConfig.from_yaml(options.beats_config).beats
+        self.beats = load_config(options.beats_config, trainer=False).data.beats if options.beats_config else BeatConfig()
 
     def read(self, video_path: Path):
         """The file's frames as the model sees them: `read_video` at the model's rate and size
         (`VideoClip`, at least one frame, or `InputFileError`)."""
-        from vmas_lightning.data.video_io import read_video
+        from vmas_lightning.video_io import read_video
 
         return read_video(video_path, fps=self.sequence.fps, size=self.sequence.frame_size, sampling=self.sequence.frame_sampling)
 

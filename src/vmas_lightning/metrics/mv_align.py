@@ -127,7 +127,7 @@ def mv_align_score(frames: np.ndarray, fps: float, wav: np.ndarray, sample_rate:
 def mv_align(video_path: str | Path, audio_path: Optional[str | Path] = None) -> float:
     """MV-Align of a video file with `audio_path` (default: the video's own soundtrack), by the
     protocol: frames at the video's native rate and size (`source_peaks`), audio at 22,050 Hz mono."""
-    from vmas_lightning.data.video_io import read_audio
+    from vmas_lightning.video_io import read_audio
 
     wav = read_audio(audio_path if audio_path is not None else video_path, AUDIO_RATE)
     return align_score(source_peaks(video_path), wav, AUDIO_RATE)

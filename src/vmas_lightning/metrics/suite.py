@@ -96,26 +96,6 @@ class EvaluationSuite(nn.Module):
         self.synthetic = SyntheticTaskMetrics(self.kl.classifier)
         self.cross_entropy = nn.ModuleDict({key: MeanMetric(nan_strategy="ignore") for key in CROSS_ENTROPY_KEYS})
         self.rows: list[dict[str, Any]] = []
-        self.state_prefix = ""
-        self.register_state_dict_post_hook(self._drop_own_keys)
-        self.register_load_state_dict_pre_hook(self._note_prefix)
-        self.register_load_state_dict_post_hook(self._ignore_own_keys)
-
-    # The suite's networks load their own weights, never a model checkpoint's: it adds nothing to a
-    # state dict, and a checkpoint saved without it loads strictly into a module that holds it.
-    @staticmethod
-    def _drop_own_keys(module: "EvaluationSuite", state_dict, prefix: str, local_metadata) -> None:
-        for key in [key for key in state_dict if key.startswith(prefix)]:
-            del state_dict[key]
-
-    @staticmethod
-    def _note_prefix(module: "EvaluationSuite", state_dict, prefix: str, *args) -> None:
-        module.state_prefix = prefix
-
-    @staticmethod
-    def _ignore_own_keys(module: "EvaluationSuite", incompatible_keys) -> None:
-        missing = incompatible_keys.missing_keys
-        missing[:] = [key for key in missing if not key.startswith(module.state_prefix)]
 
     def update(
         self,

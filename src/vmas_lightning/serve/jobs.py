@@ -26,9 +26,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import AsyncIterator, Optional
 
-from vmas_lightning.data.video_io import VIDEO_SUFFIXES
+from vmas_lightning.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import InputFileError, VMASError
-from vmas_lightning.generation.config import GenerationConfig
+from vmas_lightning.config import GenerationConfig
 from vmas_lightning.generation.pipeline import LATE_STAGES, STAGES
 from vmas_lightning.serve.database import connect
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from vmas_lightning.errors import VMASError
 
@@ -29,6 +29,7 @@ class ServeSettings:
             runs at the native size (5 s of 4K: ~10 min on one core); larger ones are not scored.
         admin_token: the token of the admin pages; None draws one at start (printed with the admin URL).
         device: auto (cuda when available), cpu or cuda.
+        beats_config: vmas config files, stacked, whose `data.beats` the plots' beats use.
     """
 
     ckpt: str
@@ -45,6 +46,7 @@ class ServeSettings:
     score_max_side: int = 1280
     admin_token: Optional[str] = None
     device: str = "auto"
+    beats_config: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         problems = []

@@ -19,7 +19,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from vmas_lightning.data.video_io import VIDEO_SUFFIXES
+from vmas_lightning.video_io import VIDEO_SUFFIXES
 from vmas_lightning.errors import VMASError
 from vmas_lightning.serve.database import connect
 
