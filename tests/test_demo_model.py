@@ -30,10 +30,13 @@ def held_out(tmp_path_factory):
 def test_committed_demo_model_follows_the_video(held_out, test_input, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # configs/demo.yaml names the committed demo assets relative to the checkout
     out = tmp_path / "test"
+    # MV-Align on the model-rate frames: not asserted here, and its source protocol (flow at the files'
+    # native size) would be most of the time; tests/test_test_mv_align_source.py checks that protocol
     assert main(["test", "--config", str(DEMO_CONFIG), "--data.root", str(held_out), "--data.num_workers", "0",
                  "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
                  "--model.evaluation.output_dir", str(out), "--model.evaluation.save_audio", "false",
-                 "--data.test_input", test_input, "--ckpt_path", str(DEMO_MODEL)]) == 0
+                 "--data.test_input", test_input, "--ckpt_path", str(DEMO_MODEL),
+                 "--model.evaluation.mv_align_source", "false"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     control = metrics["reference_rows"]["generated_for_another_video"]
     assert metrics["num_clips"] == NUM_CLIPS and metrics["input_path"] == test_input, metrics

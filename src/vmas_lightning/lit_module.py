@@ -51,26 +51,19 @@ class VMASModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         check_known(ModelConfig, settings, "model")
-        config = ModelConfig(**settings)
-        loss, evaluation = config.loss, config.evaluation
+        self.config = config = ModelConfig(**settings)
         self.model = VMASModel(config.encoder, config.decoder, config.codec, config.sequence, config.cond_dropout,
                                config.activation_checkpointing)
-        self.loss_config = loss
-        self.token_loss = BeatWeightedCrossEntropy(loss.beat_weighting, loss.beat_lambda)
-        self.optim_config = config.optim
-        self.generation_config = config.generation
-        self.evaluation_config = evaluation
-        AUDIO_EMBEDDERS.expand(evaluation.embedder)  # a wrong option stops `vmas fit` too, not only `vmas test`
-        AUDIO_CLASSIFIERS.expand(evaluation.classifier)
-        self.num_audio_samples = config.num_audio_samples
-        self.init_from = config.init_from
+        self.token_loss = BeatWeightedCrossEntropy(config.loss.beat_weighting, config.loss.beat_lambda)
+        AUDIO_EMBEDDERS.expand(config.evaluation.embedder)  # a wrong option stops `vmas fit` too, not only `vmas test`
+        AUDIO_CLASSIFIERS.expand(config.evaluation.classifier)
         self.contrastive = (
             ContrastiveLoss(
                 music_dim=self.model.codec.codebook_embeddings().shape[-1],
                 video_dim=self.model.encoder.out_dim,
-                **asdict(loss.contrastive),
+                **asdict(config.loss.contrastive),
             )
-            if loss.alpha > 0
+            if config.loss.alpha > 0
             else None
         )
         self._audio_batch: dict[str, Any] | None = None
@@ -119,7 +112,7 @@ class VMASModule(L.LightningModule):
         if self.contrastive is not None:
             music = soft_music_embedding(logits, self.model.codec.codebook_embeddings())
             out["loss_contrastive"], out["contrastive_top1"] = self.contrastive(music, features.mean(dim=1))
-            out["loss"] = out["loss"] + self.loss_config.alpha * out["loss_contrastive"]
+            out["loss"] = out["loss"] + self.config.loss.alpha * out["loss_contrastive"]
         return out
 
     def _log_losses(self, stage: str, losses: dict[str, torch.Tensor], batch_size: int) -> None:
@@ -138,7 +131,7 @@ class VMASModule(L.LightningModule):
         losses.update({name: per_clip.nanmean() for name, per_clip in self.video_reliance(batch).items()})
         self._log_losses("val", losses, batch["tokens"].shape[0])
         if batch_idx == 0:
-            self._audio_batch = {k: batch[k][: self.num_audio_samples] for k in ("id", "video")}
+            self._audio_batch = {k: batch[k][: self.config.num_audio_samples] for k in ("id", "video")}
 
     @torch.no_grad()
     def video_reliance(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -171,7 +164,7 @@ class VMASModule(L.LightningModule):
         """Generate a few validation clips and log them to TensorBoard."""
         batch, self._audio_batch = self._audio_batch, None
         writer = getattr(self.logger, "experiment", None)
-        if batch is None or self.num_audio_samples <= 0 or self.trainer.sanity_checking or not hasattr(writer, "add_audio"):
+        if batch is None or self.config.num_audio_samples <= 0 or self.trainer.sanity_checking or not hasattr(writer, "add_audio"):
             return
         audio = self.generate(batch["video"], batch["id"]).float().cpu()
         if hasattr(self.model.decoder, "release_static_decoders"):  # training goes on: give the cache's memory back
@@ -187,7 +180,7 @@ class VMASModule(L.LightningModule):
         With clip `ids`, each clip samples from its own seed (`generation.seed` and the id), so its
         music does not depend on the batch it is in or on how many devices share the work.
         """
-        config = self.generation_config
+        config = self.config.generation
         seeds = None if ids is None else [clip_seed(config.seed, str(clip_id)) for clip_id in ids]
         tokens = MusicGenerator(self.model, config).generate(video, seeds=seeds)
         return self.model.codec.decode(tokens)
@@ -205,12 +198,12 @@ class VMASModule(L.LightningModule):
         if stage == "fit" and self.trainer.gradient_clip_val is not None:
             raise VMASError(f"trainer.gradient_clip_val {self.trainer.gradient_clip_val} is not used: gradient clipping is "
                             "set by model.optim.grad_clip (0 turns it off)")
-        if stage == "fit" and self.init_from is not None and self.trainer.ckpt_path is None:  # resuming: the checkpoint's
-            self.load_initial_weights(self.init_from)
+        if stage == "fit" and self.config.init_from is not None and self.trainer.ckpt_path is None:  # resuming: the checkpoint's
+            self.load_initial_weights(self.config.init_from)
 
     def configure_callbacks(self) -> list[L.Callback]:
         """`vmas test`'s scoring (`evaluation.TestEvaluation`, as `model.evaluation` says); it acts in test only."""
-        return [TestEvaluation(self.evaluation_config)]
+        return [TestEvaluation(self.config.evaluation)]
 
     def load_initial_weights(self, path: str) -> None:
         """Copy the weights of checkpoint `path` into this module (`init_from`); one line when they do not fit."""
@@ -273,12 +266,12 @@ class VMASModule(L.LightningModule):
     # ------------------------------------------------------------------ optimisation
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Clip the gradient norm at `optim.grad_clip` (one place for it: the optimisation config)."""
-        if self.optim_config.grad_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=self.optim_config.grad_clip, gradient_clip_algorithm="norm")
+        if self.config.optim.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.config.optim.grad_clip, gradient_clip_algorithm="norm")
 
     def configure_optimizers(self):
         if is_sharded(self):
-            check_shardable(self.optim_config)
-        optimizer = build_optimizer(self, self.optim_config, {"model.encoder.": self.optim_config.encoder_lr_scale})
-        scheduler = build_scheduler(optimizer, self.optim_config, self.trainer.estimated_stepping_batches)
+            check_shardable(self.config.optim)
+        optimizer = build_optimizer(self, self.config.optim, {"model.encoder.": self.config.optim.encoder_lr_scale})
+        scheduler = build_scheduler(optimizer, self.config.optim, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
