@@ -3,7 +3,7 @@ import json
 
 import torch
 
-from helpers import one_line_error
+from helpers import DEMO_CKPT, one_line_error
 from vmas_lightning.cli.main import main
 
 
@@ -47,3 +47,9 @@ def test_export_keeps_weights_and_hyper_parameters_only(tmp_path, capsys):
     (tmp_path / "truncated.ckpt").write_bytes((tmp_path / "last.ckpt").read_bytes()[:100])
     assert main(["export", "--ckpt", str(tmp_path / "truncated.ckpt"), "--out", str(tmp_path / "x.ckpt")]) == 2
     assert "truncated.ckpt: not a readable checkpoint" in one_line_error(capsys)
+    # the model settings are read by the config parser first: an unknown one is refused, nothing written
+    torch.save({**full, "hyper_parameters": {"cond_dropout": 0.1, "frames_per_feature": 2}}, tmp_path / "old.ckpt")
+    assert main(["export", "--ckpt", str(tmp_path / "old.ckpt"), "--out", str(tmp_path / "old_model.ckpt")]) == 2
+    assert "old.ckpt: its model settings are not this version's" in one_line_error(capsys)
+    assert not (tmp_path / "old_model.ckpt").exists()
+    assert main(["export", "--ckpt", str(DEMO_CKPT), "--out", str(tmp_path / "demo.ckpt")]) == 0  # a real one reads

@@ -4,6 +4,7 @@ builds from the same dataclasses (`config.ModelConfig`, `config.DataConfig`), so
 them alike; one-line errors for an unreadable file, a wrong section or an unknown key."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -106,7 +107,8 @@ def config_name(layers: Layer | Sequence[Layer]) -> str:
 
 
 def _flow_yaml(layer: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(layer), default_flow_style=True, width=10**6).strip()
+    plain = json.loads(json.dumps(layer))  # tuples as lists, as a YAML file holds them
+    return yaml.safe_dump(plain, default_flow_style=True, width=10**6).strip()
 
 
 def load_config(layers: Layer | Sequence[Layer], overrides: Sequence[str] = (), trainer: bool = True) -> RunConfig:
