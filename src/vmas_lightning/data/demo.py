@@ -199,6 +199,7 @@ def write_demo_dataset(
             records = pool.imap(_demo_record, tasks, chunksize=4)
         else:
             stack.callback(torch.set_num_threads, torch.get_num_threads())  # this process's threads, restored after
+            stack.callback(_worker.clear)  # and the codec let go
             _start_demo_worker(out, config, seed, test_videos)
             records = map(_demo_record, tasks)
         writers = {split: stack.enter_context(ShardWriter(out / split, config)) for split in counts}
