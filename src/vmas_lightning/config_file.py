@@ -84,10 +84,11 @@ def config_parser(trainer: bool = True) -> ArgumentParser:
     return parser
 
 
-def add_config_argument(parser: ArgumentParser, used: str, default: Optional[str] = None, flag: str = "--config") -> None:
+def add_config_argument(parser: ArgumentParser, used: str, default: Optional[str] = None, flag: str = "--config",
+                        required: bool = False) -> None:
     """`flag PATH`, repeatable: a stack of `vmas fit` config files read by `load_config` (`used`: what of
     them the command uses); `stacked_paths` gives the paths, or `[default]` when none was given."""
-    parser.add_argument(flag, action="append", default=None,
+    parser.add_argument(flag, action="append", default=None, required=required,
                         help=f"A vmas fit config file: {used}. Repeat it to stack configs, later ones over earlier ones, "
                              f"as vmas fit --config stacks them" + (f" (default: {default})." if default else "."))
 
@@ -111,12 +112,13 @@ def _flow_yaml(layer: Mapping[str, Any]) -> str:
     return yaml.safe_dump(plain, default_flow_style=True, width=10**6).strip()
 
 
-def load_config(layers: Layer | Sequence[Layer], overrides: Sequence[str] = (), trainer: bool = True) -> RunConfig:
+def load_config(layers: Layer | Sequence[Layer], overrides: Sequence[str] = (), trainer: bool = True,
+                name: Optional[str] = None) -> RunConfig:
     """Config files stacked in order, with command-line `overrides` (`["--model.loss.alpha", "0"]`) on
     top, read as `vmas fit --config A --config B ...` reads them (`config_parser`): mappings merge key
     by key, a plugin spec, a list or a value replaces. A layer may also be a mapping (an overlay that
     code makes, such as an ablation row). One-line errors: an unreadable file names it
-    (`InputFileError`), a wrong key or value names the stack (`VMASError`)."""
+    (`InputFileError`), a wrong key or value names the stack, or `name` (`VMASError`)."""
     layers = [layers] if isinstance(layers, (str, Path, Mapping)) else list(layers)
     arguments = []
     for layer in layers:
@@ -130,7 +132,7 @@ def load_config(layers: Layer | Sequence[Layer], overrides: Sequence[str] = (), 
         namespace = parser.parse_args(arguments + list(overrides))
         built = parser.instantiate_classes(namespace)
     except (ArgumentError, VMASError) as err:
-        raise VMASError(f"{config_name(layers)}: {' '.join(str(err).split())}") from None
+        raise VMASError(f"{name or config_name(layers)}: {' '.join(str(err).split())}") from None
     # the trainer's settings as written (class_path/init_args), not the objects instantiation made of them
     trainer_section = namespace.trainer.as_dict() if hasattr(namespace.trainer, "as_dict") else dict(namespace.trainer)
     return RunConfig(model=built.model, data=built.data, trainer=trainer_section,
@@ -148,9 +150,3 @@ def check_known(kind: type, values: Mapping[str, Any] | None, where: str) -> Non
     unknown = sorted(set(values) - set(known), key=str)
     if unknown:
         raise VMASError(f"{where} has no key {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
-
-
-def dataclass_from(kind: type, values: Mapping[str, Any] | None, where: str) -> Any:
-    """`kind(**values)` (None: the defaults); one-line `VMASError` on a non-mapping or an unknown key."""
-    check_known(kind, values, where)
-    return kind(**(values or {}))

@@ -1,16 +1,15 @@
-"""`vmas export`: an inference-only copy of a training checkpoint (weights and hyper-parameters), whose
-model settings are first read by the one config parser (`config_file.load_config`)."""
+"""`vmas export`: an inference-only copy of a training checkpoint (weights and hyper-parameters), read
+as inference reads it (`generation.checkpoint`: its model settings by the one config parser)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import torch
 from jsonargparse import ArgumentParser
 
-from vmas_lightning.config_file import load_config
-from vmas_lightning.errors import InputFileError, VMASError
+from vmas_lightning.errors import InputFileError
 from vmas_lightning.files import atomic_torch_save
+from vmas_lightning.generation.checkpoint import model_settings, read_checkpoint
 
 HELP = "Write an inference-only copy of a checkpoint: EMA weights and hyper-parameters, no optimizer or loader state."
 # What `vmas test/generate/predict` read; with EMA on, `state_dict` already holds the averaged weights.
@@ -25,20 +24,8 @@ def build_parser() -> ArgumentParser:
 
 
 def run(cfg) -> int:
-    source = Path(cfg.ckpt)
-    try:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputFileError(source, "checkpoint not found") from None
-    except Exception as err:  # truncated, not a checkpoint, pickled objects
-        raise InputFileError(source, f"not a readable checkpoint ({type(err).__name__})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise InputFileError(source, "not a vmas fit checkpoint (no state_dict/hyper_parameters)")
-    settings = {key: value for key, value in checkpoint["hyper_parameters"].items() if not key.startswith("_")}
-    try:  # the model section, read by the one config parser: a file whose settings this version cannot read is refused
-        load_config({"model": settings}, trainer=False)
-    except VMASError as err:
-        raise InputFileError(source, f"its model settings are not this version's ({err})") from None
+    checkpoint = read_checkpoint(cfg.ckpt)
+    model_settings(checkpoint, cfg.ckpt)  # read by the one config parser: a file this version cannot read is refused
     out = Path(cfg.out)
     try:
         atomic_torch_save({key: checkpoint[key] for key in KEPT_KEYS if key in checkpoint}, out)

@@ -19,7 +19,7 @@ from jsonargparse import ArgumentParser
 from torch.utils.flop_counter import FlopCounterMode
 
 from vmas_lightning.config import ModelConfig
-from vmas_lightning.config_file import load_config
+from vmas_lightning.config_file import add_config_argument, load_config
 from vmas_lightning.errors import VMASError
 from vmas_lightning.models.vmas import VMASModel
 
@@ -29,10 +29,8 @@ HELP = "Parameters, encoder output shape, GFLOPs and per-GPU training memory of 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="vmas profile", description=HELP)
-    parser.add_argument("--config", action="append", required=True,
-                        help="A vmas fit config file; its model: section is profiled. Repeat it to stack configs, later ones "
-                             "over earlier ones, as vmas fit --config stacks them (e.g. configs/vmas.yaml, then "
-                             "configs/cluster/fsdp.yaml).")
+    add_config_argument(parser, "its model: section is profiled (e.g. configs/vmas.yaml, then configs/cluster/fsdp.yaml)",
+                        required=True)
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     parser.add_argument("--memory", action="store_true", help="Per-GPU memory of one training step instead.")
     parser.add_argument("--devices", type=Optional[int], default=None,

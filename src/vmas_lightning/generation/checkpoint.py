@@ -18,17 +18,16 @@ from pathlib import Path
 
 import torch
 
-from vmas_lightning.config import ContrastiveConfig, EvaluationConfig, LossConfig, OptimConfig
-from vmas_lightning.config_file import dataclass_from
+from vmas_lightning.config import (
+    ContrastiveConfig, EvaluationConfig, GenerationConfig, LossConfig, ModelConfig, OptimConfig,
+)
+from vmas_lightning.config_file import load_config
 from vmas_lightning.errors import VMASError
-from vmas_lightning.config import GenerationConfig
 from vmas_lightning.models.vmas import VMASModel
 from vmas_lightning.sequence import SequenceConfig
 
 # The dataclasses a checkpoint's hyper-parameters may hold (a Trainer pickles them; LightningCLI saves dicts).
 HPARAM_CLASSES = (SequenceConfig, GenerationConfig, LossConfig, ContrastiveConfig, OptimConfig, EvaluationConfig)
-# `VMASModel`'s arguments among a `VMASModule` checkpoint's hyper-parameters; its weights are under `model.`.
-MODEL_ARGUMENTS = ("encoder", "decoder", "codec", "cond_dropout")
 
 
 def read_checkpoint(ckpt_path: str | Path) -> dict:
@@ -47,25 +46,31 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
     return checkpoint
 
 
+def model_settings(checkpoint: dict, path: str | Path) -> ModelConfig:
+    """A `VMASModule` checkpoint's `model:` section, with what rebuilds each part without its pretrained
+    source (`rebuild_options`), read by the one config parser (`config_file.load_config`); one line
+    naming the file when this version cannot read its settings."""
+    # Plain values (LightningCLI saves dicts, a Trainer the dataclasses) without LightningCLI's _instantiator / _class_path.
+    hparams = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+               for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
+    if missing := [key for key in ("encoder", "decoder", "codec") if key not in hparams]:
+        raise VMASError(f"{path}: not a VMASModule checkpoint (no hyper-parameter {', '.join(missing)})")
+    for key, options in checkpoint.get("rebuild_options", {}).items():  # every weight is in the checkpoint
+        hparams[key] = {**(hparams[key] if isinstance(hparams[key], Mapping) else {"name": hparams[key]}), **options}
+    return load_config({"model": hparams}, trainer=False, name=f"{path}: its model settings").model
+
+
 def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"):
     """`(VMASModel, SequenceConfig, GenerationConfig)` from a `VMASModule` checkpoint, in eval mode on
     `device`: the network alone is built, from the recorded settings (nothing of training is imported)."""
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path)
-    # Plain values (LightningCLI saves dicts, a Trainer the dataclasses) without LightningCLI's _instantiator / _class_path.
-    hparams = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
-               for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}
-    for key, options in checkpoint.get("rebuild_options", {}).items():  # every weight is in the checkpoint
-        hparams[key] = {**(hparams[key] if isinstance(hparams[key], Mapping) else {"name": hparams[key]}), **options}
-    if missing := [key for key in ("encoder", "decoder", "codec") if key not in hparams]:
-        raise VMASError(f"{path}: not a VMASModule checkpoint (no hyper-parameter {', '.join(missing)})")
-    sequence = dataclass_from(SequenceConfig, hparams.get("sequence"), f"{path}: sequence")
-    generation = dataclass_from(GenerationConfig, hparams.get("generation"), f"{path}: generation")
+    config = model_settings(checkpoint, path)
     weights = {key[len("model."):]: value for key, value in checkpoint["state_dict"].items() if key.startswith("model.")}
     try:
-        model = VMASModel(sequence=sequence, **{key: hparams[key] for key in MODEL_ARGUMENTS if key in hparams})
+        model = VMASModel(config.encoder, config.decoder, config.codec, config.sequence, config.cond_dropout)
         model.load_state_dict(weights)
     except RuntimeError as err:
         raise VMASError(f"{path}: weights do not fit the model of its hyper-parameters ({str(err).splitlines()[0]})") from None
     model = model.to(device).eval()
-    return model, model.sequence, generation
+    return model, model.sequence, config.generation
