@@ -43,11 +43,12 @@ COND_DIM, FRAMES_PER_FEATURE = 768, 2  # efficient Hiera-B: 48 features for a 10
 
 
 class DecoderOnly(nn.Module):
-    """The part of `VMASModel` that token generation uses: the decoder and a learned null condition."""
+    """The part of `VMASModel` that token generation uses: the decoder and a learned null condition (no text)."""
 
     def __init__(self, decoder: nn.Module, sequence: SequenceConfig):
         super().__init__()
         self.decoder = decoder
+        self.text = None
         self.sequence = sequence
         self.frames_per_feature = FRAMES_PER_FEATURE
         self.null_condition = nn.Parameter(torch.zeros(COND_DIM))

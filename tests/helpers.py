@@ -6,6 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "tiny.yaml"
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
+DEMO_TEXT_CONFIG = ROOT / "configs" / "demo_text.yaml"  # stacked on DEMO_CONFIG: the committed model's text parts
 DEMO_CODEC = ROOT / "checkpoints" / "demo" / "mel_rvq.pt"
 DEMO_STYLE_NET = ROOT / "checkpoints" / "demo" / "style_net.pt"
 DEMO_CKPT = ROOT / "checkpoints" / "demo" / "model.ckpt"

@@ -26,8 +26,10 @@ STACKS = [
     ("configs/tiny.yaml", "configs/encoders/clip_tiny.yaml"),
     ("configs/tiny.yaml", "configs/ablations/ar_baseline.yaml"),
     ("configs/demo.yaml", "configs/ablations/contrastive.yaml"),
+    ("configs/demo.yaml", "configs/demo_text.yaml"),  # the committed demo model: text control on the video model
     ("configs/vmas.yaml", "configs/encoders/hiera.yaml"),
     ("configs/vmas.yaml", "configs/cluster/fsdp.yaml"),
+    ("configs/vmas.yaml", "configs/text/t5.yaml"),
 ]
 # The overlay of the command tests: one setting each command reads, none at its default.
 OVERLAY = {"trainer": {"precision": "bf16-mixed"}, "model": {"sequence": {"frame_size": 128}},

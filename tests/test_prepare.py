@@ -195,8 +195,8 @@ def test_killed_or_interrupted_run_then_rerun_gives_the_same_clips(prepared, vid
 
 def test_manifest_split_and_metadata(videos, tmp_path):
     manifest = tmp_path / "manifest.csv"
-    manifest.write_text(f"path,youtube_id,split,genre\n{videos / 'good_a.mp4'},abc123,val,rock\n"
-                        f"{videos / 'empty.mp4'},zzz,,pop\n")
+    manifest.write_text(f"path,youtube_id,split,genre,caption\n{videos / 'good_a.mp4'},abc123,val,rock,\"slow piano, in C\"\n"
+                        f"{videos / 'empty.mp4'},zzz,,pop,\n")
     out = tmp_path / "out"
     assert main(["prepare", *FAST, "--input", str(manifest), "--output", str(out)]) == 0
     lines = report(out)
@@ -205,6 +205,7 @@ def test_manifest_split_and_metadata(videos, tmp_path):
     assert len(dataset) == 1 and dataset[0]["id"] == "abc123-0000"
     meta = json.loads(dataset[0]["meta"])
     assert meta["genre"] == "rock" and meta["youtube_id"] == "abc123" and meta["split"] == "val"
+    assert dataset[0]["caption"] == "slow piano, in C" and "caption" not in meta  # the caption column: the clip's caption
     assert not (out / "train").exists()
 
 

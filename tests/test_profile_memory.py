@@ -56,7 +56,7 @@ def _real_step_bytes(config_path: str) -> dict[str, int]:
     # weight whose layer's input needs no gradient is cast but not saved)
     casts = sum(p.numel() * 2 for m in module.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv3d))
                 for p in m.parameters(recurse=False) if p.requires_grad)
-    inputs = sum(t.nbytes for t in batch.values())
+    inputs = sum(t.nbytes for t in batch.values() if torch.is_tensor(t))  # not the captions
     return {"params": params, "casts": casts, "saved": sum(saved), "grads": grads, "optimizer": states, "batch": inputs,
             "total": params + sum(saved) + grads + states + inputs}
 

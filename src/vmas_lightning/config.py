@@ -8,6 +8,7 @@ training, so inference reads a checkpoint's settings without the training code.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any, ClassVar, Literal, Optional, get_args
 from vmas_lightning.errors import VMASError
 from vmas_lightning.registry import (
     AudioClassifierSpec, AudioCodecSpec, AudioEmbedderSpec, MusicDecoderSpec, OnsetDetectorSpec, OpticalFlowSpec,
-    VideoEncoderSpec,
+    TextConditionerSpec, VideoEncoderSpec,
 )
 from vmas_lightning.sequence import SequenceConfig
 
@@ -62,6 +63,9 @@ class LossConfig:
                             f"got {self.beat_lambda}")
 
 
+TextSource = Literal["captions", "none"]
+
+
 @dataclass
 class EvaluationConfig:
     """What `vmas test` computes and where it writes it; see docs/EVALUATION.md.
@@ -80,6 +84,9 @@ class EvaluationConfig:
         mv_align_source: compute MV-Align by the AV-Align protocol on the clip's span of its source
             video at the native frame rate and size, where the shard names a source file that exists
             here; false (or no such file): on the model-rate frames, labelled `model_rate_frames`.
+        text_from: what a model with text is given besides the video when it generates in `vmas
+            test` and `vmas predict`: each clip's caption from the shards (`captions`) or no text
+            (`none`: video only); `metrics.json` records it. A model without text ignores it.
     """
 
     embedder: AudioEmbedderSpec = "vggish"
@@ -90,6 +97,12 @@ class EvaluationConfig:
     save_audio: bool = True
     reference_rows: bool = True
     mv_align_source: bool = True
+    text_from: TextSource = "captions"
+
+    def __post_init__(self):
+        if self.text_from not in typing.get_args(TextSource):
+            raise VMASError(f"model.evaluation.text_from must be one of {', '.join(typing.get_args(TextSource))}, "
+                            f"got '{self.text_from}'")
 
 
 @dataclass
@@ -155,8 +168,13 @@ class GenerationConfig:
         top_p: nucleus sampling, keep the smallest set of tokens whose probability reaches p,
             applied after top-k; 0 disables.
         temperature: logits are divided by it; 0 means greedy (argmax) decoding.
-        cfg_scale: classifier-free guidance, `null + cfg_scale * (cond - null)` on the logits with
-            the model's learned null condition; 1 disables guidance (and halves the work).
+        cfg_scale: classifier-free guidance by the video, `null + cfg_scale * (video - null)` on the
+            logits with the model's learned null condition; 1 without a caption disables guidance (and
+            halves the work). With a caption, 0 gives music from the text alone.
+        text_cfg_scale: guidance by the caption (a model with `model.text`, given one):
+            `null + cfg_scale * (video - null) + text_cfg_scale * (text - null)`, each condition
+            against the null of both, so each term is one the model was trained on; 0 ignores the
+            caption.
         use_cache: reuse the decoder's keys/values between steps (same tokens, much faster).
         static_cache: keep them in a cache preallocated for the whole window, with the video's
             cross-attention keys/values computed once per window, so every step has the same shapes
@@ -179,6 +197,7 @@ class GenerationConfig:
     top_p: float = 0.0
     temperature: float = 1.0
     cfg_scale: float = 3.0
+    text_cfg_scale: float = 3.0
     use_cache: bool = True
     static_cache: bool = False
     decode_step: DecodeStep = "eager"
@@ -194,8 +213,9 @@ class GenerationConfig:
             problems.append(f"top_p must be in [0, 1], got {self.top_p}")
         if self.temperature < 0:
             problems.append(f"temperature must be >= 0, got {self.temperature}")
-        if self.cfg_scale < 0:
-            problems.append(f"cfg_scale must be >= 0, got {self.cfg_scale}")
+        for name in ("cfg_scale", "text_cfg_scale"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.window_s is not None and self.window_s <= 0:
             problems.append(f"window_s must be > 0, got {self.window_s}")
         if self.overlap_s < 0 or (self.window_s is not None and self.overlap_s >= self.window_s):
@@ -354,6 +374,11 @@ class ModelConfig:
         codec: audio codec plugin, likewise.
         cond_dropout: fraction of training samples whose video is replaced by the learned null
             condition, for classifier-free guidance.
+        text: text conditioner plugin (`words`, `t5`), or null: a video-only model. With one, the
+            decoder cross-attends to each clip's caption (from the shards) beside the video, and
+            generation takes a caption (`generation.text_cfg_scale`).
+        text_dropout: fraction of training samples whose caption is replaced by the learned null
+            text, drawn independently of `cond_dropout`.
         activation_checkpointing: recompute each decoder layer and encoder block in backward
             (less activation memory, about one more forward of compute; see `VMASModel`).
         loss, optim, generation, evaluation: see the dataclasses.
@@ -369,6 +394,8 @@ class ModelConfig:
     decoder: MusicDecoderSpec = DEFAULT_PLUGINS["decoder"]
     codec: AudioCodecSpec = DEFAULT_PLUGINS["codec"]
     cond_dropout: float = 0.1
+    text: Optional[TextConditionerSpec] = None
+    text_dropout: float = 0.3
     activation_checkpointing: bool = False
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -380,7 +407,8 @@ class ModelConfig:
     def without_weights(self) -> "ModelConfig":
         """This section with the plugins' `pretrained` sources dropped (`vmas profile` builds the network
         on the meta device), except a small local file that defines a plugin's geometry (the demo's
-        fitted `mel_rvq` codec); hub ids and weight folders are never read."""
+        fitted `mel_rvq` codec); weights are never read. A text conditioner from a local folder is built
+        from the folder's `config.json` (and its tokenizer), untrained."""
 
         def dropped(spec: Any) -> Any:
             if not isinstance(spec, Mapping) or not spec.get("pretrained"):
@@ -389,7 +417,22 @@ class ModelConfig:
                 return dict(spec)
             return {**spec, "pretrained": None}
 
-        return dataclasses.replace(self, encoder=dropped(self.encoder), decoder=dropped(self.decoder), codec=dropped(self.codec))
+        def text_geometry(spec: Any) -> Any:  # a frozen text encoder has no untrained size: its folder's config.json
+            if isinstance(spec, Mapping) and isinstance(spec.get("pretrained"), str):
+                config = Path(spec["pretrained"]) / "config.json"
+                if not config.is_file():  # a hub id is not fetched: the plugin says in one line what to download
+                    return {**spec, "pretrained": None}
+                return {**spec, "pretrained": None, "config": json.loads(config.read_text(encoding="utf-8")),
+                        "tokenizer": spec.get("tokenizer") or spec["pretrained"]}
+            return spec
+
+        return dataclasses.replace(self, encoder=dropped(self.encoder), decoder=dropped(self.decoder), codec=dropped(self.codec),
+                                   text=text_geometry(self.text))
+
+    def __post_init__(self):
+        for name in ("cond_dropout", "text_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise VMASError(f"model.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass

@@ -19,15 +19,28 @@ class VideoEncoder(Protocol):
 
 
 class MusicDecoder(Protocol):
-    """`decoder(input_ids [B, K, L], cond [B, S, cond_dim], past_key_values=None, use_cache=False)
-    -> (logits [B, K, L, V], past_key_values)`; `pad_token_id` (= BOS) is V."""
+    """`decoder(input_ids [B, K, L], cond [B, S, cond_dim], past_key_values=None, use_cache=False, text=None)
+    -> (logits [B, K, L, V], past_key_values)`; `pad_token_id` (= BOS) is V. `text [B, L_text, width]`, the
+    text memory (`models.text_condition.TextCondition`), joins the video in what the decoder cross-attends to;
+    a decoder for a model without text may leave it out."""
 
     width: int
     num_layers: int
     pad_token_id: int
 
     def __call__(self, input_ids: torch.Tensor, cond: torch.Tensor, past_key_values: Any = None,
-                 use_cache: bool = False) -> tuple[torch.Tensor, Any]: ...
+                 use_cache: bool = False, text: Any = None) -> tuple[torch.Tensor, Any]: ...
+
+
+class TextConditioner(Protocol):
+    """`conditioner(captions: list of B str) -> (features [B, max_tokens, out_dim], mask bool [B, max_tokens])`:
+    every caption padded to `max_tokens` (a fixed length: the decoder's cross-attention keeps one shape), `mask`
+    True at real tokens."""
+
+    out_dim: int
+    max_tokens: int
+
+    def __call__(self, captions: list) -> tuple: ...
 
 
 class AudioCodec(Protocol):

@@ -115,6 +115,8 @@ class TestEvaluation(L.Callback):
         metrics = self.suite.compute()
         # which frames the model saw: the shards' or the clips' source videos read as `vmas generate` reads files
         metrics["input_path"] = data_config(trainer).test_input
+        if pl_module.model.text is not None:  # what the model was given besides the video
+            metrics["text_from"] = self.config.text_from
         if self.reference_rows:
             metrics["reference_rows"] = {row: suite.compute() for row, suite in self.reference_rows.items() if suite.clip_rows()}
         out = self.suite.save(self.output_dir(trainer), metrics)

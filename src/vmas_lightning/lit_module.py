@@ -1,6 +1,7 @@
 """`VMASModule`: the LightningModule that trains, validates, tests and predicts with a `VMASModel`."""
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import asdict
 from typing import Any, Sequence
@@ -39,6 +40,10 @@ def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate((version, tuple(state), gauss))
 
 
+log = logging.getLogger(__name__)
+TEXT_PREFIX = "model.text."  # the text parts' weights (`VMASModel.text`)
+
+
 class VMASModule(L.LightningModule):
     """Video encoder + video-conditioned MusicGen decoder + frozen EnCodec, trained with the
     beat-weighted AR loss and the video-music contrastive loss.
@@ -53,7 +58,7 @@ class VMASModule(L.LightningModule):
         check_known(ModelConfig, settings, "model")
         self.config = config = ModelConfig(**settings)
         self.model = VMASModel(config.encoder, config.decoder, config.codec, config.sequence, config.cond_dropout,
-                               config.activation_checkpointing)
+                               config.activation_checkpointing, config.text, config.text_dropout)
         self.token_loss = BeatWeightedCrossEntropy(config.loss.beat_weighting, config.loss.beat_lambda)
         AUDIO_EMBEDDERS.expand(config.evaluation.embedder)  # a wrong option stops `vmas fit` too, not only `vmas test`
         AUDIO_CLASSIFIERS.expand(config.evaluation.classifier)
@@ -79,10 +84,10 @@ class VMASModule(L.LightningModule):
         kind, keys, *rest = states["numpy"]
         states["numpy"] = (kind, torch.from_numpy(keys.astype("int64")), *rest)
         checkpoint["rng_states"] = states
-        checkpoint["rebuild_options"] = {
-            key: getattr(self.model, key).rebuild_options()
-            for key in ("encoder", "decoder", "codec") if hasattr(getattr(self.model, key), "rebuild_options")
-        }
+        parts = {"encoder": self.model.encoder, "decoder": self.model.decoder, "codec": self.model.codec,
+                 "text": self.model.text.conditioner if self.model.text is not None else None}
+        checkpoint["rebuild_options"] = {key: part.rebuild_options() for key, part in parts.items()
+                                         if hasattr(part, "rebuild_options")}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for optimizer_state in checkpoint.get("optimizer_states", []):
@@ -105,7 +110,7 @@ class VMASModule(L.LightningModule):
         """Loss terms for one batch: `loss`, `loss_ar`, `loss_contrastive`, `contrastive_top1`, `beat_share`."""
         tokens = batch["tokens"]
         features = self.model.encode_video(batch["video"])
-        logits = self.model(features, tokens)
+        logits = self.model(features, tokens, captions=batch.get("caption"))
         overlap = batch["overlap"]
         out = {"loss_ar": self.token_loss(logits, tokens, overlap), "beat_share": overlap.mean()}
         out["loss"] = out["loss_ar"]
@@ -131,7 +136,7 @@ class VMASModule(L.LightningModule):
         losses.update({name: per_clip.nanmean() for name, per_clip in self.video_reliance(batch).items()})
         self._log_losses("val", losses, batch["tokens"].shape[0])
         if batch_idx == 0:
-            self._audio_batch = {k: batch[k][: self.config.num_audio_samples] for k in ("id", "video")}
+            self._audio_batch = {k: batch[k][: self.config.num_audio_samples] for k in ("id", "video", "caption") if k in batch}
 
     @torch.no_grad()
     def video_reliance(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -166,7 +171,7 @@ class VMASModule(L.LightningModule):
         writer = getattr(self.logger, "experiment", None)
         if batch is None or self.config.num_audio_samples <= 0 or self.trainer.sanity_checking or not hasattr(writer, "add_audio"):
             return
-        audio = self.generate(batch["video"], batch["id"]).float().cpu()
+        audio = self.generate(batch["video"], batch["id"], batch.get("caption")).float().cpu()
         if hasattr(self.model.decoder, "release_static_decoders"):  # training goes on: give the cache's memory back
             self.model.decoder.release_static_decoders()
         for clip_id, wav in zip(batch["id"], audio):
@@ -174,20 +179,25 @@ class VMASModule(L.LightningModule):
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def generate(self, video: torch.Tensor, ids: Sequence[str] | None = None) -> torch.Tensor:
+    def generate(self, video: torch.Tensor, ids: Sequence[str] | None = None,
+                 captions: Sequence[str] | None = None) -> torch.Tensor:
         """Music for `video [B, 3, F, H, W]` (uint8, or float in [0, 1]) -> waveform `[B, 1, N]` at the codec rate.
 
         With clip `ids`, each clip samples from its own seed (`generation.seed` and the id), so its
-        music does not depend on the batch it is in or on how many devices share the work.
+        music does not depend on the batch it is in or on how many devices share the work. A model
+        with text follows `captions` as `evaluation.text_from` says (`none`: video only); a model
+        without text ignores them.
         """
         config = self.config.generation
         seeds = None if ids is None else [clip_seed(config.seed, str(clip_id)) for clip_id in ids]
-        tokens = MusicGenerator(self.model, config).generate(video, seeds=seeds)
+        if self.model.text is None or self.config.evaluation.text_from == "none":
+            captions = None
+        tokens = MusicGenerator(self.model, config).generate(video, seeds=seeds, captions=captions)
         return self.model.codec.decode(tokens)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Generated music for a batch; `generation.writer.MusicWriter` writes it to files."""
-        prediction = {"id": batch["id"], "audio": self.generate(batch["video"], batch["id"]),
+        prediction = {"id": batch["id"], "audio": self.generate(batch["video"], batch["id"], batch.get("caption")),
                       "sample_rate": self.model.codec.sample_rate}
         if "video_path" in batch:
             prediction["video_path"] = batch["video_path"]
@@ -206,15 +216,23 @@ class VMASModule(L.LightningModule):
         return [TestEvaluation(self.config.evaluation)]
 
     def load_initial_weights(self, path: str) -> None:
-        """Copy the weights of checkpoint `path` into this module (`init_from`); one line when they do not fit."""
+        """Copy the weights of checkpoint `path` into this module (`init_from`); one line when they do not fit.
+        A video-only checkpoint may start a model with text: its text parts (`model.text.*`, none of which
+        it has) start untrained, and every other weight must be in it."""
         from vmas_lightning.generation.checkpoint import read_checkpoint
 
         weights = read_checkpoint(path)["state_dict"]
+        text_parts = [key for key in self.state_dict() if key.startswith(TEXT_PREFIX)]
+        gains_text = not any(key.startswith(TEXT_PREFIX) for key in weights)
         try:
-            self.load_state_dict(weights)
+            missing, unexpected = self.load_state_dict(weights, strict=not gains_text)
+            if unexpected or set(missing) - set(text_parts):
+                raise RuntimeError(f"missing {sorted(set(missing) - set(text_parts))[:3]}, unexpected {unexpected[:3]}")
         except RuntimeError as err:
             raise VMASError(f"model.init_from {path}: its weights do not fit this config's model "
                             f"({' '.join(str(err).split())[:300]})") from None
+        if text_parts and gains_text:
+            log.info("model.init_from %s: a video-only model; the %d text tensors start untrained", path, len(text_parts))
 
     def retrieval_features(self, video: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """`video [B, 3, F, H, W]`, reference `tokens [B, K, T]` -> pooled video and music features
@@ -233,7 +251,7 @@ class VMASModule(L.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> TestOutputs:
         """The batch's music, its retrieval features and cross-entropies; `TestEvaluation` scores them."""
-        generated = self.generate(batch["video"], batch["id"]).float()[..., : batch["audio"].shape[-1]]
+        generated = self.generate(batch["video"], batch["id"], batch.get("caption")).float()[..., : batch["audio"].shape[-1]]
         return {"generated": generated, "retrieval": self.retrieval_features(batch["video"], batch["tokens"]),
                 "cross_entropy": self.video_reliance(batch)}
 

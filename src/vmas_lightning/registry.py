@@ -162,6 +162,8 @@ VIDEO_ENCODERS = Registry("video_encoder", "video frames [B, 3, F, H, W] -> feat
 MUSIC_DECODERS = Registry("music_decoder", "autoregressive token decoder cross-attending to video",
                           derived=("num_codebooks", "codebook_size", "cond_dim", "tokens_per_cond_step"),
                           contract=contracts.MusicDecoder)
+TEXT_CONDITIONERS = Registry("text_conditioner", "captions -> text features [B, L, D] and their mask [B, L]",
+                             contract=contracts.TextConditioner)
 AUDIO_CODECS = Registry("audio_codec", "waveform <-> discrete tokens [B, K, T]", contract=contracts.AudioCodec)
 ONSET_DETECTORS = Registry("onset_detector", "music beats: waveform -> onset times", contract=contracts.Function)
 OPTICAL_FLOWS = Registry("optical_flow", "video beats: frames -> mean flow magnitude per frame pair", contract=contracts.Function)
@@ -176,6 +178,7 @@ REGISTRIES: dict[str, Registry] = {
     for r in (
         VIDEO_ENCODERS,
         MUSIC_DECODERS,
+        TEXT_CONDITIONERS,
         AUDIO_CODECS,
         ONSET_DETECTORS,
         OPTICAL_FLOWS,
@@ -188,6 +191,7 @@ REGISTRIES: dict[str, Registry] = {
 
 VideoEncoderSpec = spec_type(VIDEO_ENCODERS, "VideoEncoderSpec")
 MusicDecoderSpec = spec_type(MUSIC_DECODERS, "MusicDecoderSpec")
+TextConditionerSpec = spec_type(TEXT_CONDITIONERS, "TextConditionerSpec")
 AudioCodecSpec = spec_type(AUDIO_CODECS, "AudioCodecSpec")
 OnsetDetectorSpec = spec_type(ONSET_DETECTORS, "OnsetDetectorSpec")
 OpticalFlowSpec = spec_type(OPTICAL_FLOWS, "OpticalFlowSpec")

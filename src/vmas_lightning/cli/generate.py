@@ -2,6 +2,7 @@
 
     vmas generate --ckpt last.ckpt --video clip.mp4 --out out/clip [--plot out/clip.png]
     vmas generate --ckpt last.ckpt --input-dir videos/ --out-dir out/
+    vmas generate --ckpt last.ckpt --video clip.mp4 --out out/clip --text "fast 140 bpm, hollow square-wave plucks"
 
 Batch mode reports every file that fails (and why), goes on with the rest, writes
 `<out-dir>/report.json`, and exits 0 when at least one video succeeded (2 when none did).
@@ -42,7 +43,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--top-k", type=Optional[int], default=None, help="Override the checkpoint's top-k (0: off).")
     parser.add_argument("--top-p", type=Optional[float], default=None, help="Override top-p (0: off).")
     parser.add_argument("--temperature", type=Optional[float], default=None, help="Override the temperature (0: greedy).")
-    parser.add_argument("--cfg-scale", type=Optional[float], default=None, help="Override the guidance scale (1: off).")
+    parser.add_argument("--cfg-scale", type=Optional[float], default=None, help="Override the video's guidance scale "
+                        "(1: off; with --text, 0: music from the text alone).")
+    parser.add_argument("--text", default=None, help="Describe the music in words (a model trained with model.text): its style "
+                        "follows the text, its timing the video; batch mode: for every video.")
+    parser.add_argument("--text-cfg-scale", "--text-guidance", type=Optional[float], default=None,
+                        help="Override the text's guidance scale (generation.text_cfg_scale; 0: the text is ignored).")
     parser.add_argument("--window-s", type=Optional[float], default=None, help="Seconds per window (default: training length).")
     parser.add_argument("--overlap-s", type=Optional[float], default=None, help="Seconds of music carried into the next window.")
     parser.add_argument("--seed", type=Optional[int], default=None, help="Seed: same seed, same music.")
@@ -84,7 +90,8 @@ def generation_options(cfg) -> GenerationOptions:
     if cfg.no_cache:  # no cache of either kind, unless asked for in the same breath (then rejected)
         overrides = {"static_cache": False, "decode_step": "eager", **overrides, "use_cache": False}
     return GenerationOptions(ckpt=cfg.ckpt, device=cfg.device, generation=overrides, keep_original_audio=cfg.keep_original_audio,
-                             write_video=not cfg.no_video, plot_spectrogram=cfg.plot_spectrogram, beats_config=stacked_paths(cfg.beats_config))
+                             write_video=not cfg.no_video, plot_spectrogram=cfg.plot_spectrogram, beats_config=stacked_paths(cfg.beats_config),
+                             text=cfg.text)
 
 
 def run(cfg) -> int:

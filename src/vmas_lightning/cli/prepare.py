@@ -54,6 +54,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--split", default=DEFAULTS.split, choices=list(SPLITS), help="Split of inputs (a manifest's split column wins).")
     parser.add_argument("--require-audio", type=bool, default=DEFAULTS.require_audio, help="Fail inputs without an audio track.")
     parser.add_argument("--retry-failed", action="store_true", help="Curate again the inputs the report lists as failed.")
+    parser.add_argument("--caption-column", default=DEFAULTS.caption_column,
+                        help="Manifest column holding each video's caption (titles, tags or a music caption), stored "
+                        "with every clip of it for a model with text (model.text); a video without one gets none.")
     return parser
 
 
@@ -89,6 +92,7 @@ def run(cfg) -> int:
     options = PrepareOptions(
         clip_s=clip_s, hop_s=cfg.hop_seconds, similarity_threshold=cfg.similarity_threshold, embedder=cfg.embedder,
         separator=cfg.separator, require_audio=cfg.require_audio, silence_rms=cfg.silence_rms, split=cfg.split,
+        caption_column=cfg.caption_column,
     )
     items = shard_of(collect_inputs(cfg.input), cfg.num_shards, cfg.shard_index)
     output = shard_dir(cfg.output, cfg.num_shards, cfg.shard_index)

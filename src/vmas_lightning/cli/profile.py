@@ -60,13 +60,16 @@ def profile(model_config: ModelConfig) -> dict[str, Any]:
     sequence = model_config.sequence
     specs = vars(model_config.without_weights())
     with torch.device("meta"):
-        model = VMASModel(specs["encoder"], specs["decoder"], specs["codec"], sequence).eval()
+        model = VMASModel(specs["encoder"], specs["decoder"], specs["codec"], sequence, text=specs["text"]).eval()
         video = torch.empty(1, 3, sequence.num_frames, sequence.frame_size, sequence.frame_size)
     with torch.no_grad():
         enc_gflops, enc_by_op, features = _count_flops(model.encode_video, video)
         steps = sequence.num_delayed_steps
         tokens = torch.zeros(1, model.codec.num_codebooks, steps, dtype=torch.long, device="meta")
-        dec_gflops, _, _ = _count_flops(model.decoder, tokens, features)
+        text = None if model.text is None else torch.empty(1, model.text.max_tokens, model.decoder.width, device="meta")
+        dec_gflops, _, _ = _count_flops(model.decoder, tokens, features, None, False, text)
+
+    frozen_text = 0 if model.text is None else sum(p.numel() for p in model.text.parameters() if not p.requires_grad)
 
     def name(spec: Any) -> str:
         return spec if isinstance(spec, str) else spec["name"]
@@ -98,7 +101,13 @@ def profile(model_config: ModelConfig) -> dict[str, Any]:
             "codebooks": model.codec.num_codebooks,
             "codebook_size": model.codec.codebook_size,
         },
-        "trainable_params": _params(model) - _params(model.codec),
+        "text": None if model.text is None else {
+            "name": name(specs["text"]),
+            "params": _params(model.text),
+            "frozen_params": frozen_text,
+            "tokens": model.text.max_tokens,
+        },
+        "trainable_params": _params(model) - _params(model.codec) - frozen_text,
     }
 
 
@@ -122,5 +131,8 @@ def run(cfg) -> int:
           f"{dec['width']}, {dec['gflops_per_step']:.2f} GFLOPs per token step")
     print(f"codec    {codec['name']}: {codec['params'] / 1e6:.1f} M params (frozen), {codec['sample_rate']} Hz, "
           f"{codec['frame_rate']} frames/s, {codec['codebooks']} codebooks of {codec['codebook_size']}")
+    if text := report["text"]:
+        print(f"text     {text['name']}: {text['params'] / 1e6:.1f} M params ({text['frozen_params'] / 1e6:.1f} M frozen), "
+              f"{text['tokens']} tokens in the decoder's cross-attention memory")
     print(f"trainable {report['trainable_params'] / 1e9:.3f} B params")
     return 0

@@ -103,6 +103,7 @@ def fake_batch(sequence, batch_size: int) -> dict[str, torch.Tensor]:
         "video": torch.empty(batch_size, 3, sequence.num_frames, size, size, dtype=torch.uint8),
         "tokens": torch.zeros(batch_size, sequence.num_codebooks, sequence.num_tokens, dtype=torch.long),
         "overlap": torch.zeros(batch_size, sequence.num_tokens),
+        "caption": [" ".join(["word"] * 1000)] * batch_size,  # as long as a text conditioner takes (a model with text)
     }
 
 
@@ -127,7 +128,7 @@ def memory_report(config_paths: str | list[str], cfg) -> dict[str, Any]:
                                        lambda: [part.enable_activation_checkpointing() for part in parts])
         else:
             saved = saved_for_backward(module, step, setup.precision)
-    rows = memory_rows(module, tensor_bytes(batch.values()), saved, setup, module.sharding_units())
+    rows = memory_rows(module, tensor_bytes(v for v in batch.values() if torch.is_tensor(v)), saved, setup, module.sharding_units())
     if checkpointing:
         for row in rows:
             if row["part"] == "activations":

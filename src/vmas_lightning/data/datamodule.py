@@ -112,6 +112,7 @@ class ClipDataset(StreamingDataset):
             "video_beats": torch.from_numpy(visual),
             "overlap": torch.from_numpy(overlap(music, visual, self.beats.match_window)),
             "meta": json.dumps(window_meta(sample["meta"], start_s, seq.duration_s)),
+            "caption": sample["caption"],  # "" when the clip has none
         }
         if self.load_audio:
             first_sample = seq.samples_for(start_s)

@@ -4,7 +4,9 @@ Each clip has a style (one of `STYLES`) that decides both modalities: the palett
 speed of the picture, and the tempo, timbre and key of the music. Events fall on the beat grid of
 the tempo; at each event the picture cuts (new background shade, the shape jumps) and a note
 starts, so visual events coincide with musical onsets. `meta` records the style, the event times
-and each note's fundamental, the ground truth of the demo's evaluation. Between events the picture drifts slowly
+and each note's fundamental, the ground truth of the demo's evaluation. Each clip also has a caption
+that describes its music in words (`CAPTION_WORDS`: timbre, key, tempo; never the picture's colours),
+drawn from its own stream, so captions leave the frames and the music as they were. Between events the picture drifts slowly
 and the note decays. Everything is a function of (seed, split, index).
 """
 from __future__ import annotations
@@ -47,6 +49,36 @@ STYLES = (
     Style("dark-techno", ((15, 15, 15), (60, 0, 80)), (0, 255, 200), "stripes", 0.05, 140.0, (1.0, 0.0, 0.33, 0.0, 0.2), 0.15, 146.83, (0, 3, 5, 7, 10)),
     Style("green-folk", ((30, 90, 30), (80, 140, 50)), (250, 220, 180), "disc", 0.08, 96.0, (1.0, 0.6, 0.1), 0.9, 196.0, (0, 2, 3, 5, 7, 8, 10)),
 )
+
+
+# Words for each style's music, by aspect; a caption takes one phrase of each aspect, in a random order.
+CAPTION_WORDS = {
+    "calm-blue": {"timbre": ("soft pure flute-like tones", "gentle sine tones", "mellow airy notes that fade slowly"),
+                  "key": ("in A major pentatonic", "A major pentatonic melody", "pentatonic melody in A"),
+                  "tempo": ("slow tempo, 80 bpm", "slow and calm at 80 bpm", "relaxed 80 bpm pulse")},
+    "warm-pop": {"timbre": ("bright buzzy sawtooth synth", "rich bright synth lead", "bright brassy synth notes"),
+                 "key": ("in C major", "C major melody", "happy C major scale"),
+                 "tempo": ("upbeat 110 bpm", "medium fast pop tempo, 110 bpm", "bouncy 110 bpm groove")},
+    "dark-techno": {"timbre": ("short hollow square-wave plucks", "staccato hollow square blips", "clipped hollow techno stabs"),
+                    "key": ("in D minor pentatonic", "D minor pentatonic riff", "minor pentatonic in D"),
+                    "tempo": ("fast 140 bpm", "driving fast techno tempo, 140 bpm", "energetic 140 bpm beat")},
+    "green-folk": {"timbre": ("ringing guitar-like plucked strings", "round mellow plucked tones", "long ringing folk strings"),
+                   "key": ("in G minor", "G natural minor melody", "melancholic G minor scale"),
+                   "tempo": ("moderate 96 bpm", "walking pace folk tempo, 96 bpm", "steady 96 bpm stroll")},
+}
+
+
+def demo_caption(style: str, rng: np.random.Generator) -> str:
+    """A caption of `style`'s music: one phrase for its timbre, key and tempo each, in a random order."""
+    phrases = [options[int(rng.integers(len(options)))] for options in CAPTION_WORDS[style].values()]
+    return ", ".join(phrases[i] for i in rng.permutation(len(phrases)))
+
+
+def clip_caption(seed: int, split: str, index: int, style: Optional[str] = None) -> str:
+    """Clip `index`'s caption (its own style's, or `style`'s: a caption that contradicts the picture), drawn
+    from a stream of its own (the frames and the music draw from another)."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), index, 1])
+    return demo_caption(style or _clip_plan(seed, split, index, 1.0)[1].name, rng)
 
 
 def event_times(rng: np.random.Generator, style: Style, duration_s: float) -> np.ndarray:
@@ -168,7 +200,8 @@ def synthesize_clip(seed: int, split: str, index: int, seq: SequenceConfig) -> d
         "notes_hz": [round(float(f), 3) for f in notes_hz],
         "split": split,
     }
-    return {"id": f"demo-{split}-{index:04d}", "frames": frames, "audio": audio, "meta": meta}
+    return {"id": f"demo-{split}-{index:04d}", "frames": frames, "audio": audio, "meta": meta,
+            "caption": clip_caption(seed, split, index, style.name)}
 
 
 def write_demo_dataset(
@@ -232,4 +265,4 @@ def _demo_record(task: tuple[str, int]) -> ClipRecord:
         frames = render_clip_frames(seed, split, index, seq.duration_s, test_videos.fps, test_videos.size)
         write_video(out / source, frames, test_videos.fps, clip["audio"], seq.sample_rate,
                     codec=test_videos.codec, options={"crf": str(test_videos.crf)})
-    return _worker["annotate"](clip["id"], source, 0.0, clip["frames"], clip["audio"], clip["meta"])
+    return _worker["annotate"](clip["id"], source, 0.0, clip["frames"], clip["audio"], clip["meta"], caption=clip["caption"])

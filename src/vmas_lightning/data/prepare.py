@@ -84,6 +84,7 @@ class PrepareOptions:
     require_audio: bool = True
     silence_rms: float = 1e-3  # a clip whose RMS is below this (-60 dBFS) is dropped as silent
     split: str = "train"
+    caption_column: str = "caption"  # the manifest column whose text becomes every clip's caption of that video
 
 
 @dataclass
@@ -243,6 +244,7 @@ class Curator:
         starts = clip_starts(usable_s, opts.clip_s, opts.hop_s or opts.clip_s, len(video.frames), seq)
         covered_s = starts[-1] + opts.clip_s if starts else 0.0
         outcome.dropped_tail = int(usable_s - covered_s >= 1.0 / seq.fps)
+        caption = str(item.meta.get(opts.caption_column, "")).strip()
         base = item.meta.get("youtube_id") or f"{Path(item.path).stem}-{path_key(item.path)[:8]}"
         # video beats from the source's consecutive frames, not from the resampled `video.frames`
         flow = video_flow(item.path, self.annotate.config.beats, seq.frame_size) if starts else None
@@ -254,8 +256,9 @@ class Curator:
                 outcome.dropped_silent += 1
                 continue
             meta = {**item.meta, "clip_index": index, "similarity": outcome.similarity, "split": outcome.split}
+            meta.pop(opts.caption_column, None)  # stored as the clip's caption
             outcome.records.append(self.annotate(f"{base}-{index:04d}", item.path, start_s, frames, wav, meta,
-                                                 flow.window(start_s, opts.clip_s)))
+                                                 flow.window(start_s, opts.clip_s), caption))
         if not outcome.records:
             outcome.status = "rejected"
             outcome.reason = (f"all {len(starts)} clips silent (RMS < {opts.silence_rms})" if starts else

@@ -13,6 +13,7 @@ and beats were made with (`annotation_settings`), which the data module checks a
 | tokens | int16 `[K, T]` | int64 `[K, T]` |
 | music_beats, video_beats | uint8 `[T]` | float32 `[T]` |
 | meta | JSON str | dict |
+| caption | str (empty: none) | str (shards written before captions: empty) |
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class ClipRecord:
     music_beats: np.ndarray  # [T]
     video_beats: np.ndarray  # [T]
     meta: dict[str, Any] = field(default_factory=dict)
+    caption: str = ""  # words describing the music (a model with text trains on them); empty: none
 
 
 @dataclass
@@ -181,6 +183,7 @@ def encode_sample(record: ClipRecord, sample_rate: int) -> dict[str, Any]:
         "music_beats": np.asarray(record.music_beats, dtype=np.uint8),
         "video_beats": np.asarray(record.video_beats, dtype=np.uint8),
         "meta": json.dumps(record.meta, sort_keys=True),
+        "caption": record.caption,
     }
 
 
@@ -198,6 +201,7 @@ def decode_sample(sample: Mapping[str, Any], load_audio: bool = True, load_frame
         "music_beats": np.asarray(sample["music_beats"], dtype=np.float32),
         "video_beats": np.asarray(sample["video_beats"], dtype=np.float32),
         "meta": json.loads(sample["meta"]),
+        "caption": sample.get("caption", ""),
     }
     if load_frames:
         out["frames"] = unpack_jpegs(sample["frames"], frames)
@@ -216,7 +220,7 @@ class ClipAnnotator:
 
     @torch.no_grad()
     def __call__(self, clip_id: str, source: str, start_s: float, frames: np.ndarray, audio: np.ndarray,
-                 meta: dict[str, Any] | None = None, flow: FlowSeries | None = None) -> ClipRecord:
+                 meta: dict[str, Any] | None = None, flow: FlowSeries | None = None, caption: str = "") -> ClipRecord:
         """frames uint8 `[F, H, W, 3]` at the config's fps, audio float32 `[N]` at its rate -> `ClipRecord`.
 
         `flow` is the clip's window of its source video's flow (`beats.flow_series.video_flow`); without
@@ -234,7 +238,7 @@ class ClipAnnotator:
         beats = compute_beats(audio, seq.sample_rate, flow, seq, self.config.beats)
         return ClipRecord(
             id=clip_id, source=source, start_s=start_s, frames=frames, audio=audio, tokens=tokens,
-            music_beats=beats["music_beats"], video_beats=beats["video_beats"], meta=meta,
+            music_beats=beats["music_beats"], video_beats=beats["video_beats"], meta=meta, caption=caption,
         )
 
 

@@ -8,7 +8,8 @@ gives the EMA model whenever the callback was on.
 The file is read once, with `torch.load(weights_only=True)` (no code in it runs), and each part
 that recorded `rebuild_options` (the built-in encoders, decoder and codec) is rebuilt without its
 pretrained source (e.g. the decoder from its recorded transformers config): nothing is downloaded
-or read but the checkpoint.
+or read but the checkpoint (and, for a model with the `t5` text conditioner, its tokenizer, from the
+hub id or folder it was trained with).
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def load_for_inference(ckpt_path: str | Path, device: str | torch.device = "cpu"
     config = model_settings(checkpoint, path)
     weights = {key[len("model."):]: value for key, value in checkpoint["state_dict"].items() if key.startswith("model.")}
     try:
-        model = VMASModel(config.encoder, config.decoder, config.codec, config.sequence, config.cond_dropout)
+        model = VMASModel(config.encoder, config.decoder, config.codec, config.sequence, config.cond_dropout,
+                          text=config.text, text_dropout=config.text_dropout)
         model.load_state_dict(weights)
     except RuntimeError as err:
         raise VMASError(f"{path}: weights do not fit the model of its hyper-parameters ({str(err).splitlines()[0]})") from None

@@ -2,8 +2,10 @@
 
 Sampling follows MusicGen: the K codebooks are interleaved with the delay pattern (codebook k
 shifted right by k steps), so T tokens take T + K - 1 decoder steps, and positions outside a
-codebook's span are forced to the pad token. Classifier-free guidance runs the video condition
-and the learned null condition as one doubled batch. A video longer than the window is covered by
+codebook's span are forced to the pad token. Classifier-free guidance runs the conditions and the
+learned null condition as one batch (`guidance_rows`): with a caption, each condition pulls on its
+own, `null + cfg_scale * (video - null) + text_cfg_scale * (text - null)`, as composed guidance does
+(every term is one the model was trained on: video only, text only, neither). A video longer than the window is covered by
 overlapping windows: each window is encoded on its own frames (the clip length the encoder was
 built for) and continues the last tokens of the previous window as a prompt.
 """
@@ -20,6 +22,29 @@ from vmas_lightning.errors import VMASError
 from vmas_lightning.config import GenerationConfig
 from vmas_lightning.generation.sampling import Generators, make_generator, sample_next_token
 from vmas_lightning.models.codecs.delay import apply_delay, revert_delay
+
+
+@dataclass(frozen=True)
+class GuidanceRow:
+    """One condition of the guided batch: the video or the null video, the caption or the null text, and
+    its weight in `null + sum(weight * (row - null))` (the null row itself has none)."""
+
+    video: bool
+    text: bool
+    weight: float
+
+
+def guidance_rows(cfg_scale: float, text_cfg_scale: float, with_text: bool) -> list[GuidanceRow]:
+    """The rows a step runs, the null row last when there is guidance: video (weight `cfg_scale`) and,
+    `with_text`, the caption alone (weight `text_cfg_scale`); a row of weight 0 is not run. Without text
+    and at `cfg_scale` 1: the video row alone (no guidance, half the work)."""
+    rows = [GuidanceRow(True, False, cfg_scale)]
+    if with_text:
+        rows.append(GuidanceRow(False, True, text_cfg_scale))
+    rows = [row for row in rows if row.weight != 0]
+    if rows == [GuidanceRow(True, False, 1.0)]:
+        return rows
+    return [*rows, GuidanceRow(False, False, 0.0)]
 
 
 @dataclass(frozen=True)
@@ -72,13 +97,16 @@ class MusicGenerator:
 
     @torch.no_grad()
     def generate(
-        self, video: torch.Tensor, duration_s: Optional[float] = None, seeds: Optional[Sequence[int]] = None
+        self, video: torch.Tensor, duration_s: Optional[float] = None, seeds: Optional[Sequence[int]] = None,
+        captions: Optional[Sequence[str]] = None,
     ) -> torch.Tensor:
         """Tokens `[B, K, T]` for `video [B, 3, F, H, W]` at the model's fps: float in [0, 1], or
         uint8 (converted one window at a time, so long videos stay small in memory).
 
         `duration_s` defaults to F / fps; T = `sequence.tokens_for(duration_s)`. `seeds` (one per
         item) gives each item its own generator instead of the config's one seed for the batch.
+        `captions` (one per item; an empty one: no text) guide the music with `text_cfg_scale` on a
+        model with text; a model without text refuses them.
         """
         seq = self.sequence
         duration_s = video.shape[2] / seq.fps if duration_s is None else duration_s
@@ -91,6 +119,7 @@ class MusicGenerator:
             rng = [make_generator(seed, device) for seed in seeds]
         else:
             rng = make_generator(self.config.seed, device)
+        text = self.caption_memory(captions, video.shape[0])
         windows = self.plan_windows(num_tokens)
         steps = sum(w.end - w.start - w.prompt + seq.num_codebooks - 1 for w in windows)
         tokens = torch.zeros(video.shape[0], seq.num_codebooks, num_tokens, dtype=torch.long, device=device)
@@ -109,9 +138,22 @@ class MusicGenerator:
                 features = self.window_features(video, window)
                 prompt = tokens[:, :, window.start : window.start + window.prompt]
                 tokens[:, :, window.start : window.end] = self.generate_window(
-                    features, prompt, window.end - window.start, rng, tick
+                    features, prompt, window.end - window.start, rng, tick, text
                 )
         return tokens
+
+    def caption_memory(self, captions: Optional[Sequence[str]], batch: int) -> Optional[torch.Tensor]:
+        """The captions' text memory `[B, L, width]`, or None when there is no caption to follow (none given,
+        all empty, or `text_cfg_scale` 0 with the model's text parts unused); one line for captions given
+        to a model without text."""
+        if captions is None or not any(caption.strip() for caption in captions):
+            return None
+        if self.model.text is None:
+            raise VMASError("this model has no text conditioning (it was trained without model.text): "
+                            "generate without a caption")
+        if len(captions) != batch:
+            raise VMASError(f"{len(captions)} captions for {batch} videos")
+        return None if self.config.text_cfg_scale == 0 else self.model.text_memory(captions, batch)
 
     def window_features(self, video: torch.Tensor, window: Window) -> torch.Tensor:
         """Encoder features `[B, S', D]` of the frames under `window`.
@@ -137,18 +179,23 @@ class MusicGenerator:
         num_tokens: int,
         rng: Generators = None,
         tick: Optional[Callable[[], None]] = None,
+        text: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """Continue `prompt [B, K, P]` to `num_tokens` tokens conditioned on `features [B, S, D]`
-        -> `[B, K, num_tokens]` (the prompt included); `tick()` is called after each decoder step."""
+        """Continue `prompt [B, K, P]` to `num_tokens` tokens conditioned on `features [B, S, D]` (and the
+        captions' memory `text [B, L, width]`, `caption_memory`) -> `[B, K, num_tokens]` (the prompt
+        included); `tick()` is called after each decoder step."""
         cfg = self.config
         decoder = self.model.decoder
         batch, num_codebooks, prompt_len = prompt.shape
         num_steps = num_tokens + num_codebooks - 1
         pad = decoder.pad_token_id
-        guided = cfg.cfg_scale != 1.0
-        cond = features
-        if guided:
-            cond = torch.cat([features, self.model.null_features(batch, features.shape[1]).to(features)])
+        rows = guidance_rows(cfg.cfg_scale, cfg.text_cfg_scale, text is not None)
+        null = self.model.null_features(batch, features.shape[1]).to(features)
+        cond = torch.cat([features if row.video else null for row in rows])
+        memory = None
+        if self.model.text is not None:  # a model with text always has text memory: the null text when there is none
+            null_text = self.model.text_memory(None, batch)
+            memory = torch.cat([text if row.text else null_text for row in rows])
 
         # Delayed layout: codebook k holds token t at step t + k; the prompt and the pad cells are known.
         tokens = prompt.new_full((batch, num_codebooks, num_tokens), pad)
@@ -157,16 +204,17 @@ class MusicGenerator:
         known = apply_delay(is_prompt.expand(1, num_codebooks, -1), True)[0]  # [K, num_steps]
         bos = prompt.new_full((batch, num_codebooks, 1), pad)
         sequence = torch.cat([bos, apply_delay(tokens, pad)], dim=2)  # position j + 1 holds delayed step j
-        run = self.decode_function(cond, num_steps + 1)
+        run = self.decode_function(cond, num_steps + 1, memory)
         fed = 0
         for step in range(prompt_len, num_steps):
             inputs = sequence[:, :, fed : step + 1]
-            if guided:
-                inputs = torch.cat([inputs, inputs])
-            logits = run(inputs, fed)[:, :, -1].float()
-            if guided:
-                conditional, unconditional = logits.chunk(2)
-                logits = unconditional + cfg.cfg_scale * (conditional - unconditional)
+            logits = run(inputs.repeat(len(rows), 1, 1), fed)[:, :, -1].float()
+            if len(rows) > 1:
+                *conditioned, unconditional = logits.chunk(len(rows))
+                guided = unconditional
+                for row, conditional in zip(rows, conditioned):
+                    guided = guided + row.weight * (conditional - unconditional)
+                logits = guided
             sampled = sample_next_token(logits, cfg.top_k, cfg.top_p, cfg.temperature, rng)
             sequence[:, :, step + 1] = torch.where(known[:, step], sequence[:, :, step + 1], sampled)
             if cfg.use_cache:  # the next call feeds only the new step
@@ -175,9 +223,11 @@ class MusicGenerator:
                 tick()
         return revert_delay(sequence[:, :, 1:])
 
-    def decode_function(self, cond: torch.Tensor, length: int) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    def decode_function(self, cond: torch.Tensor, length: int, text: Optional[torch.Tensor] = None
+                        ) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """`run(input_ids [N, K, L], start) -> logits [N, K, L, V]` for decoder positions start..start + L - 1
-        of a window of `length` positions conditioned on `cond [N, S, D]`: the decoder's forward with
+        of a window of `length` positions conditioned on `cond [N, S, D]` (and the text memory `text
+        [N, L_text, width]` of a model with text): the decoder's forward with
         transformers' dynamic cache (or none), or its static cache (`static_cache`) with its one-position
         steps eager, replayed as a CUDA graph or compiled (`decode_step`); a prompt is fed eagerly."""
         cfg = self.config
@@ -185,9 +235,11 @@ class MusicGenerator:
         if not cfg.static_cache:
             past = None
 
+            extra = {} if text is None else {"text": text}
+
             def run(input_ids: torch.Tensor, start: int) -> torch.Tensor:
                 nonlocal past
-                logits, cache = decoder(input_ids, cond, past_key_values=past, use_cache=cfg.use_cache)
+                logits, cache = decoder(input_ids, cond, past_key_values=past, use_cache=cfg.use_cache, **extra)
                 past = cache if cfg.use_cache else None
                 return logits
 
@@ -200,10 +252,11 @@ class MusicGenerator:
         seq = self.sequence
         window = seq.tokens_for(self.config.window_s or seq.duration_s) + seq.num_codebooks  # + BOS and K - 1 delays
         max_cond = math.ceil(seq.num_frames / self.model.frames_per_feature)
+        text_length = 0 if text is None else text.shape[1]
         device = cond.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-        static = decoder.static_decoder(cond.shape[0], max(window, length), max(max_cond, cond.shape[1]), dtype)
-        static.reset(cond)
+        static = decoder.static_decoder(cond.shape[0], max(window, length), max(max_cond, cond.shape[1]) + text_length, dtype)
+        static.reset(cond, text)
         step = static  # decode_step eager
         if cfg.decode_step == "cuda_graph":
             step = static.graphed_step()

@@ -90,6 +90,8 @@ class GenerationOptions:
         plot_spectrogram: the beat plot shows a spectrogram instead of the waveform.
         beats_config: vmas config files, stacked (`config_file.load_config`), whose `data.beats` the
             plot's beats use (`vmas beats --config`); none: the defaults.
+        text: a caption for every video (a model with text: the music's style in words, guided by
+            `generation.text_cfg_scale`); None or empty: video only. A model without text refuses one.
     """
 
     ckpt: str
@@ -99,6 +101,7 @@ class GenerationOptions:
     write_video: bool = True
     plot_spectrogram: bool = False
     beats_config: Sequence[str] = ()
+    text: Optional[str] = None
 
 
 class Generation:
@@ -118,6 +121,9 @@ class Generation:
         self.device = resolve_device(options.device)
         self.model, self.sequence, config = load_for_inference(options.ckpt, self.device)
         self.config = dataclasses.replace(config, **options.generation)
+        if options.text and self.model.text is None:
+            raise VMASError(f"{options.ckpt}: this model has no text conditioning (trained without model.text); "
+                            "generate without --text")
         # the settings of the plot's beats: data.beats of `beats_config` (`vmas beats --config`), else the defaults
         self.beats = load_config(options.beats_config, trainer=False).data.beats if options.beats_config else BeatConfig()
 
@@ -130,28 +136,31 @@ class Generation:
 
     def compose(self, frames, duration_s: float, config: Optional[GenerationConfig] = None,
                 seeds: Optional[list[int]] = None, on_step: Optional[Callable[[int, int], None]] = None,
-                progress: bool = True):
+                progress: bool = True, text: Optional[str] = None):
         """Music for uint8 `frames [F, H, W, 3]` at the model's rate: float32 `[N]` at the codec's
-        rate, the full decoded length (at least `duration_s`). `seeds`: `MusicGenerator`'s, one."""
-        return self.compose_batch([frames], duration_s, config, seeds, on_step, progress)[0]
+        rate, the full decoded length (at least `duration_s`). `seeds`: `MusicGenerator`'s, one.
+        `text`: the caption (default: `options.text`)."""
+        return self.compose_batch([frames], duration_s, config, seeds, on_step, progress, text)[0]
 
     def compose_batch(self, frames: Sequence, duration_s: float, config: Optional[GenerationConfig] = None,
                       seeds: Optional[list[int]] = None, on_step: Optional[Callable[[int, int], None]] = None,
-                      progress: bool = True) -> list:
+                      progress: bool = True, text: Optional[str] = None) -> list:
         """`compose` for clips of the same shape, generated as one batch -> one `[N]` each."""
         from vmas_lightning.generation.generator import MusicGenerator
 
         video = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3)  # uint8 [B, 3, F, H, W]
         generator = MusicGenerator(self.model, config or self.config, progress=progress, on_step=on_step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            tokens = generator.generate(video.to(self.device), duration_s=duration_s, seeds=seeds)
+            text = self.options.text if text is None else text
+            tokens = generator.generate(video.to(self.device), duration_s=duration_s, seeds=seeds,
+                                        captions=[text] * len(frames) if text else None)
         # one clip at a time: a batched decode's rounding would differ from the clip's alone in the last bit
         return [self.model.codec.decode(clip_tokens[None])[0, 0].float().cpu().numpy() for clip_tokens in tokens]
 
     def __call__(self, video_path: Path, stem: Path, plot: Optional[Path] = None, config: Optional[GenerationConfig] = None,
                  keep_original_audio: Optional[bool] = None, on_step: Optional[Callable[[int, int], None]] = None,
                  on_stage: Optional[Callable[[str, dict[str, float]], None]] = None, title: Optional[str] = None,
-                 score_max_side: Optional[int] = None) -> dict:
+                 score_max_side: Optional[int] = None, text: Optional[str] = None) -> dict:
         """Generate for one file; returns what was written (raises `InputFileError` for a bad file).
 
         `config` and `keep_original_audio` replace the command's settings for this file; `on_step`
@@ -160,14 +169,14 @@ class Generation:
         error propagates, in `LATE_STAGES` the stage is recorded as a problem). Once the wav is written nothing made is lost: a later stage
         that fails (the muxed video, the plot and its scores) leaves a one-line entry in
         `result["problems"]` and the rest goes on. `result["timings"]`: seconds per stage run.
-        `title`: the plot's (default: the file's name); `score_max_side`: a video with a larger side
-        is not scored (MV-Align's flow at native size is the costliest stage: ~10 min for 5 s of 4K
+        `title`: the plot's (default: the file's name); `text`: this file's caption (default:
+        `options.text`); `score_max_side`: a video with a larger side is not scored (MV-Align's flow at native size is the costliest stage: ~10 min for 5 s of 4K
         on a 2-core CPU; None: every video is scored)."""
         stage = Stages(video_path, on_stage)
         made: dict = {}
         stage("read", lambda: made.update(clip=self.read(video_path)))
         clip = made["clip"]
-        stage("music", lambda: made.update(audio=self.compose(clip.frames, clip.duration_s, config, on_step=on_step)))
+        stage("music", lambda: made.update(audio=self.compose(clip.frames, clip.duration_s, config, on_step=on_step, text=text)))
         return self._write(video_path, stem, clip.duration_s, made["audio"], stage, plot, keep_original_audio, title,
                            score_max_side)
 

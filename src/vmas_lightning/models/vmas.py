@@ -1,13 +1,15 @@
-"""`VMASModel`: video encoder -> MusicGen decoder cross-attending to the video -> EnCodec tokens."""
+"""`VMASModel`: video encoder -> MusicGen decoder cross-attending to the video (and, with a text
+conditioner, to a caption) -> EnCodec tokens."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from vmas_lightning.errors import VMASError
 from vmas_lightning.models.codecs.delay import apply_delay, revert_delay
+from vmas_lightning.models.text_condition import TextCondition
 from vmas_lightning.registry import AUDIO_CODECS, MUSIC_DECODERS, VIDEO_ENCODERS, PluginSpec
 from vmas_lightning.sequence import SequenceConfig
 
@@ -19,7 +21,8 @@ def unit_video(video: torch.Tensor) -> torch.Tensor:
 
 
 class VMASModel(nn.Module):
-    """The three plugins built from their specs, plus the learned null condition.
+    """The three plugins built from their specs, plus the learned null condition; with `text`, a text
+    conditioner whose memory the decoder cross-attends to beside the video (`TextCondition`).
 
     The encoder gets `num_frames` / `frame_size` from `sequence`; the decoder gets the codec's
     `num_codebooks` / `codebook_size`, the encoder's `out_dim` and the token steps per feature step.
@@ -29,6 +32,10 @@ class VMASModel(nn.Module):
     Args:
         cond_dropout: probability, per training sample, of replacing its video features by the
             learned null condition (classifier-free guidance).
+        text: `TEXT_CONDITIONERS` spec, or None: a video-only model (no text parts, no `text` memory).
+        text_dropout: probability, per training sample, of replacing its caption by the learned null
+            text, drawn independently of `cond_dropout` (so the model learns video only, text only,
+            both and neither).
         activation_checkpointing: recompute each decoder layer and encoder block in backward instead
             of keeping its activations (`enable_activation_checkpointing()` of both plugins; the same
             loss and gradients, dropout included, for about one more forward of compute).
@@ -42,6 +49,8 @@ class VMASModel(nn.Module):
         sequence: SequenceConfig = SequenceConfig(),
         cond_dropout: float = 0.1,
         activation_checkpointing: bool = False,
+        text: Optional[PluginSpec] = None,
+        text_dropout: float = 0.3,
     ):
         super().__init__()
         self.codec = AUDIO_CODECS.build(codec)
@@ -60,6 +69,8 @@ class VMASModel(nn.Module):
             for part in self.checkpointed_parts():
                 part.enable_activation_checkpointing()
         self.null_condition = nn.Parameter(torch.zeros(self.encoder.out_dim))
+        self.text = TextCondition(text, self.decoder.width) if text is not None else None
+        self.text_dropout = text_dropout
 
     @property
     def frames_per_feature(self) -> int:
@@ -91,11 +102,19 @@ class VMASModel(nn.Module):
         """The learned null condition as features [batch_size, num_steps, D]."""
         return self.null_condition.expand(batch_size, num_steps, -1)
 
+    def text_memory(self, captions: Optional[Sequence[str]], batch: int, drop: Optional[torch.Tensor] = None
+                    ) -> Optional[torch.Tensor]:
+        """The decoder's text memory `[batch, L, width]` of `captions` (None or empty: the null text; `drop`,
+        bool `[B]`: the null text too); None for a model without text, whatever the captions."""
+        return None if self.text is None else self.text(captions, batch, drop)
+
     def forward(
         self,
         features: torch.Tensor,
         tokens: torch.Tensor,
         drop_condition: Optional[torch.Tensor] = None,
+        captions: Optional[Sequence[str]] = None,
+        drop_text: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Teacher-forced logits [B, K, T, V]; `logits[:, k, t]` predicts `tokens[:, k, t]`.
 
@@ -105,6 +124,10 @@ class VMASModel(nn.Module):
             drop_condition: bool [B], samples whose features become the null condition; None draws
                 it with probability `cond_dropout` per sample in training mode (none in eval).
                 The null condition gets a (possibly zero) gradient in every training step.
+            captions: B captions for a model with text (None, or an empty one: the null text);
+                ignored without.
+            drop_text: bool [B], samples whose caption becomes the null text; None draws it with
+                probability `text_dropout` in training mode, independently of `drop_condition`.
         """
         batch = tokens.shape[0]
         if drop_condition is None and self.training:
@@ -113,9 +136,12 @@ class VMASModel(nn.Module):
         if drop_condition is not None:
             null = self.null_features(batch, features.shape[1]).to(features.dtype)
             features = torch.where(drop_condition[:, None, None], null, features)
+        if drop_text is None and self.training and self.text is not None:
+            drop_text = torch.rand(batch, device=features.device) < self.text_dropout
+        text = self.text_memory(captions, batch, drop_text)
         pad = self.decoder.pad_token_id
         delayed = apply_delay(tokens, pad)  # [B, K, T + K - 1]
         bos = delayed.new_full((batch, delayed.shape[1], 1), pad)
         inputs = torch.cat([bos, delayed[:, :, :-1]], dim=2)  # step j sees delayed steps < j
-        logits, _ = self.decoder(inputs, features)
+        logits, _ = self.decoder(inputs, features, text=text) if text is not None else self.decoder(inputs, features)
         return revert_delay(logits)

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from vmas_lightning.generation.pipeline import STAGES
-from vmas_lightning.serve.jobs import JobQueue, check_sampling
+from vmas_lightning.serve.jobs import MAX_TEXT_CHARS, JobQueue, check_sampling, check_text
 from vmas_lightning.serve.pages import page
 from vmas_lightning.serve.settings import ServeSettings
 
@@ -22,19 +22,22 @@ def generate_router(settings: ServeSettings, jobs: JobQueue) -> APIRouter:
     @router.get("/", response_class=HTMLResponse)
     def generate_page(request: Request):
         return page(request, "generate.html", config=jobs.generation.config, max_upload_mb=settings.max_upload_mb,
+                    has_text=jobs.generation.model.text is not None, max_text_chars=MAX_TEXT_CHARS,
                     max_video_s=settings.max_video_s, keep_minutes=settings.keep_minutes, stages=STAGES)
 
     @router.post("/api/jobs")
     async def submit(request: Request, name: str = Query(..., min_length=1), seed: Optional[int] = None,
                      cfg_scale: Optional[float] = None, temperature: Optional[float] = None, top_k: Optional[int] = None,
-                     keep_original_audio: bool = False):
-        sampling = {"seed": seed, "cfg_scale": cfg_scale, "temperature": temperature, "top_k": top_k}
+                     keep_original_audio: bool = False, text: str = "", text_cfg_scale: Optional[float] = None):
+        sampling = {"seed": seed, "cfg_scale": cfg_scale, "temperature": temperature, "top_k": top_k,
+                    "text_cfg_scale": text_cfg_scale}
         # the settings are checked before the upload is read
         config = check_sampling(jobs.generation.config, **{k: v for k, v in sampling.items() if v is not None})
+        text = check_text(text, jobs.generation.model.text is not None)
         client = request.client.host if request.client else "local"
         length = request.headers.get("content-length")
         upload = await jobs.receive(name, request.stream(), int(length) if length and length.isdigit() else None, client)
-        job_id = await run_in_threadpool(jobs.submit, name, upload, config, keep_original_audio, client)
+        job_id = await run_in_threadpool(jobs.submit, name, upload, config, keep_original_audio, client, text)
         return jobs.status(job_id)
 
     def known(status: Optional[dict]) -> dict:

@@ -43,8 +43,9 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, name TEXT NOT NULL, client TEXT NOT NULL, upload TEXT NOT NULL,
     config TEXT NOT NULL, keep_original_audio INTEGER NOT NULL, state TEXT NOT NULL, stage TEXT NOT NULL,
     timings TEXT NOT NULL DEFAULT '{}', result TEXT NOT NULL DEFAULT '{}', error TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL, started REAL, ended REAL);
+    created REAL NOT NULL, started REAL, ended REAL, text TEXT NOT NULL DEFAULT '');
 """
+MAX_TEXT_CHARS = 500  # a job's caption
 
 
 class Busy(VMASError):
@@ -75,7 +76,7 @@ def check_sampling(config: GenerationConfig, **changes) -> GenerationConfig:
     `GenerationConfig`'s ranges (a seed in 0..2**63-1, top-k at most 2**31); `InvalidSettings` with
     one line naming every bad one otherwise. The API checks a job's settings so before it reads the upload."""
     problems = []
-    for name in ("cfg_scale", "temperature", "top_p"):
+    for name in ("cfg_scale", "text_cfg_scale", "temperature", "top_p"):
         value = changes.get(name, getattr(config, name))
         if not (isinstance(value, (int, float)) and abs(value) < 1e6):  # also nan and inf
             problems.append(f"{name} must be a finite number below 1e6, got {value}")
@@ -90,6 +91,17 @@ def check_sampling(config: GenerationConfig, **changes) -> GenerationConfig:
         return dataclasses.replace(config, **changes)  # GenerationConfig's own range checks
     except VMASError as err:
         raise InvalidSettings(str(err)) from None
+
+
+def check_text(text: str, has_text: bool) -> str:
+    """A job's caption, stripped, when the model takes one and it is at most `MAX_TEXT_CHARS` long;
+    `InvalidSettings` otherwise. Empty: video only."""
+    text = text.strip()
+    if text and not has_text:
+        raise InvalidSettings("this model has no text conditioning (it was trained without model.text): leave the text empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidSettings(f"text must be at most {MAX_TEXT_CHARS} characters, got {len(text)}")
+    return text
 
 
 class JobQueue:
@@ -115,6 +127,8 @@ class JobQueue:
         self.database = self.folder / DATABASE
         with closing(self._connect()) as db:
             db.executescript(SCHEMA)
+            if "text" not in {row["name"] for row in db.execute("PRAGMA table_info(jobs)")}:  # a database of an earlier version
+                db.execute("ALTER TABLE jobs ADD COLUMN text TEXT NOT NULL DEFAULT ''")
         self.lock = threading.Condition()  # guards the queue's order and the running job's progress
         self.progress: dict[str, float] = {}  # job id -> fraction of the music made (the running job)
         self.cancelled: set[str] = set()
@@ -212,9 +226,10 @@ class JobQueue:
         return path
 
     def submit(self, name: str, upload: Path, config: GenerationConfig, keep_original_audio: bool,
-               client: str = "local") -> str:
+               client: str = "local", text: str = "") -> str:
         """Check an upload from `receive` (a video stream of at least 2 frames, readable, not too long)
-        and queue it with `config` (checked by the caller: `check_sampling`); its folder is removed
+        and queue it with `config` and the caption `text` (checked by the caller: `check_sampling`,
+        `check_text`); its folder is removed
         when a check fails. Returns the job's id. Blocking: run it off the event loop."""
         from vmas_lightning.generation.mux import video_span
 
@@ -227,9 +242,9 @@ class JobQueue:
                 raise VMASError(f"{name}: {duration:.1f} s long; this server takes videos up to {self.max_video_s:g} s")
             with self.lock:
                 self._check_room(client)
-                self._execute("INSERT INTO jobs (id, name, client, upload, config, keep_original_audio, state, stage, created) "
-                              "VALUES (?, ?, ?, ?, ?, ?, 'queued', 'waiting', ?)", upload.parent.name, name, client,
-                              str(upload), json.dumps(dataclasses.asdict(config)), int(keep_original_audio), time.time())
+                self._execute("INSERT INTO jobs (id, name, client, upload, config, keep_original_audio, state, stage, created, text) "
+                              "VALUES (?, ?, ?, ?, ?, ?, 'queued', 'waiting', ?, ?)", upload.parent.name, name, client,
+                              str(upload), json.dumps(dataclasses.asdict(config)), int(keep_original_audio), time.time(), text)
                 self.lock.notify_all()
         except VMASError as err:
             shutil.rmtree(upload.parent, ignore_errors=True)
@@ -320,7 +335,7 @@ class JobQueue:
         try:
             result = self.generation(upload, upload.parent / OUTPUT, upload.parent / "plot.png", config=config,
                                      keep_original_audio=bool(job["keep_original_audio"]), on_step=on_step,
-                                     on_stage=on_stage, title=name, score_max_side=self.score_max_side)
+                                     on_stage=on_stage, title=name, score_max_side=self.score_max_side, text=job["text"])
             result["problems"] = [f"{name}: {problem}" for problem in result.get("problems", [])]
             self._update(job_id, state="done", stage="done", result=result, timings=result.pop("timings"), ended=time.time())
         except Cancelled as err:

@@ -54,8 +54,10 @@ def sinusoids(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class MusicGenDecoder(nn.Module):
-    """`forward(input_ids [B, K, L], cond [B, S, cond_dim], past_key_values=None, use_cache=False)
-    -> (logits [B, K, L, V], past_key_values)`; `pad_token_id` (= BOS) is `V`.
+    """`forward(input_ids [B, K, L], cond [B, S, cond_dim], past_key_values=None, use_cache=False, text=None)
+    -> (logits [B, K, L, V], past_key_values)`; `pad_token_id` (= BOS) is `V`. `text [B, L_text, width]`
+    (a caption's memory, already at the decoder's width) is appended to the projected video in the
+    cross-attention memory (`memory`); the aligned path stays the video's.
 
     Args:
         tokens_per_cond_step: token steps per conditioning step (50 Hz / 4.8 Hz for efficient Hiera).
@@ -125,12 +127,19 @@ class MusicGenDecoder(nn.Module):
             projected = projected + sinusoids(positions, self.width).to(projected.dtype)
         return projected
 
+    def memory(self, cond: torch.Tensor, text: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """What every layer cross-attends to: `project_condition(cond)` `[B, S, width]`, then `text`
+        `[B, L_text, width]` when given -> `[B, S (+ L_text), width]`."""
+        projected = self.project_condition(cond)
+        return projected if text is None else torch.cat([projected, text.to(projected.dtype)], dim=1)
+
     def forward(
         self,
         input_ids: torch.Tensor,
         cond: torch.Tensor,
         past_key_values: Optional[Any] = None,
         use_cache: bool = False,
+        text: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, Optional[Any]]:
         batch, codebooks, length = input_ids.shape
         if self.aligned_proj is not None:
@@ -138,7 +147,7 @@ class MusicGenDecoder(nn.Module):
         try:
             out = self.lm(
                 input_ids=input_ids.reshape(batch * codebooks, length),
-                encoder_hidden_states=self.project_condition(cond),
+                encoder_hidden_states=self.memory(cond, text),
                 past_key_values=past_key_values,
                 use_cache=use_cache,
             )

@@ -26,7 +26,7 @@ Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class StaticMusicGenDecoder(nn.Module):
     """Decode steps of `decoder` for a fixed batch, window and condition length.
 
-    `reset(cond [N, S, cond_dim])` starts a window (S <= `max_cond`); `forward(input_ids [N, K, L],
+    `reset(cond [N, S, cond_dim], text=None)` starts a window (S plus the text's length <= `max_cond`); `forward(input_ids [N, K, L],
     positions [L])` feeds the delayed tokens at decoder positions `positions` (consecutive, from 0
     after a reset) and returns logits `[N, K, L, V]`, writing their keys/values into the cache. A
     step (L = 1) has the same shapes at every position: the call CUDA graphs and `torch.compile` take.
@@ -35,7 +35,8 @@ class StaticMusicGenDecoder(nn.Module):
         decoder: a `MusicGenDecoder`.
         batch: N, rows per call (2 B with classifier-free guidance).
         max_length: decoder positions a window may use (its tokens + K - 1 delay steps + BOS).
-        max_cond: condition steps a window may have (the encoder's features for a full window).
+        max_cond: cross-attention memory a window may have (the encoder's features for a full window,
+            plus the text memory's length for a model with text).
         linear_dtype: the dtype of the linear layers' arithmetic (autocast's, when generation runs
             under it); when it differs from the weights', they are computed with a copy of the
             decoder whose linear weights are cast to it, refreshed from the decoder at each `reset`.
@@ -91,8 +92,9 @@ class StaticMusicGenDecoder(nn.Module):
         return net
 
     @torch.no_grad()
-    def reset(self, cond: torch.Tensor) -> None:
-        """Start a window conditioned on `cond [N, S, cond_dim]`: the weights copy refreshed, the
+    def reset(self, cond: torch.Tensor, text: Optional[torch.Tensor] = None) -> None:
+        """Start a window conditioned on `cond [N, S, cond_dim]` (and `text [N, L, width]`, the caption's
+        memory, when the model has text): the weights copy refreshed, the
         cross-attention keys/values and the aligned features computed once; the self-attention cache is
         overwritten as positions are fed (the mask hides what a previous window left)."""
         source = self.source[0]
@@ -101,8 +103,8 @@ class StaticMusicGenDecoder(nn.Module):
                 mine.copy_(theirs)
         with torch.autocast(cond.device.type, enabled=False):
             cond = cond.to(self.net.cond_proj.weight.dtype)  # what autocast feeds the linear layers
-            steps = cond.shape[1]
-            memory = self.net.project_condition(cond)
+            memory = self.net.memory(cond, text)
+            steps = memory.shape[1]
             for index, layer in enumerate(self.stack.layers):
                 attention = layer.encoder_attn
                 getattr(self, f"cross_keys{index}")[:, :, :steps] = self._heads(self._linear(attention.k_proj, memory))
