@@ -68,6 +68,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--seed", type=int, default=4, help="Demo seed of the held-out clips (the demo model: 0 trained, 1-3 looked at).")
     parser.add_argument("--num-clips", type=int, default=24)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"Comma-separated rows to run: {', '.join(ROWS)}.")
+    parser.add_argument("--cfg-scale", type=float, default=None, help="Override the checkpoint's video guidance.")
     parser.add_argument("--text-cfg-scale", type=float, default=None, help="Override the checkpoint's text guidance.")
     parser.add_argument("--text-only-temperature", type=float, default=None,
                         help="Sampling temperature of the text_only row (default: the checkpoint's).")
@@ -80,7 +81,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
         parser.error(f"--rows: unknown {', '.join(unknown)}; known: {', '.join(ROWS)}")
 
     started = time.time()
-    overrides = {} if args.text_cfg_scale is None else {"text_cfg_scale": args.text_cfg_scale}
+    overrides = {key: value for key, value in (("cfg_scale", args.cfg_scale), ("text_cfg_scale", args.text_cfg_scale))
+                 if value is not None}
     generation = Generation(GenerationOptions(ckpt=args.ckpt, device="cpu", generation=overrides))
     seq, config = generation.sequence, generation.config
     classifier = AUDIO_CLASSIFIERS.build({"name": "demo_style", "pretrained": args.classifier})
