@@ -30,8 +30,10 @@ def test_contradicting_styles_are_each_other_style_in_turn():
 @pytest.mark.slow
 def test_the_benchmark_scores_the_truth_and_runs_the_rows_it_is_asked(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
-    report = load_text_control().main(["--num-clips", "3", "--rows", "text_only"])
+    report = load_text_control().main(["--num-clips", "3", "--rows", "text_only", "--cfg-scale", "2.5"])
     assert json.loads(capsys.readouterr().out) == report  # nothing but the JSON on stdout
     truth = report["truth"]
     assert truth["style_accuracy"] == 1.0 and truth["style_accuracy_caption"] == 0.0 and truth["onset_f1"] == 1.0
     assert list(report["rows"]) == ["text_only"] and report["generation"]["text_cfg_scale"] > 0
+    # --cfg-scale sets the video guidance of the rows with the video; the text-only row never runs the video
+    assert report["generation"]["cfg_scale"] == 2.5 and report["text_only_generation"]["cfg_scale"] == 0.0
