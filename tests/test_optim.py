@@ -5,8 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from vmas_lightning.errors import VMASError
+from helpers import TINY_CONFIG
 from vmas_lightning.config import OptimConfig
+from vmas_lightning.config_file import load_config
+from vmas_lightning.errors import VMASError
+from vmas_lightning.lit_module import VMASModule
 from vmas_lightning.optim import build_optimizer, build_scheduler, warmup_cosine
 
 
@@ -54,6 +57,22 @@ def test_encoder_lr_scale_puts_the_encoder_in_its_own_groups():
     assert [g["lr"] for g in optimizer.param_groups][::2] == [pytest.approx(1e-3), pytest.approx(1e-4)]  # warmup scales both
     with pytest.raises(VMASError, match="encoder_lr_scale"):
         OptimConfig(encoder_lr_scale=0)
+
+
+def test_the_module_trains_encoder_and_decoder_at_their_scales_and_the_text_at_lr():
+    overrides = ["--model.text", "words", "--model.optim.optimizer", "adamw", "--model.optim.lr", "0.002",
+                 "--model.optim.encoder_lr_scale", "0.01", "--model.optim.decoder_lr_scale", "0.1"]
+    module = VMASModule(**vars(load_config([TINY_CONFIG], overrides=overrides, trainer=False).model))
+    optimizer = build_optimizer(module, module.config.optim, module.lr_scales())
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    parts = {"encoder": 2e-5, "decoder": 2e-4, "text": 2e-3}
+    for part, lr in parts.items():
+        params = list(getattr(module.model, part).parameters())
+        assert params and all(lr_of[id(p)] == pytest.approx(lr) for p in params), part
+    assert lr_of[id(module.model.null_condition)] == pytest.approx(2e-3)
+    assert len(lr_of) == sum(p.requires_grad for p in module.parameters())  # every trainable parameter in one group
+    with pytest.raises(VMASError, match="decoder_lr_scale"):
+        OptimConfig(decoder_lr_scale=-1)
 
 
 def group_ids_of(group):

@@ -137,6 +137,19 @@ def test_static_and_dynamic_caches_give_the_same_music_with_text(captions):
     assert torch.equal(ignored, without)  # text guidance 0: the caption is not run
 
 
+def test_a_long_video_makes_the_null_text_once_for_all_its_windows():
+    model = tiny_text_module().model
+    config = dataclasses.replace(model_generation(), seed=3, cfg_scale=1.5, text_cfg_scale=2.0, window_s=1.0, overlap_s=0.5)
+    generator = MusicGenerator(model, config)
+    assert len(generator.plan_windows(model.sequence.tokens_for(2.0))) == 3
+    calls = []
+    text_memory = model.text_memory
+    model.text_memory = lambda captions, batch, drop=None: calls.append(captions) or text_memory(captions, batch, drop)
+    made = generator.generate(torch.rand(1, 3, 20, 64, 64), duration_s=2.0, captions=CAPTIONS[:1])
+    assert calls == [CAPTIONS[:1], None]  # the caption and the null text, each once for the three windows
+    assert made.shape == (1, 4, model.sequence.tokens_for(2.0))
+
+
 def test_a_video_only_model_refuses_captions():
     model = tiny_text_module(text=None).model
     with pytest.raises(VMASError, match="no text conditioning"):

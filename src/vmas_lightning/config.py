@@ -122,6 +122,9 @@ class OptimConfig:
         encoder_lr_scale: multiplier of `lr` for the video encoder's parameters (1: the paper's single
             learning rate; a smaller one keeps a randomly initialised encoder from collapsing to
             features that are the same for every video, see docs/EVALUATION.md).
+        decoder_lr_scale: multiplier of `lr` for the music decoder's parameters (1: the paper's single
+            learning rate; a smaller one, with `init_from`, keeps a trained decoder close to what it
+            learned while new parts such as the text conditioner learn at `lr`: configs/demo_text.yaml).
         implementation: how a step runs over the parameter tensors: `for_loop` (one tensor at a time:
             torch's AdamW with `foreach=False`, the `dadaptation` package's D-Adapt Adam, which waits
             for the GPU twice per tensor), `foreach` (a few kernels per step over lists of tensors:
@@ -139,6 +142,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: Optional[float] = 1.0
     encoder_lr_scale: float = 1.0
+    decoder_lr_scale: float = 1.0
     implementation: Literal["for_loop", "foreach", "fused"] = "foreach"
 
     def __post_init__(self):
@@ -148,11 +152,13 @@ class OptimConfig:
             raise VMASError(f"optim: unknown implementation '{self.implementation}'; known: {', '.join(OPTIMIZER_IMPLEMENTATIONS)}")
         if self.optimizer == "dadapt_adam" and self.implementation == "fused":
             raise VMASError("optim: dadapt_adam has no fused implementation; set model.optim.implementation foreach")
-        if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1 or self.encoder_lr_scale <= 0:
+        if (self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1 or self.encoder_lr_scale <= 0
+                or self.decoder_lr_scale <= 0):
             raise VMASError(
-                f"optim: need lr > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1 and encoder_lr_scale > 0; "
-                f"got lr={self.lr}, warmup_steps={self.warmup_steps}, min_lr_ratio={self.min_lr_ratio}, "
-                f"encoder_lr_scale={self.encoder_lr_scale}"
+                f"optim: need lr > 0, warmup_steps >= 0, 0 <= min_lr_ratio <= 1, encoder_lr_scale > 0 and "
+                f"decoder_lr_scale > 0; got lr={self.lr}, warmup_steps={self.warmup_steps}, "
+                f"min_lr_ratio={self.min_lr_ratio}, encoder_lr_scale={self.encoder_lr_scale}, "
+                f"decoder_lr_scale={self.decoder_lr_scale}"
             )
 
 

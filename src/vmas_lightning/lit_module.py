@@ -287,9 +287,15 @@ class VMASModule(L.LightningModule):
         if self.config.optim.grad_clip:
             self.clip_gradients(optimizer, gradient_clip_val=self.config.optim.grad_clip, gradient_clip_algorithm="norm")
 
+    def lr_scales(self) -> dict[str, float]:
+        """Parameter-name prefix -> multiplier of `optim.lr` (`encoder_lr_scale`, `decoder_lr_scale`); the
+        rest (text conditioner, null conditions, contrastive heads) trains at `optim.lr`."""
+        optim = self.config.optim
+        return {"model.encoder.": optim.encoder_lr_scale, "model.decoder.": optim.decoder_lr_scale}
+
     def configure_optimizers(self):
         if is_sharded(self):
             check_shardable(self.config.optim)
-        optimizer = build_optimizer(self, self.config.optim, {"model.encoder.": self.config.optim.encoder_lr_scale})
+        optimizer = build_optimizer(self, self.config.optim, self.lr_scales())
         scheduler = build_scheduler(optimizer, self.config.optim, self.trainer.estimated_stepping_batches)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

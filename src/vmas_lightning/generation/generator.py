@@ -22,6 +22,7 @@ from vmas_lightning.errors import VMASError
 from vmas_lightning.config import GenerationConfig
 from vmas_lightning.generation.sampling import Generators, make_generator, sample_next_token
 from vmas_lightning.models.codecs.delay import apply_delay, revert_delay
+from vmas_lightning.models.text_condition import no_text
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class MusicGenerator:
         else:
             rng = make_generator(self.config.seed, device)
         text = self.caption_memory(captions, video.shape[0])
+        null_text = self.model.text_memory(None, video.shape[0])  # once for every window; None without text
         windows = self.plan_windows(num_tokens)
         steps = sum(w.end - w.start - w.prompt + seq.num_codebooks - 1 for w in windows)
         tokens = torch.zeros(video.shape[0], seq.num_codebooks, num_tokens, dtype=torch.long, device=device)
@@ -138,7 +140,7 @@ class MusicGenerator:
                 features = self.window_features(video, window)
                 prompt = tokens[:, :, window.start : window.start + window.prompt]
                 tokens[:, :, window.start : window.end] = self.generate_window(
-                    features, prompt, window.end - window.start, rng, tick, text
+                    features, prompt, window.end - window.start, rng, tick, text, null_text
                 )
         return tokens
 
@@ -146,7 +148,7 @@ class MusicGenerator:
         """The captions' text memory `[B, L, width]`, or None when there is no caption to follow (none given,
         all empty, or `text_cfg_scale` 0 with the model's text parts unused); one line for captions given
         to a model without text."""
-        if captions is None or not any(caption.strip() for caption in captions):
+        if captions is None or all(no_text(caption) for caption in captions):
             return None
         if self.model.text is None:
             raise VMASError("this model has no text conditioning (it was trained without model.text): "
@@ -180,10 +182,12 @@ class MusicGenerator:
         rng: Generators = None,
         tick: Optional[Callable[[], None]] = None,
         text: Optional[torch.Tensor] = None,
+        null_text: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Continue `prompt [B, K, P]` to `num_tokens` tokens conditioned on `features [B, S, D]` (and the
         captions' memory `text [B, L, width]`, `caption_memory`) -> `[B, K, num_tokens]` (the prompt
-        included); `tick()` is called after each decoder step."""
+        included); `tick()` is called after each decoder step. A model with text also takes the null text
+        `null_text [B, L, width]` (`model.text_memory(None, B)`; made here when not given)."""
         cfg = self.config
         decoder = self.model.decoder
         batch, num_codebooks, prompt_len = prompt.shape
@@ -194,7 +198,7 @@ class MusicGenerator:
         cond = torch.cat([features if row.video else null for row in rows])
         memory = None
         if self.model.text is not None:  # a model with text always has text memory: the null text when there is none
-            null_text = self.model.text_memory(None, batch)
+            null_text = self.model.text_memory(None, batch) if null_text is None else null_text
             memory = torch.cat([text if row.text else null_text for row in rows])
 
         # Delayed layout: codebook k holds token t at step t + k; the prompt and the pad cells are known.

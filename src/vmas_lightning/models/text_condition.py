@@ -15,6 +15,11 @@ from torch import nn
 from vmas_lightning.registry import TEXT_CONDITIONERS, PluginSpec
 
 
+def no_text(caption: str) -> bool:
+    """Whether `caption` asks for nothing (empty or blank): its row gets the null text."""
+    return not caption.strip()
+
+
 class TextCondition(nn.Module):
     """`text_condition(captions or None, batch, drop=None) -> memory [B, max_tokens, width]`.
 
@@ -48,7 +53,7 @@ class TextCondition(nn.Module):
         features, mask = self.conditioner(list(captions))  # [B, L, D], [B, L]
         memory = self.proj(features.to(self.proj.weight.dtype))
         memory = memory * mask[..., None].to(memory.dtype)
-        empty = torch.tensor([not caption.strip() for caption in captions], device=mask.device)
+        empty = torch.tensor([no_text(caption) for caption in captions], device=mask.device)
         absent = empty | ~mask.any(dim=1)  # no caption, or no token of it (`words` keeps letters and digits only)
         if drop is not None:
             absent = absent | drop
