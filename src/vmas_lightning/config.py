@@ -124,7 +124,8 @@ class OptimConfig:
             features that are the same for every video, see docs/EVALUATION.md).
         decoder_lr_scale: multiplier of `lr` for the music decoder's parameters (1: the paper's single
             learning rate; a smaller one, with `init_from`, keeps a trained decoder close to what it
-            learned while new parts such as the text conditioner learn at `lr`: configs/demo_text.yaml).
+            learned while new parts such as the text conditioner learn at `lr`; benchmarks/RESULTS.md,
+            "Text and video", has one such text stage).
         implementation: how a step runs over the parameter tensors: `for_loop` (one tensor at a time:
             torch's AdamW with `foreach=False`, the `dadaptation` package's D-Adapt Adam, which waits
             for the GPU twice per tensor), `foreach` (a few kernels per step over lists of tensors:
